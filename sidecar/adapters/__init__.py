@@ -1,0 +1,1 @@
+"""Edges of the sidecar: neonize, SQLite, captures, HTTP."""

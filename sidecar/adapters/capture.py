@@ -1,0 +1,118 @@
+"""The capture format, version 1: JSON Lines of neonize events (see CONTRACT.md).
+
+Reading never stops at a bad line: each one becomes a :class:`CaptureError`
+with its line number, and the caller counts it and goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+
+from sidecar.pipeline import EVENT_CLASSES, event_name
+
+TICK = "tick"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRecord:
+    line: int
+    t: float
+    event: str
+    account: str | None
+    payload: bytes
+
+    @property
+    def is_tick(self) -> bool:
+        return self.event == TICK
+
+    def decode(self) -> ProtoMessage:
+        """The neonize event object, decoded with the neonize class's ``FromString``."""
+        try:
+            decoded: ProtoMessage = EVENT_CLASSES[self.event].FromString(self.payload)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise CaptureDecodeError(
+                self.line, f"payload is not a valid {self.event}: {exc}"
+            ) from None
+        return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureError:
+    line: int
+    reason: str
+
+
+class CaptureDecodeError(Exception):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+def read_capture(stream: IO[bytes]) -> Iterator[CaptureRecord | CaptureError]:
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        yield parse_line(raw, number)
+
+
+def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:
+    try:
+        data: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return CaptureError(line, f"not JSON: {exc.__class__.__name__}")
+    if not isinstance(data, dict):
+        return CaptureError(line, "a record must be a JSON object")
+    t = data.get("t")
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        return CaptureError(line, "'t' must be a number (Unix seconds)")
+    event = data.get("event")
+    if event == TICK:
+        return CaptureRecord(line, float(t), TICK, None, b"")
+    if not isinstance(event, str) or event not in EVENT_CLASSES:
+        return CaptureError(line, "'event' is not a neonize event class name or 'tick'")
+    account = data.get("account")
+    if not isinstance(account, str) or not account:
+        return CaptureError(line, "'account' is missing")
+    payload = data.get("payload", "")
+    if not isinstance(payload, str):
+        return CaptureError(line, "'payload' must be base64 text")
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return CaptureError(line, "'payload' is not valid base64")
+    return CaptureRecord(line, float(t), event, account, decoded)
+
+
+def encode_record(t: float, account: str | None, event: ProtoMessage | None) -> str:
+    """One capture line (without the newline); ``event=None`` writes a tick."""
+    if event is None:
+        return json.dumps({"t": t, "event": TICK})
+    payload = base64.b64encode(event.SerializeToString()).decode("ascii")
+    return json.dumps({"t": t, "account": account, "event": event_name(event), "payload": payload})
+
+
+class CaptureWriter:
+    """Appends records in the capture format."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, t: float, account: str | None, event: ProtoMessage | None) -> None:
+        self._file.write(encode_record(t, account, event) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,88 @@
+"""Account state that must survive a restart, in an embedded SQLite file.
+
+Without it, a restart would forget when the last real message came and a
+deaf session would look fresh again. Writes are batched by the caller
+(see :class:`sidecar.app.Sidecar.flush_state`), so the event path never waits
+on the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from sidecar.domain.account import PersistedState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS account_state (
+    account_id       TEXT PRIMARY KEY,
+    last_real_at     REAL,
+    last_protocol_at REAL,
+    updated_at       REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
+)
+"""
+
+
+class StateStoreError(Exception):
+    """The state database cannot be opened or written."""
+
+
+class SqliteStateStore:
+    FILENAME = "account_state.sqlite3"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / self.FILENAME
+        self._lock = threading.Lock()
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _create_private(self.path)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateStoreError(f"cannot open the state database {self.path}: {exc}") from exc
+
+    def load(self) -> dict[str, PersistedState]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT account_id, last_real_at, last_protocol_at FROM account_state"
+            ).fetchall()
+        return {row[0]: PersistedState(row[1], row[2]) for row in rows}
+
+    def save(self, states: Iterable[tuple[str, PersistedState]]) -> int:
+        rows = [(a, s.last_real_at, s.last_protocol_at) for a, s in states]
+        if not rows:
+            return 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO account_state (account_id, last_real_at, last_protocol_at)"
+                    " VALUES (?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
+                    " last_real_at = excluded.last_real_at,"
+                    " last_protocol_at = excluded.last_protocol_at,"
+                    " updated_at = ((julianday('now') - 2440587.5) * 86400.0)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StateStoreError(
+                    f"cannot write the state database {self.path}: {exc}"
+                ) from exc
+        return len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create the file owner-only before SQLite opens it (it holds account activity)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)

@@ -1,0 +1,140 @@
+"""The one place that wires the parts together and runs them.
+
+``run`` and ``replay`` differ only in their event source; everything else
+(HTTP, metrics, saved state, periodic summaries) is the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sidecar.adapters.auth import StaticTokens
+from sidecar.adapters.http import READY, create_app
+from sidecar.adapters.sqlite_state import SqliteStateStore
+from sidecar.clock import Clock, ReplayClock, SystemClock
+from sidecar.config import LoadedConfig
+from sidecar.replay import Replayer
+from sidecar.service import Sidecar
+
+log = logging.getLogger(__name__)
+
+#: How often changed account state is written to SQLite.
+STATE_FLUSH_INTERVAL_S = 1.0
+#: How often each account's one-line summary is logged.
+SUMMARY_INTERVAL_S = 60.0
+
+#: An event source runs until it is done or ``stop`` is set.
+EventSource = Callable[[Sidecar, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def build_sidecar(loaded: LoadedConfig, clock: Clock) -> Sidecar:
+    return Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
+
+
+def periodic(
+    name: str, interval: float, action: Callable[[], object], *, in_thread: bool = False
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A background task for ``cleanup_ctx``: started with the app, cancelled and
+    awaited at cleanup."""
+
+    async def loop_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if in_thread:
+                    await asyncio.get_running_loop().run_in_executor(None, action)
+                else:
+                    action()
+            except Exception:
+                log.exception("background task %r failed; it will run again", name)
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop_forever(), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
+
+
+async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = False) -> None:
+    """Serve HTTP while ``source`` feeds events; stop on SIGTERM/SIGINT or when it ends."""
+    app = create_app(sidecar, StaticTokens(sidecar.loaded.tokens))
+    app.cleanup_ctx.append(
+        periodic("state-flush", STATE_FLUSH_INTERVAL_S, sidecar.flush_state, in_thread=True)
+    )
+    app.cleanup_ctx.append(periodic("summary", SUMMARY_INTERVAL_S, sidecar.log_summaries))
+    runner = web.AppRunner(
+        app, access_log=logging.getLogger("aiohttp.access") if access_log else None
+    )
+    await runner.setup()
+    listen = sidecar.config.http.listen
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, listen.host, listen.port)
+        await site.start()
+        app[READY].set()
+        for address in runner.addresses:
+            log.info("listening on %s", _format_address(address))
+        if not sidecar.loaded.tokens:
+            log.warning("no auth tokens configured: the /api/ endpoints refuse every request")
+        source_task = asyncio.create_task(source(sidecar, stop), name="event-source")
+        stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+        await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (source_task, stop_task):
+            task.cancel()
+        results = await asyncio.gather(source_task, stop_task, return_exceptions=True)
+        failure = results[0]
+        if isinstance(failure, Exception):
+            raise failure
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        app[READY].clear()
+        await runner.cleanup()
+        sidecar.flush_state()
+        sidecar.close()
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    return str(address)
+
+
+def replay_source(capture: Path, clock: ReplayClock, linger: float) -> EventSource:
+    async def source(sidecar: Sidecar, stop: asyncio.Event) -> None:
+        report = await Replayer(sidecar, clock).run(capture)
+        print(report.summary(capture.name), flush=True)
+        if linger > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=linger)
+
+    return source
+
+
+async def replay(loaded: LoadedConfig, capture: Path, speed: float, linger: float) -> None:
+    clock = ReplayClock(speed)
+    sidecar = build_sidecar(loaded, clock)
+    await serve(sidecar, replay_source(capture, clock, linger))
+
+
+async def run(loaded: LoadedConfig, record: Path | None = None) -> None:
+    from sidecar.adapters.neonize_live import live_source
+
+    clock = SystemClock()
+    sidecar = build_sidecar(loaded, clock)
+    await serve(sidecar, live_source(clock, record))

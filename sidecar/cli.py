@@ -1,0 +1,125 @@
+"""``wa-sidecar``: run, check-config, replay.
+
+Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sidecar import __version__
+from sidecar.config import ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("sidecar")
+
+
+def _non_negative(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if number < 0 or number != number:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value!r}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wa-sidecar",
+        description="Hold WhatsApp linked-device sessions and make their health visible.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG may show more detail about failures; never use it on shared logs",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run every configured account")
+    run.add_argument("--config", required=True, type=Path, metavar="FILE")
+    run.add_argument("--record", type=Path, metavar="CAPTURE", help="also write live events here")
+
+    check = commands.add_parser("check-config", help="validate a config file")
+    check.add_argument("--config", required=True, type=Path, metavar="FILE")
+
+    replay = commands.add_parser("replay", help="run the whole pipeline from a capture file")
+    replay.add_argument("capture", type=Path, metavar="CAPTURE")
+    replay.add_argument("--config", required=True, type=Path, metavar="FILE")
+    replay.add_argument(
+        "--speed",
+        type=_non_negative,
+        default=0.0,
+        metavar="FACTOR",
+        help="0 (default): as fast as possible; N: N times real time",
+    )
+    replay.add_argument(
+        "--linger",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep serving HTTP this long after the last record, then exit 0",
+    )
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+        force=True,  # neonize configures the root logger on import; ours wins
+    )
+    if level != "DEBUG":
+        # Library chatter (neonize/whatsmeow) can quote JIDs; keep it out of INFO.
+        for noisy in ("neonize", "whatsmeow", "Whatsmeow", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
+        return int(exc.code or 0)
+    _setup_logging(args.log_level)
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "check-config":
+        accounts = len(loaded.config.accounts)
+        print(f"{args.config}: OK ({accounts} account{'s' if accounts != 1 else ''})")
+        return EXIT_OK
+    if args.command == "replay" and not args.capture.is_file():
+        print(f"wa-sidecar replay: no such capture file: {args.capture}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "replay":
+            from sidecar.app import replay
+
+            asyncio.run(replay(loaded, args.capture, args.speed, args.linger))
+        else:
+            from sidecar.app import run
+
+            asyncio.run(run(loaded, args.record))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        log.error("wa-sidecar %s failed: %s", args.command, exc)
+        log.debug("failure detail", exc_info=exc)
+        return EXIT_FAILURE
+    return EXIT_OK

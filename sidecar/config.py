@@ -1,0 +1,279 @@
+"""Configuration: loaded once, validated into typed objects, every problem reported.
+
+A config that is wrong in three places says so three times, each with its
+YAML path, so an operator fixes it in one pass. Secrets (bearer tokens) come
+from a file or an environment variable, never from the YAML itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from sidecar.domain.account import AccountSettings
+
+ACCOUNT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def parse_duration(value: Any) -> float:
+    """``90s``, ``5m``, ``1h30m``, ``1d`` -> seconds. A bare number has no unit and is refused."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"expected a duration with a unit such as 90s, 5m, 1h, 1d; got {value!r}")
+    text = value.strip()
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {value!r}: use 90s, 5m, 1h, 1d (or 1h30m)")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    return seconds
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Bucharest)"
+        ) from exc
+    return name
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenAddress(_Strict):
+    host: str
+    port: int
+
+
+def _parse_listen(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"expected host:port, got {value!r}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:9464), got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} is out of range 0-65535")
+    return {"host": host, "port": number}
+
+
+class HttpConfig(_Strict):
+    listen: Annotated[ListenAddress, BeforeValidator(_parse_listen)] = Field(
+        default_factory=lambda: ListenAddress(host="127.0.0.1", port=9464)
+    )
+
+
+class FirestoreConfig(_Strict):
+    project: str
+
+
+class StoreConfig(_Strict):
+    backend: Literal["sqlite", "firestore"] = "sqlite"
+    firestore: FirestoreConfig | None = None
+
+    @model_validator(mode="after")
+    def _firestore_needs_project(self) -> StoreConfig:
+        if self.backend == "firestore" and self.firestore is None:
+            raise ValueError("backend 'firestore' needs a 'firestore' section with 'project'")
+        return self
+
+
+class FirebaseAuthConfig(_Strict):
+    project_id: str
+
+
+class AuthConfig(_Strict):
+    tokens_file: Path | None = None
+    tokens_env: str | None = None
+    firebase: FirebaseAuthConfig | None = None
+
+
+class AccountConfig(_Strict):
+    id: Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
+    silence_threshold: Duration | None = None
+    timezone: TimeZone | None = None
+
+
+class Config(_Strict):
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    state_dir: Path = Path("./data")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    auth: AuthConfig | None = None
+    silence_threshold: Duration = 300.0
+    timezone: TimeZone = "UTC"
+    accounts: Annotated[list[AccountConfig], Field(min_length=1)]
+
+    def account_settings(self) -> list[AccountSettings]:
+        return [
+            AccountSettings(
+                account_id=account.id,
+                silence_threshold_s=account.silence_threshold or self.silence_threshold,
+                timezone=account.timezone or self.timezone,
+            )
+            for account in self.accounts
+        ]
+
+
+class LoadedConfig(BaseModel):
+    """A valid config plus the secrets it points at, read once at start-up."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    config: Config
+    tokens: tuple[SecretStr, ...]
+    source: str
+
+
+def _yaml_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    # Drop pydantic's own wrapper names (function-after[...], etc.) from the path.
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see the README for the keys)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    elif error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":
+        message = (
+            f"invalid account id {error['input']!r}: use 1-63 lowercase letters, digits,"
+            " '_' or '-', starting with a letter or digit"
+        )
+    return f"{_yaml_path(loc)}: {message}"
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML. Raises :class:`ConfigError` with every problem."""
+    if data is None:
+        raise ConfigError(source, ["the file is empty; at least 'accounts' is required"])
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of keys, e.g. 'accounts:'"])
+    problems = _duplicate_account_ids(data.get("accounts"))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors()] + problems
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _duplicate_account_ids(accounts: Any) -> list[str]:
+    if not isinstance(accounts, list):
+        return []
+    first_seen: dict[str, int] = {}
+    problems = []
+    for index, account in enumerate(accounts):
+        account_id = account.get("id") if isinstance(account, dict) else None
+        if not isinstance(account_id, str):
+            continue
+        if account_id in first_seen:
+            problems.append(
+                f"accounts[{index}].id: duplicate account id {account_id!r}"
+                f" (first at accounts[{first_seen[account_id]}])"
+            )
+        else:
+            first_seen[account_id] = index
+    return problems
+
+
+def _read_tokens(
+    auth: AuthConfig | None, environ: dict[str, str]
+) -> tuple[list[SecretStr], list[str]]:
+    if auth is None:
+        return [], []
+    tokens: list[str] = []
+    problems: list[str] = []
+    if auth.tokens_file is not None:
+        try:
+            text = auth.tokens_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(
+                f"auth.tokens_file: cannot read {str(auth.tokens_file)!r}: {exc.strerror}"
+            )
+        else:
+            file_tokens = _token_lines(text)
+            if not file_tokens:
+                problems.append(f"auth.tokens_file: {str(auth.tokens_file)!r} holds no token")
+            tokens += file_tokens
+    if auth.tokens_env is not None:
+        value = environ.get(auth.tokens_env)
+        if not value:
+            problems.append(
+                f"auth.tokens_env: environment variable {auth.tokens_env} is unset or empty"
+            )
+        else:
+            tokens += _token_lines(value.replace(",", "\n"))
+    return [SecretStr(t) for t in tokens], problems
+
+
+def _token_lines(text: str) -> list[str]:
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> LoadedConfig:
+    """Read, parse and validate the config file and the secrets it names."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read the config file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}not valid YAML: {problem}"]) from None
+    config = parse_config(data, source)
+    tokens, problems = _read_tokens(config.auth, dict(os.environ) if environ is None else environ)
+    if problems:
+        raise ConfigError(source, problems)
+    return LoadedConfig(config=config, tokens=tuple(tokens), source=source)

@@ -1,0 +1,1 @@
+"""Domain logic: classification, account state, verdicts. No I/O here."""

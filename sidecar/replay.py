@@ -1,0 +1,105 @@
+"""Capture replay: a capture file as the event source instead of WhatsApp.
+
+Each record is decoded with the neonize class's ``FromString`` and handed to
+the same :class:`~sidecar.pipeline.EventPipeline` that live clients feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.adapters.capture import CaptureDecodeError, CaptureError, CaptureRecord, read_capture
+from sidecar.clock import ReplayClock
+from sidecar.pipeline import UnknownAccountError
+from sidecar.service import Sidecar
+
+log = logging.getLogger(__name__)
+
+#: Hand the event loop back this often at ``--speed 0`` so HTTP keeps answering.
+YIELD_EVERY = 256
+#: Bad lines logged one by one before the rest are only counted.
+MAX_LOGGED_ERRORS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    events: int
+    ticks: int
+    errors: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self, name: str) -> str:
+        return (
+            f"replay: {self.events} events from {name} in {self.seconds:.2f} s"
+            f" ({self.events_per_second:,.0f} events/s), {self.errors} bad records"
+        )
+
+
+class Replayer:
+    def __init__(self, sidecar: Sidecar, clock: ReplayClock) -> None:
+        self._sidecar = sidecar
+        self._clock = clock
+        self._errors = 0
+        self._last_t: float | None = None
+
+    async def run(self, capture: Path) -> ReplayReport:
+        events = ticks = 0
+        started = time.perf_counter()
+        with capture.open("rb") as stream:
+            for item in read_capture(stream):
+                if isinstance(item, CaptureError):
+                    self._bad_record(item.line, item.reason)
+                    continue
+                await self._advance_clock(item)
+                if item.is_tick:
+                    ticks += 1
+                elif self._handle(item):
+                    events += 1
+                if (events + ticks) % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        return ReplayReport(events, ticks, self._errors, time.perf_counter() - started)
+
+    async def _advance_clock(self, record: CaptureRecord) -> None:
+        if self._last_t is not None and record.t < self._last_t:
+            log.warning(
+                "capture line %d: 't' goes back in time; the clock stays where it is", record.line
+            )
+        self._last_t = record.t if self._last_t is None else max(self._last_t, record.t)
+        if not self._clock.started:
+            self._clock.start(record.t)
+        elif self._clock.speed == 0:
+            self._clock.advance_to(record.t)
+        else:
+            delay = (record.t - self._clock.now()) / self._clock.speed
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def _handle(self, record: CaptureRecord) -> bool:
+        try:
+            event = record.decode()
+        except CaptureDecodeError as exc:
+            self._bad_record(exc.line, exc.reason)
+            return False
+        assert record.account is not None
+        try:
+            self._sidecar.pipeline.handle(record.account, event, record.t)
+        except UnknownAccountError:
+            self._bad_record(record.line, "'account' is not configured")
+            return False
+        return True
+
+    def _bad_record(self, line: int, reason: str) -> None:
+        self._errors += 1
+        self._sidecar.replay_errors.inc()
+        if self._errors <= MAX_LOGGED_ERRORS:
+            log.warning("capture line %d skipped: %s", line, reason)
+        elif self._errors == MAX_LOGGED_ERRORS + 1:
+            log.warning("more bad capture records: counting them without logging each")

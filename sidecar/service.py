@@ -1,0 +1,111 @@
+"""The sidecar's core, assembled: accounts, pipeline, verdict, metrics, saved state.
+
+Event sources (live neonize clients, capture replay) feed ``pipeline``; the
+HTTP adapter reads ``registry`` and :meth:`health`; nothing here does network
+I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sidecar import __version__
+from sidecar.adapters.sqlite_state import SqliteStateStore
+from sidecar.clock import Clock
+from sidecar.config import LoadedConfig
+from sidecar.domain.account import AccountSettings, AccountState
+from sidecar.domain.classify import MessageClass
+from sidecar.domain.health import health_object
+from sidecar.domain.verdict import VerdictRule, legacy_verdict
+from sidecar.metrics import ReplayErrors, SidecarCollector, build_registry
+from sidecar.pipeline import EventPipeline
+
+log = logging.getLogger(__name__)
+
+#: The verdict every reader uses. Swap the rule here and nowhere else.
+VERDICT_RULE: VerdictRule = legacy_verdict
+
+
+class Sidecar:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        clock: Clock,
+        state_store: SqliteStateStore,
+        verdict: VerdictRule = VERDICT_RULE,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.clock = clock
+        self.verdict = verdict
+        self.state_store = state_store
+        self.settings: dict[str, AccountSettings] = {
+            s.account_id: s for s in self.config.account_settings()
+        }
+        self.states: dict[str, AccountState] = {
+            account_id: AccountState(settings) for account_id, settings in self.settings.items()
+        }
+        for account_id, persisted in state_store.load().items():
+            if account_id in self.states:
+                self.states[account_id].restore(persisted)
+        self.pipeline = EventPipeline(self.states)
+        self.replay_errors = ReplayErrors()
+        self.registry = build_registry(
+            [
+                SidecarCollector(
+                    [(self.settings[a], self.states[a]) for a in self.settings],
+                    clock,
+                    verdict,
+                    self.replay_errors,
+                    __version__,
+                )
+            ]
+        )
+
+    def has_account(self, account_id: str) -> bool:
+        return account_id in self.states
+
+    def health(self, account_id: str) -> dict[str, Any]:
+        now = self.clock.now()
+        settings = self.settings[account_id]
+        snapshot = self.states[account_id].snapshot()
+        return health_object(snapshot, settings, self.verdict(snapshot, settings, now), now)
+
+    def all_health(self) -> list[dict[str, Any]]:
+        return [self.health(account_id) for account_id in self.states]
+
+    def flush_state(self) -> int:
+        """Write the accounts whose saved state changed. Returns how many."""
+        changed = []
+        for account_id, state in self.states.items():
+            persisted = state.take_persisted()
+            if persisted is not None:
+                changed.append((account_id, persisted))
+        return self.state_store.save(changed)
+
+    def log_summaries(self) -> None:
+        """One INFO line per account: state, counts, last-real age, verdict."""
+        now = self.clock.now()
+        for account_id, state in self.states.items():
+            snap = state.snapshot()
+            verdict = self.verdict(snap, self.settings[account_id], now)
+            age = (
+                "never"
+                if snap.last_real_at is None
+                else f"{max(0.0, now - snap.last_real_at):.0f}s"
+            )
+            log.info(
+                "account=%s status=%s real=%d protocol=%d other=%d last_real_age=%s degraded=%s%s",
+                account_id,
+                snap.status,
+                snap.class_total(MessageClass.REAL),
+                snap.class_total(MessageClass.PROTOCOL),
+                snap.class_total(MessageClass.OTHER),
+                age,
+                "yes" if verdict.degraded else "no",
+                f" reasons={','.join(verdict.reasons)}" if verdict.reasons else "",
+            )
+
+    def close(self) -> None:
+        self.state_store.close()

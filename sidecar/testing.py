@@ -1,0 +1,178 @@
+"""Builders for neonize events as the Go side sends them (every required field set).
+
+Used by the tests, the example captures and the benchmarks, so that all of
+them exercise the same shapes that live events have. Phone numbers here are
+in the +1 555 01xx range reserved for fiction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from neonize.events import (
+    ClientOutdatedEv,
+    ConnectedEv,
+    ConnectFailureEv,
+    DisconnectedEv,
+    KeepAliveRestoredEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    MessageEv,
+    OfflineSyncCompletedEv,
+    OfflineSyncPreviewEv,
+    PairStatusEv,
+    QREv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+    UndecryptableMessageEv,
+)
+from neonize.proto.Neonize_pb2 import JID, MessageInfo, MessageSource, Node
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
+
+FICTIONAL_PHONE = "12025550100"
+OWN_PHONE = "12025550199"
+_ids = itertools.count(1)
+
+
+def jid(user: str, server: str = "s.whatsapp.net", device: int = 0) -> JID:
+    return JID(User=user, RawAgent=0, Device=device, Integrator=0, Server=server, IsEmpty=False)
+
+
+def empty_jid() -> JID:
+    return JID(User="", RawAgent=0, Device=0, Integrator=0, Server="", IsEmpty=True)
+
+
+def message_info(
+    *,
+    chat: JID | None = None,
+    sender: JID | None = None,
+    from_me: bool = False,
+    is_group: bool = False,
+    message_id: str | None = None,
+    timestamp_ms: int = 1_764_068_400_000,
+    push_name: str = "Test Person",
+) -> MessageInfo:
+    chat = chat or jid(FICTIONAL_PHONE)
+    sender = sender or (jid(OWN_PHONE) if from_me else chat)
+    return MessageInfo(
+        MessageSource=MessageSource(
+            Chat=chat,
+            Sender=sender,
+            IsFromMe=from_me,
+            IsGroup=is_group,
+            SenderAlt=empty_jid(),
+            RecipientAlt=empty_jid(),
+            BroadcastListOwner=empty_jid(),
+        ),
+        ID=message_id or f"3EB0{next(_ids):016X}",
+        ServerID=0,
+        Type="text",
+        Pushname=push_name,
+        Timestamp=timestamp_ms,
+        Category="",
+        Multicast=False,
+        MediaType="",
+        Edit="",
+    )
+
+
+def message_event(content: WAMessage | None = None, **info: Any) -> Any:
+    """A ``MessageEv`` as neonize delivers it; ``flags`` like ``IsEphemeral`` may be passed."""
+    flags = {
+        name: info.pop(name, False)
+        for name in (
+            "IsEphemeral",
+            "IsViewOnce",
+            "IsViewOnceV2",
+            "IsViewOnceV2Extension",
+            "IsDocumentWithCaption",
+            "IsLottieSticker",
+            "IsEdit",
+        )
+    }
+    event = MessageEv(Info=message_info(**info), UnavailableRequestID="", RetryCount=0, **flags)
+    if content is not None:
+        event.Message.CopyFrom(content)
+    return event
+
+
+def text(body: str) -> WAMessage:
+    return WAMessage(conversation=body)
+
+
+def protocol(kind: int) -> WAMessage:
+    return WAMessage(protocolMessage=ProtocolMessage(type=kind))
+
+
+def history_sync_notification() -> WAMessage:
+    return protocol(ProtocolMessage.HISTORY_SYNC_NOTIFICATION)
+
+
+def app_state_key_share() -> WAMessage:
+    return protocol(ProtocolMessage.APP_STATE_SYNC_KEY_SHARE)
+
+
+def connected() -> Any:
+    return ConnectedEv(status=True)
+
+
+def disconnected() -> Any:
+    return DisconnectedEv(status=True)
+
+
+def logged_out(reason: int = 2) -> Any:
+    return LoggedOutEv(OnConnect=False, Reason=reason)
+
+
+def connect_failure(reason: int, message: str = "") -> Any:
+    return ConnectFailureEv(Reason=reason, Message=message, Raw=Node(Tag="failure"))
+
+
+def stream_replaced() -> Any:
+    return StreamReplacedEv()
+
+
+def temporary_ban(code: int = 1, expire_s: int = 3600) -> Any:
+    return TemporaryBanEv(Code=code, Expire=expire_s)
+
+
+def client_outdated() -> Any:
+    return ClientOutdatedEv()
+
+
+def qr() -> Any:
+    """A QR event without codes: real codes never belong in a capture."""
+    return QREv()
+
+
+def pair_status(success: bool) -> Any:
+    return PairStatusEv(
+        ID=jid(OWN_PHONE),
+        BusinessName="",
+        Platform="android",
+        Status=PairStatusEv.PStatus.SUCCESS if success else PairStatusEv.PStatus.ERROR,
+    )
+
+
+def offline_sync_preview(total: int = 0) -> Any:
+    return OfflineSyncPreviewEv(
+        Total=total, AppDataChanges=0, Message=total, Notifications=0, Receipts=0
+    )
+
+
+def offline_sync_completed(count: int = 0) -> Any:
+    return OfflineSyncCompletedEv(Count=count)
+
+
+def keepalive_timeout(errors: int = 1, last_success: int = 0) -> Any:
+    return KeepAliveTimeoutEv(ErrorCount=errors, LastSuccess=last_success)
+
+
+def keepalive_restored() -> Any:
+    return KeepAliveRestoredEv()
+
+
+def undecryptable(**info: Any) -> Any:
+    return UndecryptableMessageEv(Info=message_info(**info), IsUnavailable=False, DecryptFailMode=1)
