@@ -175,6 +175,8 @@ def _describe(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (check the spelling; see the README for the keys)"
+    elif error["type"] == "too_short" and loc == ("accounts",):
+        message = "at least one account is required"
     elif error["type"] == "missing":
         message = "required key is missing"
     elif error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":

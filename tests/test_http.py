@@ -1,0 +1,177 @@
+"""The HTTP side through aiohttp's test client: auth, errors, health, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from sidecar import testing as build
+from sidecar.adapters.auth import StaticTokens
+from sidecar.adapters.http import READY, create_app
+from sidecar.clock import ReplayClock
+from sidecar.config import LoadedConfig
+from sidecar.service import Sidecar
+
+from .conftest import TOKEN, ConfigFactory
+
+T0 = 1_764_068_400.0
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+Client = TestClient[Any, Any]
+AiohttpClient = Callable[[web.Application], Awaitable[Client]]
+
+
+@pytest.fixture
+def sidecar(make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]) -> Sidecar:
+    return make_sidecar(
+        make_config([{"id": "sales"}, {"id": "support", "silence_threshold": "30m"}])
+    )
+
+
+@pytest.fixture
+async def client(sidecar: Sidecar, aiohttp_client: AiohttpClient) -> Client:
+    app = create_app(sidecar, StaticTokens(sidecar.loaded.tokens))
+    app[READY].set()
+    return await aiohttp_client(app)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer "},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},
+    ],
+    ids=["none", "wrong", "basic-scheme", "empty", "longer", "prefix"],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/whatsapp/accounts",
+        "/api/whatsapp/accounts/sales/health",
+        "/api/whatsapp/accounts/nobody/health",
+        "/api/nothing-here",
+    ],
+)
+async def test_api_without_a_valid_token_is_401(
+    client: Client, path: str, headers: dict[str, str]
+) -> None:
+    response = await client.get(path, headers=headers)
+    assert response.status == 401
+    assert await response.json() == {"error": "unauthorized"}
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_every_configured_token_works(client: Client) -> None:
+    response = await client.get(
+        "/api/whatsapp/accounts", headers={"Authorization": "Bearer second-token"}
+    )
+    assert response.status == 200
+
+
+async def test_unknown_account_with_a_valid_token_is_404_without_echo(client: Client) -> None:
+    response = await client.get("/api/whatsapp/accounts/12025550100/health", headers=AUTH)
+    assert response.status == 404
+    body = await response.json()
+    assert body == {"error": "unknown account"}
+
+
+async def test_unknown_path_and_wrong_method_are_json_errors(client: Client) -> None:
+    missing = await client.get("/api/whatsapp/nope", headers=AUTH)
+    assert (missing.status, await missing.json()) == (404, {"error": "not found"})
+    wrong = await client.post("/api/whatsapp/accounts", headers=AUTH)
+    assert (wrong.status, await wrong.json()) == (405, {"error": "method not allowed"})
+
+
+async def test_health_object_value_by_value(
+    client: Client, sidecar: Sidecar, clock: ReplayClock
+) -> None:
+    sidecar.pipeline.handle("sales", build.connected(), T0)
+    sidecar.pipeline.handle("sales", build.message_event(build.text("hi")), T0 + 0.25)
+    sidecar.pipeline.handle(
+        "sales", build.message_event(build.history_sync_notification()), T0 + 100
+    )
+    clock.advance_to(T0 + 360.25)
+    response = await client.get("/api/whatsapp/accounts/sales/health", headers=AUTH)
+    assert response.status == 200
+    body = await response.json()
+    assert list(body)[:8] == [
+        "accountId",
+        "status",
+        "connected",
+        "lastRealMessageMs",
+        "timeSinceLastRealMs",
+        "isDegraded",
+        "warning",
+        "reasons",
+    ]
+    assert body["accountId"] == "sales"
+    assert body["status"] == "connected"
+    assert body["connected"] is True
+    assert body["lastRealMessageMs"] == 1_764_068_400_250
+    assert body["timeSinceLastRealMs"] == 360_000
+    assert body["isDegraded"] is True
+    assert (
+        body["warning"] == "No real messages received in last 5 minutes - session may be degraded"
+    )
+    assert body["reasons"] == ["silence_over_threshold"]
+    assert body["messages"] == {"real": 1, "protocol": 1, "other": 0}
+    assert body["lastProtocolMessageMs"] == 1_764_068_500_000
+
+
+async def test_account_list_and_nulls_before_any_real_message(client: Client) -> None:
+    response = await client.get("/api/whatsapp/accounts", headers=AUTH)
+    accounts = (await response.json())["accounts"]
+    assert [a["accountId"] for a in accounts] == ["sales", "support"]
+    support = accounts[1]
+    assert support["status"] == "connecting"
+    assert support["connected"] is False
+    assert support["lastRealMessageMs"] is None
+    assert support["timeSinceLastRealMs"] is None
+    assert support["isDegraded"] is False
+    assert support["warning"] is None
+    assert support["reasons"] == []
+    assert support["silenceThresholdSeconds"] == 1800.0
+
+
+async def test_liveness_and_readiness_need_no_token(client: Client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    client.server.app[READY].clear()
+    not_ready = await client.get("/readyz")
+    assert (not_ready.status, await not_ready.json()) == (503, {"error": "not ready"})
+
+
+async def test_metrics_text_and_openmetrics(client: Client) -> None:
+    plain = await client.get("/metrics")
+    assert plain.status == 200
+    assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert 'whatsapp_connection_state{account="sales",state="connecting"} 1.0' in await plain.text()
+    om = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+    text = await om.text()
+    assert text.rstrip().endswith("# EOF")
+    assert "_created" not in text
+
+
+async def test_scrape_of_a_thousand_accounts_has_every_account(
+    make_config: ConfigFactory,
+    make_sidecar: Callable[[LoadedConfig], Sidecar],
+    aiohttp_client: AiohttpClient,
+) -> None:
+    sidecar = make_sidecar(make_config([{"id": f"acct-{i:04d}"} for i in range(1000)]))
+    for i in range(0, 1000, 7):
+        sidecar.pipeline.handle(f"acct-{i:04d}", build.message_event(build.text("x")), T0)
+    client = await aiohttp_client(create_app(sidecar, StaticTokens(sidecar.loaded.tokens)))
+    text = await (await client.get("/metrics")).text()
+    states = [line for line in text.splitlines() if line.startswith("whatsapp_connection_state{")]
+    assert len(states) == 1000 * 9
+    assert text.count("whatsapp_last_real_message_timestamp_seconds{") == len(range(0, 1000, 7))
