@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -37,6 +38,18 @@ EventSource = Callable[[Sidecar, asyncio.Event], Coroutine[Any, Any, None]]
 
 def build_sidecar(loaded: LoadedConfig, clock: Clock) -> Sidecar:
     return Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    neonize loads hundreds of thousands of long-lived protobuf objects; a full
+    collection that walks them all during a scrape stalls the event loop for
+    tens of milliseconds (bench/scrape_stall.py: 65 ms -> 15 ms at 1,000
+    accounts). New objects are still collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def periodic(

@@ -20,7 +20,7 @@ from typing import Any
 
 from neonize.client import NewClient
 from neonize.events import ConnectFailureEv, QREv
-from neonize.proto.Neonize_pb2 import ConnectFailureReason
+from neonize.proto.Neonize_pb2 import ConnectFailureReason, Node
 
 from sidecar.adapters.capture import CaptureWriter
 from sidecar.clock import Clock
@@ -29,6 +29,11 @@ from sidecar.pipeline import EVENT_CLASSES
 from sidecar.service import Sidecar
 
 log = logging.getLogger(__name__)
+
+#: neonize raises instead of sending an event when the dial fails; this is that event.
+DIAL_FAILED = ConnectFailureEv(
+    Reason=ConnectFailureReason.GENERIC, Message="dial failed", Raw=Node(Tag="dial")
+)
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
@@ -74,7 +79,10 @@ class LiveAccount:
     def _deliver(self, event: Any) -> None:
         now = self._clock.now()
         if self._recorder is not None:
-            self._recorder.write(now, self.account_id, event)
+            try:
+                self._recorder.write(now, self.account_id, event)
+            except Exception:
+                log.exception("account=%s cannot record the event; handling it anyway", self.account_id)
         self._sidecar.pipeline.handle(self.account_id, event, now)
 
     def _new_client(self) -> NewClient:
@@ -96,9 +104,7 @@ class LiveAccount:
                 self._client.connect()
             except Exception as exc:
                 log.info("account=%s connect failed: %s", self.account_id, type(exc).__name__)
-                self._deliver(
-                    ConnectFailureEv(Reason=ConnectFailureReason.GENERIC, Message="dial failed")
-                )
+                self._deliver(DIAL_FAILED)
             if self._sidecar.states[self.account_id].snapshot().status in TERMINAL_STATUSES:
                 log.warning("account=%s stopped reconnecting: needs a person", self.account_id)
                 return
