@@ -13,12 +13,11 @@ Exits 1 when our longest stall is over the target (default 50 ms).
 from __future__ import annotations
 
 import argparse
-import logging
 import asyncio
+import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -41,7 +40,10 @@ def make_sidecar(accounts: int, state_dir: Path) -> Sidecar:
     config = state_dir / "bench.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"state_dir": str(state_dir), "accounts": [{"id": f"acct-{i:05d}"} for i in range(accounts)]}
+            {
+                "state_dir": str(state_dir),
+                "accounts": [{"id": f"acct-{i:05d}"} for i in range(accounts)],
+            }
         )
     )
     loaded = load_config(config)
@@ -81,7 +83,7 @@ def scrape_many(url: str, count: int) -> list[float]:
     latencies = []
     for _ in range(count):
         started = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=60) as response:
             response.read()
         latencies.append(time.perf_counter() - started)
     return latencies
@@ -94,7 +96,8 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(sidecar: Sidecar, scrapes: int) -> dict[str, tuple[float, float, float]]:
     app = create_app(sidecar, StaticTokens(()))
-    app.router.add_get("/baseline", make_aiohttp_handler(sidecar.registry, disable_compression=True))
+    baseline = make_aiohttp_handler(sidecar.registry, disable_compression=True)
+    app.router.add_get("/baseline", baseline)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -106,16 +109,11 @@ async def measure(sidecar: Sidecar, scrapes: int) -> dict[str, tuple[float, floa
     results = {}
     loop = asyncio.get_running_loop()
     for name, path in (("sidecar", "/metrics"), ("baseline", "/baseline")):
-        await loop.run_in_executor(None, scrape_many, f"http://127.0.0.1:{port}{path}", 2)  # warm up
+        warm_up = f"http://127.0.0.1:{port}{path}"
+        await loop.run_in_executor(None, scrape_many, warm_up, 2)
         meter.reset()
-        holder: dict[str, list[float]] = {}
-        thread = threading.Thread(
-            target=lambda: holder.setdefault("l", scrape_many(f"http://127.0.0.1:{port}{path}", scrapes))
-        )
-        thread.start()
-        while thread.is_alive():
-            await asyncio.sleep(0.01)
-        latencies = holder["l"]
+        url = f"http://127.0.0.1:{port}{path}"
+        latencies = await loop.run_in_executor(None, scrape_many, url, scrapes)
         results[name] = (statistics.median(latencies), percentile(latencies, 0.99), meter.worst)
     await runner.cleanup()
     return results
@@ -141,7 +139,8 @@ def main() -> int:
     print(f"stall ratio sidecar/baseline: {ours[2] / base[2]:.3f}")
     print(f"p50 ratio sidecar/baseline: {ours[0] / base[0]:.2f}")
     if not args.no_check and ours[2] * 1000 > args.max_stall_ms:
-        print(f"FAIL: longest stall {ours[2] * 1000:.1f} ms > {args.max_stall_ms} ms", file=sys.stderr)
+        stall_ms = ours[2] * 1000
+        print(f"FAIL: longest stall {stall_ms:.1f} ms > {args.max_stall_ms} ms", file=sys.stderr)
         return 1
     return 0
 

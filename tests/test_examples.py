@@ -11,8 +11,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_example_capture_is_what_its_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("make_quiet_session", EXAMPLES / "make_quiet_session.py")
-    assert spec and spec.loader
+    spec = importlib.util.spec_from_file_location(
+        "make_quiet_session", EXAMPLES / "make_quiet_session.py"
+    )
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     committed = (EXAMPLES / "quiet-session.jsonl").read_text()

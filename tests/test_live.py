@@ -20,7 +20,9 @@ def sample(metrics: str, name: str, labels: str) -> float:
     return float(match.group(1))
 
 
-def test_run_without_network_counts_failed_dials_and_stops_on_sigterm(tmp_path: Path, tokens_file: Path) -> None:
+def test_run_without_network_counts_failed_dials_and_stops_on_sigterm(
+    tmp_path: Path, tokens_file: Path
+) -> None:
     port = free_port()
     accounts = ["alpha", "beta", "gamma"]
     config = cli_config(tmp_path, tokens_file, port, accounts)
@@ -31,16 +33,31 @@ def test_run_without_network_counts_failed_dials_and_stops_on_sigterm(tmp_path: 
         deadline = time.monotonic() + 30
         while True:
             metrics = get(f"http://127.0.0.1:{port}/metrics")
-            reconnects = [sample(metrics, "whatsapp_reconnects_total", f'account="{a}"') for a in accounts]
+            reconnects = [
+                sample(metrics, "whatsapp_reconnects_total", f'account="{a}"') for a in accounts
+            ]
             if min(reconnects) >= 1 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         for account in accounts:
-            assert sample(metrics, "whatsapp_connection_state", f'account="{account}",state="disconnected"') == 1.0
+            assert (
+                sample(
+                    metrics,
+                    "whatsapp_connection_state",
+                    f'account="{account}",state="disconnected"',
+                )
+                == 1.0
+            )
             assert sample(metrics, "whatsapp_reconnects_total", f'account="{account}"') >= 1.0
-            failures = sample(metrics, "whatsapp_events_total", f'account="{account}",event="ConnectFailureEv"')
-            assert failures == sample(metrics, "whatsapp_reconnects_total", f'account="{account}"') + 1
-            assert (tmp_path / "state" / "sessions" / f"{account}.sqlite3").stat().st_mode & 0o777 == 0o600
+            failures = sample(
+                metrics, "whatsapp_events_total", f'account="{account}",event="ConnectFailureEv"'
+            )
+            assert (
+                failures == sample(metrics, "whatsapp_reconnects_total", f'account="{account}"') + 1
+            )
+            assert (
+                tmp_path / "state" / "sessions" / f"{account}.sqlite3"
+            ).stat().st_mode & 0o777 == 0o600
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)

@@ -82,7 +82,7 @@ class LiveAccount:
             try:
                 self._recorder.write(now, self.account_id, event)
             except Exception:
-                log.exception("account=%s cannot record the event; handling it anyway", self.account_id)
+                log.exception("account=%s cannot record an event; handling it", self.account_id)
         self._sidecar.pipeline.handle(self.account_id, event, now)
 
     def _new_client(self) -> NewClient:
