@@ -19,6 +19,7 @@ from aiohttp import web
 
 from sidecar.adapters.auth import StaticTokens
 from sidecar.adapters.http import READY, create_app
+from sidecar.adapters.neonize_live import live_source
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.clock import Clock, ReplayClock, SystemClock
 from sidecar.config import LoadedConfig
@@ -146,8 +147,6 @@ async def replay(loaded: LoadedConfig, capture: Path, speed: float, linger: floa
 
 
 async def run(loaded: LoadedConfig, record: Path | None = None) -> None:
-    from sidecar.adapters.neonize_live import live_source
-
     clock = SystemClock()
     sidecar = build_sidecar(loaded, clock)
     await serve(sidecar, live_source(clock, record))

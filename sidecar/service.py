@@ -8,13 +8,13 @@ I/O.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from sidecar import __version__
-from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.clock import Clock
 from sidecar.config import LoadedConfig
-from sidecar.domain.account import AccountSettings, AccountState
+from sidecar.domain.account import AccountSettings, AccountState, PersistedState
 from sidecar.domain.classify import MessageClass
 from sidecar.domain.health import health_object
 from sidecar.domain.verdict import VerdictRule, legacy_verdict
@@ -22,6 +22,16 @@ from sidecar.metrics import ReplayErrors, SidecarCollector, build_registry
 from sidecar.pipeline import EventPipeline
 
 log = logging.getLogger(__name__)
+
+class StateStore(Protocol):
+    """Where the state that survives a restart is kept (SQLite under state_dir)."""
+
+    def load(self) -> dict[str, PersistedState]: ...
+
+    def save(self, states: Iterable[tuple[str, PersistedState]]) -> int: ...
+
+    def close(self) -> None: ...
+
 
 #: The verdict every reader uses. Swap the rule here and nowhere else.
 VERDICT_RULE: VerdictRule = legacy_verdict
@@ -32,7 +42,7 @@ class Sidecar:
         self,
         loaded: LoadedConfig,
         clock: Clock,
-        state_store: SqliteStateStore,
+        state_store: StateStore,
         verdict: VerdictRule = VERDICT_RULE,
     ) -> None:
         self.loaded = loaded

@@ -140,3 +140,24 @@ def test_labels_never_carry_jids_or_text(
         "s.whatsapp.net",
     ):
         assert needle not in exposition
+
+
+def test_minute_summary_line_per_account_without_personal_data(
+    make_config: ConfigFactory,
+    make_sidecar: Callable[[LoadedConfig], Sidecar],
+    clock: ReplayClock,
+    caplog,
+) -> None:
+    import logging
+
+    sidecar = make_sidecar(make_config([{"id": "sales"}, {"id": "support"}]))
+    sidecar.pipeline.handle("sales", build.connected(), T0)
+    sidecar.pipeline.handle("sales", build.message_event(build.text("call 12025550123")), T0 + 1)
+    sidecar.pipeline.handle("sales", build.message_event(build.history_sync_notification()), T0 + 2)
+    clock.advance_to(T0 + 400)
+    caplog.set_level(logging.INFO, logger="sidecar.service")
+    sidecar.log_summaries()
+    assert [r.getMessage() for r in caplog.records if r.name == "sidecar.service"] == [
+        "account=sales status=connected real=1 protocol=1 other=0 last_real_age=399s degraded=yes reasons=silence_over_threshold",
+        "account=support status=connecting real=0 protocol=0 other=0 last_real_age=never degraded=no",
+    ]

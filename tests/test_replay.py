@@ -361,3 +361,16 @@ def test_restart_keeps_the_last_real_time(tmp_path: Path, tokens_file: Path) -> 
         process.terminate()
         process.communicate(timeout=15)
     assert process.returncode == 0
+
+
+def test_busy_port_is_a_clear_error_and_exit_1(tmp_path: Path, tokens_file: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = cli_config(tmp_path, tokens_file, busy.getsockname()[1], ["sales"])
+        capture = write_capture(tmp_path / "c.jsonl", [(T0, "sales", build.connected())])
+        process = sidecar_cli("replay", str(capture), "--config", str(config))
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "wa-sidecar replay failed" in err
+    assert "address already in use" in err.lower()
