@@ -54,7 +54,9 @@ class Replayer:
         events = ticks = 0
         started = time.perf_counter()
         with capture.open("rb") as stream:
-            for item in read_capture(stream):
+            for seen, item in enumerate(read_capture(stream), start=1):
+                if seen % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 if isinstance(item, CaptureError):
                     self._bad_record(item.line, item.reason)
                     continue
@@ -63,8 +65,6 @@ class Replayer:
                     ticks += 1
                 elif self._handle(item):
                     events += 1
-                if (events + ticks) % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
         return ReplayReport(events, ticks, self._errors, time.perf_counter() - started)
 
     async def _advance_clock(self, record: CaptureRecord) -> None:

@@ -99,8 +99,8 @@ class LiveAccount:
             os.close(os.open(self.session_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         attempt = 0
         while not stop.is_set():
-            self._client = self._new_client()
             try:
+                self._client = self._new_client()
                 self._client.connect()
             except Exception as exc:
                 log.info("account=%s connect failed: %s", self.account_id, type(exc).__name__)
