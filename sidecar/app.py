@@ -146,7 +146,9 @@ async def replay(loaded: LoadedConfig, capture: Path, speed: float, linger: floa
     await serve(sidecar, replay_source(capture, clock, linger))
 
 
-async def run(loaded: LoadedConfig, record: Path | None = None) -> None:
+async def run(
+    loaded: LoadedConfig, record: Path | None = None, *, blank_record_text: bool = False
+) -> None:
     clock = SystemClock()
     sidecar = build_sidecar(loaded, clock)
-    await serve(sidecar, live_source(clock, record))
+    await serve(sidecar, live_source(clock, record, blank_record_text=blank_record_text))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar import __version__
-from sidecar.config import ConfigError, load_config
+from sidecar.config import ConfigError, LoadedConfig, load_config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -49,9 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run every configured account")
     run.add_argument("--config", required=True, type=Path, metavar="FILE")
     run.add_argument("--record", type=Path, metavar="CAPTURE", help="also write live events here")
+    run.add_argument(
+        "--record-blank-text",
+        action="store_true",
+        help="empty every text, caption, name and key in recorded messages (classes stay the same)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("--config", required=True, type=Path, metavar="FILE")
+
+    pair = commands.add_parser("pair", help="link a WhatsApp device to an account (at a terminal)")
+    pair.add_argument("account", metavar="ACCOUNT")
+    pair.add_argument("--config", required=True, type=Path, metavar="FILE")
+    pair.add_argument(
+        "--phone", metavar="NUMBER", help="pair with a code typed on the phone instead of a QR code"
+    )
+    pair.add_argument(
+        "--replace", action="store_true", help="drop the local session and link a new device"
+    )
+    pair.add_argument("--timeout", type=_non_negative, default=300.0, metavar="SECONDS")
 
     replay = commands.add_parser("replay", help="run the whole pipeline from a capture file")
     replay.add_argument("capture", type=Path, metavar="CAPTURE")
@@ -84,6 +100,19 @@ def _setup_logging(level: str) -> None:
         # Library chatter (neonize/whatsmeow) can quote JIDs; keep it out of INFO.
         for noisy in ("neonize", "whatsmeow", "Whatsmeow", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # We never send or download media, so neonize's "ffmpeg not found" is noise.
+    logging.getLogger("neonize.utils.ffmpeg").setLevel(logging.ERROR)
+
+
+def _pair(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    from sidecar.adapters.neonize_pairing import PairingError, pair
+
+    try:
+        pair(loaded, args.account, phone=args.phone, replace=args.replace, timeout_s=args.timeout)
+    except PairingError as exc:
+        print(f"wa-sidecar pair: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         accounts = len(loaded.config.accounts)
         print(f"{args.config}: OK ({accounts} account{'s' if accounts != 1 else ''})")
         return EXIT_OK
+    if args.command == "pair":
+        return _pair(loaded, args)
     if args.command == "replay" and not args.capture.is_file():
         print(f"wa-sidecar replay: no such capture file: {args.capture}", file=sys.stderr)
         return EXIT_USAGE
@@ -115,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from sidecar.app import run
 
-            asyncio.run(run(loaded, args.record))
+            asyncio.run(run(loaded, args.record, blank_record_text=args.record_blank_text))
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception as exc:

@@ -127,6 +127,9 @@ class AccountConfig(_Strict):
     id: Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
     silence_threshold: Duration | None = None
     timezone: TimeZone | None = None
+    #: Environment variable holding a Postgres URL for this account's session
+    #: store (one database per account: neonize resumes the first device it finds).
+    postgres_url_env: str | None = None
 
 
 class Config(_Strict):
@@ -157,6 +160,7 @@ class LoadedConfig(BaseModel):
     config: Config
     tokens: tuple[SecretStr, ...]
     source: str
+    postgres_urls: dict[str, SecretStr] = Field(default_factory=dict)
 
 
 def _yaml_path(loc: tuple[int | str, ...]) -> str:
@@ -275,7 +279,22 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Load
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [f"{where}not valid YAML: {problem}"]) from None
     config = parse_config(data, source)
-    tokens, problems = _read_tokens(config.auth, dict(os.environ) if environ is None else environ)
+    env = dict(os.environ) if environ is None else environ
+    tokens, problems = _read_tokens(config.auth, env)
+    postgres_urls: dict[str, SecretStr] = {}
+    for index, account in enumerate(config.accounts):
+        if account.postgres_url_env is None:
+            continue
+        url = env.get(account.postgres_url_env, "")
+        if not url.startswith(("postgres://", "postgresql://")):
+            problems.append(
+                f"accounts[{index}].postgres_url_env: environment variable"
+                f" {account.postgres_url_env} must hold a postgres:// URL"
+            )
+        else:
+            postgres_urls[account.id] = SecretStr(url)
     if problems:
         raise ConfigError(source, problems)
-    return LoadedConfig(config=config, tokens=tuple(tokens), source=source)
+    return LoadedConfig(
+        config=config, tokens=tuple(tokens), source=source, postgres_urls=postgres_urls
+    )

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sidecar import __version__
 from sidecar.clock import Clock
 from sidecar.config import LoadedConfig
-from sidecar.domain.account import AccountSettings, AccountState, PersistedState
+from sidecar.domain.account import AccountSettings, AccountState, LatestQr, PersistedState
 from sidecar.domain.classify import MessageClass
 from sidecar.domain.health import health_object
 from sidecar.domain.verdict import VerdictRule, legacy_verdict
@@ -22,6 +22,7 @@ from sidecar.metrics import ReplayErrors, SidecarCollector, build_registry
 from sidecar.pipeline import EventPipeline
 
 log = logging.getLogger(__name__)
+
 
 class StateStore(Protocol):
     """Where the state that survives a restart is kept (SQLite under state_dir)."""
@@ -60,6 +61,7 @@ class Sidecar:
             if account_id in self.states:
                 self.states[account_id].restore(persisted)
         self.pipeline = EventPipeline(self.states)
+        self.latest_qr: dict[str, LatestQr] = {account_id: LatestQr() for account_id in self.states}
         self.replay_errors = ReplayErrors()
         self.registry = build_registry(
             [
@@ -72,6 +74,10 @@ class Sidecar:
                 )
             ]
         )
+
+    def postgres_url(self, account_id: str) -> str | None:
+        url = self.loaded.postgres_urls.get(account_id)
+        return None if url is None else url.get_secret_value()
 
     def has_account(self, account_id: str) -> bool:
         return account_id in self.states

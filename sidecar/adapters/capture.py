@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
+from neonize.events import MessageEv
 
 from sidecar.pipeline import EVENT_CLASSES, event_name
 
@@ -100,6 +102,40 @@ def encode_record(t: float, account: str | None, event: ProtoMessage | None) -> 
         return json.dumps({"t": t, "event": TICK})
     payload = base64.b64encode(event.SerializeToString()).decode("ascii")
     return json.dumps({"t": t, "account": account, "event": event_name(event), "payload": payload})
+
+
+def blank_text(event: ProtoMessage) -> ProtoMessage:
+    """A copy of a ``MessageEv`` with every string and byte string of its message
+    emptied (text, captions, names, media keys) and the sender's push name gone.
+
+    Presence is kept, so the copy classifies exactly as the original did.
+    Other events are returned as they are.
+    """
+    if not isinstance(event, MessageEv):
+        return event
+    copy = MessageEv()
+    copy.CopyFrom(event)
+    for name in ("Message", "Raw"):
+        if copy.HasField(name):
+            _blank(getattr(copy, name))
+    if copy.Info.HasField("Pushname"):
+        copy.Info.Pushname = ""
+    return copy
+
+
+def _blank(message: ProtoMessage) -> None:
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in value if field.is_repeated else (value,):
+                _blank(item)
+        elif field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+            empty: str | bytes = "" if field.type == FieldDescriptor.TYPE_STRING else b""
+            if field.is_repeated:
+                count = len(value)
+                del value[:]
+                value.extend([empty] * count)
+            else:
+                setattr(message, field.name, empty)
 
 
 class CaptureWriter:

@@ -1,30 +1,41 @@
 """Live WhatsApp sessions through neonize: the event source of ``wa-sidecar run``.
 
-A first, simple form: one neonize client per account on its own thread,
-reconnecting with capped exponential backoff and jitter. Every neonize event
-goes to the same pipeline that replay feeds; a failed dial, which neonize
-reports by raising rather than with an event, becomes a ``ConnectFailureEv``
-so that live runs and their recordings count it the same way.
+One :class:`AccountSupervisor` (an asyncio task) per account decides when to
+connect; each connection is a :class:`NeonizeSession`, which runs neonize's
+blocking ``connect()`` on a thread of its own for as long as the session
+lives. No shared thread pool is involved, so a thousand accounts cannot
+starve each other, and an account that is backing off or parked holds no
+thread at all.
+
+Bound: a live session holds two Python threads (ours, waiting in neonize's
+``connect()``, and neonize's worker inside the Go call); a backing-off or
+parked account holds none. The Go runtime adds its own few threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import functools
 import logging
 import os
-import random
+import sqlite3
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from neonize.client import NewClient
 from neonize.events import ConnectFailureEv, QREv
 from neonize.proto.Neonize_pb2 import ConnectFailureReason, Node
 
-from sidecar.adapters.capture import CaptureWriter
+from sidecar.adapters.capture import CaptureWriter, blank_text
 from sidecar.clock import Clock
-from sidecar.domain.account import TERMINAL_STATUSES
+from sidecar.domain.account import LatestQr, Status, StatusChange
+from sidecar.domain.supervision import Backoff, Decision, decide
 from sidecar.pipeline import EVENT_CLASSES
 from sidecar.service import Sidecar
 
@@ -34,27 +45,119 @@ log = logging.getLogger(__name__)
 DIAL_FAILED = ConnectFailureEv(
     Reason=ConnectFailureReason.GENERIC, Message="dial failed", Raw=Node(Tag="dial")
 )
+#: A session that stayed up this long earns a fresh backoff schedule.
+STABLE_SESSION_S = 60.0
+#: How often a parked account looks for a newly paired device, or a busy lock.
+PAIRING_POLL_S = 5.0
+#: Status changes after which the supervisor, not whatsmeow, decides what next.
+_END_SESSION_ON = frozenset(
+    {
+        Status.DISCONNECTED,
+        Status.LOGGED_OUT,
+        Status.REPLACED,
+        Status.BANNED,
+        Status.OUTDATED,
+        Status.QR_PENDING,
+    }
+)
 
-BACKOFF_BASE_S = 2.0
-BACKOFF_CAP_S = 300.0
+
+# -- the session store ------------------------------------------------------
 
 
-def backoff_delay(attempt: int, rng: random.Random) -> float:
-    """Full jitter over a capped exponential: spreads many accounts' retries apart."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** min(attempt, 16)))
-    return rng.uniform(ceiling / 2, ceiling)
+@dataclass(frozen=True)
+class SessionStore:
+    """Where one account's linked-device keys live: a SQLite file or a Postgres URL."""
+
+    account_id: str
+    location: str
+    sqlite_path: Path | None
+
+    @classmethod
+    def for_account(
+        cls, state_dir: Path, account_id: str, postgres_url: str | None
+    ) -> SessionStore:
+        if postgres_url:
+            return cls(account_id, postgres_url, None)
+        path = state_dir / "sessions" / f"{account_id}.sqlite3"
+        return cls(account_id, str(path), path)
+
+    def prepare(self) -> None:
+        """Create the SQLite file owner-only before whatsmeow opens it."""
+        if self.sqlite_path is None:
+            return
+        self.sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.sqlite_path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        os.chmod(self.sqlite_path, 0o600)
+
+    def device_id(self) -> str | None:
+        """The paired device's JID (kept in memory only), or None when unpaired or unknown."""
+        if self.sqlite_path is None or not self.sqlite_path.exists():
+            return None
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=1)
+            ) as db:
+                row = db.execute("SELECT jid FROM whatsmeow_device LIMIT 1").fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else str(row[0])
+
+
+class AccountLock:
+    """One process at a time per account: two connections to the same device make
+    WhatsApp answer StreamReplaced and both sessions suffer."""
+
+    def __init__(self, state_dir: Path, account_id: str) -> None:
+        self.path = state_dir / "sessions" / f"{account_id}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+# -- recording ----------------------------------------------------------------
 
 
 class Recorder:
-    """Writes live events in the capture format; QR codes are never written."""
+    """Writes live events in the capture format. QR codes are never written;
+    with ``blank_text`` neither is anything a person wrote."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, blank_text: bool = False) -> None:
         self._writer = CaptureWriter(path)
+        self._blank = blank_text
         self._lock = threading.Lock()
 
     def write(self, t: float, account: str, event: Any) -> None:
         if isinstance(event, QREv):
             event = QREv()
+        elif self._blank:
+            event = blank_text(event)
         with self._lock:
             self._writer.write(t, account, event)
             self._writer.flush()
@@ -64,83 +167,265 @@ class Recorder:
             self._writer.close()
 
 
-class LiveAccount:
-    def __init__(
-        self, account_id: str, sidecar: Sidecar, clock: Clock, recorder: Recorder | None
-    ) -> None:
-        self.account_id = account_id
-        self._sidecar = sidecar
-        self._clock = clock
-        self._recorder = recorder
-        self._client: NewClient | None = None
-        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self.session_path = sidecar.config.state_dir / "sessions" / f"{account_id}.sqlite3"
+# -- one connection -------------------------------------------------------------
 
-    def _deliver(self, event: Any) -> None:
-        now = self._clock.now()
-        if self._recorder is not None:
-            try:
-                self._recorder.write(now, self.account_id, event)
-            except Exception:
-                log.exception("account=%s cannot record an event; handling it", self.account_id)
-        self._sidecar.pipeline.handle(self.account_id, event, now)
 
-    def _new_client(self) -> NewClient:
-        client = NewClient(str(self.session_path))
-        for cls in EVENT_CLASSES.values():
-            client.event(cls)(lambda _client, event: self._deliver(event))
-        # The QR is for a person, never for a shared log: hold only the fact it exists.
-        client.event.qr(lambda _client, _data: self._deliver(QREv()))
-        return client
+class Session(Protocol):
+    """One connection attempt and, if it succeeds, the session that follows."""
 
-    def run(self, stop: threading.Event) -> None:
-        self.session_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.session_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        attempt = 0
-        while not stop.is_set():
-            try:
-                self._client = self._new_client()
-                self._client.connect()
-            except Exception as exc:
-                log.info("account=%s connect failed: %s", self.account_id, type(exc).__name__)
-                self._deliver(DIAL_FAILED)
-            if self._sidecar.states[self.account_id].snapshot().status in TERMINAL_STATUSES:
-                log.warning("account=%s stopped reconnecting: needs a person", self.account_id)
-                return
-            stop.wait(backoff_delay(attempt, self._rng))
-            attempt += 1
+    async def run(self) -> None:
+        """Return when the connection is over, for whatever reason."""
+        ...
 
     def stop(self) -> None:
+        """End the connection; safe from any thread, and more than once."""
+        ...
+
+
+SessionFactory = Callable[[], Session]
+Deliver = Callable[[Any], None]
+
+
+class NeonizeSession:
+    def __init__(
+        self, account_id: str, store: SessionStore, deliver: Deliver, qr: LatestQr, clock: Clock
+    ) -> None:
+        self._account_id = account_id
+        self._store = store
+        self._deliver = deliver
+        self._qr = qr
+        self._clock = clock
+        self._client: NewClient | None = None
+        self._stopped = threading.Event()
+
+    def _on_qr(self, _client: Any, data: bytes) -> None:
+        self._qr.code = data.decode("utf-8", "replace")
+        self._qr.at = self._clock.now()
+        self._deliver(QREv())
+
+    def _connect(self) -> None:
+        """Runs on this session's own thread; returns when neonize's Go call returns."""
+        try:
+            client = NewClient(self._store.location)
+            for cls in EVENT_CLASSES.values():
+                client.event(cls)(lambda _client, event: self._deliver(event))
+            client.event.qr(self._on_qr)
+            self._client = client
+            if self._stopped.is_set():
+                return
+            client.connect()
+        except Exception as exc:
+            if not self._stopped.is_set():
+                log.info("account=%s connect failed: %s", self._account_id, type(exc).__name__)
+                self._deliver(DIAL_FAILED)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def target() -> None:
+            try:
+                self._connect()
+            finally:
+                loop.call_soon_threadsafe(_resolve, done)
+
+        threading.Thread(target=target, name=f"wa-{self._account_id}", daemon=True).start()
+        await asyncio.shield(done)
+
+    def stop(self) -> None:
+        self._stopped.set()
         client = self._client
         if client is not None:
             with contextlib.suppress(Exception):
                 client.stop()
 
 
-def live_source(clock: Clock, record: Path | None) -> Any:
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# -- the supervisor -------------------------------------------------------------
+
+
+class AccountSupervisor:
+    """Connects one account, reconnects it with backoff, parks it where a person must act."""
+
+    def __init__(
+        self,
+        account_id: str,
+        sidecar: Sidecar,
+        session_factory: SessionFactory,
+        *,
+        backoff: Backoff | None = None,
+        lock: AccountLock | None = None,
+        device_id: Callable[[], str | None] = lambda: None,
+        poll_s: float = PAIRING_POLL_S,
+    ) -> None:
+        self.account_id = account_id
+        self._sidecar = sidecar
+        self._state = sidecar.states[account_id]
+        self._factory = session_factory
+        self.backoff = backoff or Backoff()
+        self._lock = lock
+        self._device_id = device_id
+        self._poll_s = poll_s
+        self._session: Session | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.decisions: list[Decision] = []
+
+    def on_status_change(self, change: StatusChange) -> None:
+        """Called from whichever thread delivered the event: end the session where
+        the supervisor, not whatsmeow, should decide what happens next."""
+        if change.account_id != self.account_id or change.new not in _END_SESSION_ON:
+            return
+        session, loop = self._session, self._loop
+        if session is not None and loop is not None:
+            loop.call_soon_threadsafe(session.stop)
+
+    def stop_session(self) -> None:
+        if self._session is not None:
+            self._session.stop()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        while not stopping.is_set():
+            if self._lock is not None and not await self._take_lock(stopping):
+                break
+            started = time.monotonic()
+            try:
+                self._session = self._factory()
+                await self._session.run()
+            finally:
+                self._session = None
+                if self._lock is not None:
+                    self._lock.release()
+            if time.monotonic() - started >= STABLE_SESSION_S:
+                self.backoff.reset()
+            decision = decide(self._state.snapshot().status, stopping=stopping.is_set())
+            self.decisions.append(decision)
+            if decision is Decision.STOP:
+                break
+            if decision is Decision.PARK:
+                log.warning(
+                    "account=%s is %s: not reconnecting; a person has to act (see README)",
+                    self.account_id,
+                    self._state.snapshot().status,
+                )
+                await stopping.wait()
+                break
+            if decision is Decision.AWAIT_PAIRING:
+                if not await self._await_new_device(stopping):
+                    break
+                self.backoff.reset()
+                continue
+            if await _sleep_unless(stopping, self.backoff.next_delay()):
+                break
+
+    async def _take_lock(self, stopping: asyncio.Event) -> bool:
+        assert self._lock is not None
+        warned = False
+        while not self._lock.acquire():
+            if not warned:
+                log.warning(
+                    "account=%s is held by another wa-sidecar process (pid %s); waiting",
+                    self.account_id,
+                    self._lock.holder(),
+                )
+                warned = True
+            if await _sleep_unless(stopping, self._poll_s):
+                return False
+        return True
+
+    async def _await_new_device(self, stopping: asyncio.Event) -> bool:
+        """Park until a device other than the one that just failed is paired."""
+        loop = asyncio.get_running_loop()
+        old = await loop.run_in_executor(None, self._device_id)
+        log.info(
+            "account=%s needs pairing: run `wa-sidecar pair %s --config FILE`",
+            self.account_id,
+            self.account_id,
+        )
+        while True:
+            if await _sleep_unless(stopping, self._poll_s):
+                return False
+            current = await loop.run_in_executor(None, self._device_id)
+            if current is not None and current != old:
+                log.info("account=%s has a newly paired device; connecting", self.account_id)
+                return True
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early on stop. True when stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    return stopping.is_set()
+
+
+# -- all accounts ----------------------------------------------------------------
+
+#: How long shutdown waits for neonize's Go calls to return.
+SHUTDOWN_GRACE_S = 6.0
+
+
+def live_source(
+    clock: Clock, record: Path | None, *, blank_record_text: bool = False
+) -> Callable[[Sidecar, asyncio.Event], Any]:
     async def source(sidecar: Sidecar, stop: asyncio.Event) -> None:
-        recorder = Recorder(record) if record is not None else None
-        halt = threading.Event()
-        accounts = [LiveAccount(a, sidecar, clock, recorder) for a in sidecar.states]
-        threads = [
-            threading.Thread(
-                target=a.run, args=(halt,), name=f"account-{a.account_id}", daemon=True
+        recorder = Recorder(record, blank_text=blank_record_text) if record is not None else None
+        state_dir = sidecar.config.state_dir
+        supervisors = []
+        for account in sidecar.config.accounts:
+            store = SessionStore.for_account(
+                state_dir, account.id, sidecar.postgres_url(account.id)
             )
-            for a in accounts
+            store.prepare()
+            qr = sidecar.latest_qr[account.id]
+            deliver = _deliverer(sidecar, account.id, clock, recorder)
+            supervisor = AccountSupervisor(
+                account.id,
+                sidecar,
+                functools.partial(NeonizeSession, account.id, store, deliver, qr, clock),
+                lock=AccountLock(state_dir, account.id),
+                device_id=store.device_id,
+            )
+            sidecar.pipeline.add_status_listener(supervisor.on_status_change)
+            supervisors.append(supervisor)
+        stopping = asyncio.Event()
+        tasks = [
+            asyncio.create_task(s.run(stopping), name=f"supervise-{s.account_id}")
+            for s in supervisors
         ]
-        for thread in threads:
-            thread.start()
         try:
             await stop.wait()
         finally:
-            halt.set()
-            for account in accounts:
-                account.stop()
-            loop = asyncio.get_running_loop()
-            for thread in threads:
-                await loop.run_in_executor(None, thread.join, 5.0)
+            stopping.set()
+            for supervisor in supervisors:
+                supervisor.stop_session()
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("%d account(s) did not stop in time", len(pending))
+            now = clock.now()
+            for account_id in sidecar.states:
+                sidecar.pipeline.set_status(sidecar.states[account_id], Status.STOPPED, now)
             if recorder is not None:
                 recorder.close()
 
     return source
+
+
+def _deliverer(
+    sidecar: Sidecar, account_id: str, clock: Clock, recorder: Recorder | None
+) -> Deliver:
+    def deliver(event: Any) -> None:
+        now = clock.now()
+        if recorder is not None:
+            try:
+                recorder.write(now, account_id, event)
+            except Exception:
+                log.exception("account=%s cannot record an event; handling it", account_id)
+        sidecar.pipeline.handle(account_id, event, now)
+
+    return deliver
