@@ -33,6 +33,9 @@ STATE_FLUSH_INTERVAL_S = 1.0
 #: How often each account's one-line summary is logged.
 SUMMARY_INTERVAL_S = 60.0
 
+#: How long a source may take to wind down after ``stop`` is set.
+SOURCE_STOP_GRACE_S = 8.0
+
 #: An event source runs until it is done or ``stop`` is set.
 EventSource = Callable[[Sidecar, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -107,12 +110,20 @@ async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = Fal
         source_task = asyncio.create_task(source(sidecar, stop), name="event-source")
         stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (source_task, stop_task):
-            task.cancel()
-        results = await asyncio.gather(source_task, stop_task, return_exceptions=True)
-        failure = results[0]
-        if isinstance(failure, Exception):
-            raise failure
+        stop.set()
+        stop_task.cancel()
+        # Sources watch `stop` and wind down by themselves (stopping clients,
+        # logging final state); only one that overstays is cancelled.
+        done, _ = await asyncio.wait({source_task}, timeout=SOURCE_STOP_GRACE_S)
+        if not done:
+            log.warning(
+                "the event source did not stop within %.0f s; cancelling it", SOURCE_STOP_GRACE_S
+            )
+            source_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await source_task
+        else:
+            source_task.result()  # re-raises what made the source fail
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -131,8 +142,9 @@ def _format_address(address: object) -> str:
 
 def replay_source(capture: Path, clock: ReplayClock, linger: float) -> EventSource:
     async def source(sidecar: Sidecar, stop: asyncio.Event) -> None:
-        report = await Replayer(sidecar, clock).run(capture)
+        report = await Replayer(sidecar, clock).run(capture, stop)
         print(report.summary(capture.name), flush=True)
+        sidecar.log_summaries()
         if linger > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=linger)

@@ -7,6 +7,7 @@ the same :class:`~sidecar.pipeline.EventPipeline` that live clients feed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -49,14 +50,19 @@ class Replayer:
         self._clock = clock
         self._errors = 0
         self._last_t: float | None = None
+        self._stop = asyncio.Event()
 
-    async def run(self, capture: Path) -> ReplayReport:
+    async def run(self, capture: Path, stop: asyncio.Event | None = None) -> ReplayReport:
+        """Replay ``capture``; returns early, with what was done, once ``stop`` is set."""
+        self._stop = stop or asyncio.Event()
         events = ticks = 0
         started = time.perf_counter()
         with capture.open("rb") as stream:
             for seen, item in enumerate(read_capture(stream), start=1):
                 if seen % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+                if self._stop.is_set():
+                    break
                 if isinstance(item, CaptureError):
                     self._bad_record(item.line, item.reason)
                     continue
@@ -80,7 +86,8 @@ class Replayer:
         else:
             delay = (record.t - self._clock.now()) / self._clock.speed
             if delay > 0:
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
 
     def _handle(self, record: CaptureRecord) -> bool:
         try:

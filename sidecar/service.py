@@ -112,12 +112,14 @@ class Sidecar:
                 else f"{max(0.0, now - snap.last_real_at):.0f}s"
             )
             log.info(
-                "account=%s status=%s real=%d protocol=%d other=%d last_real_age=%s degraded=%s%s",
+                "account=%s status=%s real=%d protocol=%d other=%d reconnects=%d"
+                " last_real_age=%s degraded=%s%s",
                 account_id,
                 snap.status,
                 snap.class_total(MessageClass.REAL),
                 snap.class_total(MessageClass.PROTOCOL),
                 snap.class_total(MessageClass.OTHER),
+                snap.reconnects,
                 age,
                 "yes" if verdict.degraded else "no",
                 f" reasons={','.join(verdict.reasons)}" if verdict.reasons else "",

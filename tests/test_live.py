@@ -1,17 +1,31 @@
 """`wa-sidecar run` with the real neonize library on a machine with no route to WhatsApp.
 
-neonize fails to dial at once here; the sidecar must show it, retry with
-backoff, record what happened, and stop cleanly on SIGTERM.
+neonize fails to dial at once here. Fifty accounts must show it, retry on
+the backoff schedule, stay within the thread bound, keep /metrics quick,
+record what happened, and stop cleanly on SIGTERM; the recording must
+replay to the same numbers.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import signal
+import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
 
+from sidecar.domain.supervision import Backoff
+
 from .test_replay import cli_config, free_port, get, sidecar_cli, wait_ready
+
+ACCOUNTS = [f"acct-{i:02d}" for i in range(50)]
+#: Threads while every account dials at once: two per session, plus Python, aiohttp and Go.
+THREAD_BOUND = 2 * len(ACCOUNTS) + 20
+#: The longest a failing dial takes here (the resolver's timeout), plus scheduling slack.
+DIAL_TIMEOUT_S = 5.5
 
 
 def sample(metrics: str, name: str, labels: str) -> float:
@@ -20,53 +34,105 @@ def sample(metrics: str, name: str, labels: str) -> float:
     return float(match.group(1))
 
 
-def test_run_without_network_counts_failed_dials_and_stops_on_sigterm(
-    tmp_path: Path, tokens_file: Path
-) -> None:
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_fifty_accounts_without_network(tmp_path: Path, tokens_file: Path) -> None:
     port = free_port()
-    accounts = ["alpha", "beta", "gamma"]
-    config = cli_config(tmp_path, tokens_file, port, accounts)
+    config = cli_config(tmp_path, tokens_file, port, ACCOUNTS)
     recording = tmp_path / "live.jsonl"
     process = sidecar_cli("run", "--config", str(config), "--record", str(recording))
+    latencies: list[float] = []
+    peak_threads = 0
     try:
         wait_ready(port, process)
-        deadline = time.monotonic() + 30
-        while True:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
             metrics = get(f"http://127.0.0.1:{port}/metrics")
-            reconnects = [
-                sample(metrics, "whatsapp_reconnects_total", f'account="{a}"') for a in accounts
-            ]
-            if min(reconnects) >= 1 or time.monotonic() > deadline:
+            latencies.append(time.perf_counter() - started)
+            peak_threads = max(peak_threads, threads_of(process.pid))
+            reconnects = re.findall(
+                r"^whatsapp_reconnects_total\{[^}]*\} (\S+)$", metrics, re.MULTILINE
+            )
+            if len(reconnects) == len(ACCOUNTS) and min(map(float, reconnects)) >= 2:
                 break
-            time.sleep(0.2)
-        for account in accounts:
-            assert (
-                sample(
-                    metrics,
-                    "whatsapp_connection_state",
-                    f'account="{account}",state="disconnected"',
-                )
-                == 1.0
+            time.sleep(0.05)
+        for account in ACCOUNTS:
+            labels = f'account="{account}"'
+            connecting = sample(
+                metrics, "whatsapp_connection_state", f'{labels},state="connecting"'
             )
-            assert sample(metrics, "whatsapp_reconnects_total", f'account="{account}"') >= 1.0
-            failures = sample(
-                metrics, "whatsapp_events_total", f'account="{account}",event="ConnectFailureEv"'
+            disconnected = sample(
+                metrics, "whatsapp_connection_state", f'{labels},state="disconnected"'
             )
-            assert (
-                failures == sample(metrics, "whatsapp_reconnects_total", f'account="{account}"') + 1
-            )
+            assert connecting + disconnected == 1.0
+            assert sample(metrics, "whatsapp_reconnects_total", labels) >= 2.0
             assert (
                 tmp_path / "state" / "sessions" / f"{account}.sqlite3"
             ).stat().st_mode & 0o777 == 0o600
-        started = time.monotonic()
+        stop_started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)
-        assert time.monotonic() - started < 10
+        stop_seconds = time.monotonic() - stop_started
     finally:
         if process.poll() is None:
             process.kill()
+    print(
+        f"50 accounts: peak threads {peak_threads} (bound {THREAD_BOUND}),"
+        f" /metrics median {statistics.median(latencies) * 1000:.1f} ms"
+        f" max {max(latencies) * 1000:.1f} ms over {len(latencies)} scrapes, SIGTERM to exit {stop_seconds:.2f} s"
+    )
     assert process.returncode == 0, err
+    assert stop_seconds < 10
     assert "Traceback" not in err
-    lines = recording.read_text().splitlines()
-    assert lines, "the recording is empty"
-    assert all('"event": "ConnectFailureEv"' in line for line in lines)
+    assert statistics.median(latencies) < 0.2, (
+        f"median /metrics latency {statistics.median(latencies):.3f} s"
+    )
+    assert peak_threads <= THREAD_BOUND, f"{peak_threads} threads"
+
+    # Every retry waited as the backoff schedule says: attempt n after [c/2, c], c = 2 s * 2^n.
+    # Failures are recorded when the dial gives up, which can take up to the
+    # resolver's 5 s timeout on this machine: the gap may exceed c by that much.
+    attempts: dict[str, list[float]] = defaultdict(list)
+    for line in recording.read_text().splitlines():
+        record = json.loads(line)
+        assert record["event"] == "ConnectFailureEv"
+        attempts[record["account"]].append(record["t"])
+    assert sorted(attempts) == ACCOUNTS
+    schedule = Backoff()
+    for times in attempts.values():
+        for n, gap in enumerate(b - a for a, b in itertools.pairwise(times)):
+            ceiling = schedule.ceiling(n)
+            assert ceiling / 2 - 0.05 <= gap <= ceiling + DIAL_TIMEOUT_S, (n, gap)
+
+    # The final state logged at shutdown is what the recording replays to.
+    final = dict(re.findall(r"account=(acct-\d\d) status=disconnected .*?reconnects=(\d+)", err))
+    assert sorted(final) == ACCOUNTS
+    for account, times in attempts.items():
+        assert int(final[account]) == len(times) - 1
+    replay_port = free_port()
+    replay_dir = tmp_path / "replay"
+    replay_dir.mkdir()
+    replay_config = cli_config(replay_dir, tokens_file, replay_port, ACCOUNTS)
+    replay = sidecar_cli("replay", str(recording), "--config", str(replay_config), "--linger", "30")
+    try:
+        wait_ready(replay_port, replay)
+        time.sleep(0.5)
+        replayed = get(f"http://127.0.0.1:{replay_port}/metrics")
+    finally:
+        replay.terminate()
+        replay.communicate(timeout=15)
+    for account, times in attempts.items():
+        labels = f'account="{account}"'
+        assert sample(replayed, "whatsapp_reconnects_total", labels) == float(final[account])
+        assert sample(
+            replayed, "whatsapp_events_total", f'{labels},event="ConnectFailureEv"'
+        ) == len(times)
+        assert (
+            sample(replayed, "whatsapp_connection_state", f'{labels},state="disconnected"') == 1.0
+        )

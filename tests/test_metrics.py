@@ -158,6 +158,6 @@ def test_minute_summary_line_per_account_without_personal_data(
     caplog.set_level(logging.INFO, logger="sidecar.service")
     sidecar.log_summaries()
     assert [r.getMessage() for r in caplog.records if r.name == "sidecar.service"] == [
-        "account=sales status=connected real=1 protocol=1 other=0 last_real_age=399s degraded=yes reasons=silence_over_threshold",
-        "account=support status=connecting real=0 protocol=0 other=0 last_real_age=never degraded=no",
+        "account=sales status=connected real=1 protocol=1 other=0 reconnects=0 last_real_age=399s degraded=yes reasons=silence_over_threshold",
+        "account=support status=connecting real=0 protocol=0 other=0 reconnects=0 last_real_age=never degraded=no",
     ]

@@ -186,6 +186,51 @@ SessionFactory = Callable[[], Session]
 Deliver = Callable[[Any], None]
 
 
+class NeonizeGate:
+    """Serialises what neonize 0.5.2 does to its process-wide client tables.
+
+    neonize's Go side keeps every client in plain Go maps (clients, event
+    channels, stop functions) with no lock: two ``Neonize()`` calls starting at
+    the same moment, or a ``Stop()`` beside a start, kill the whole process
+    with "fatal error: concurrent map writes" (seen here with three accounts
+    started at once). A start writes its three entries in its first few
+    milliseconds (a whole offline start, fresh database included, took ~10 ms
+    here), before it dials; so each start holds the gate until its first
+    callback, its return, or ``START_HOLD_S``, whichever comes first. Every
+    ``Stop()`` holds it too. Dials themselves still run in parallel.
+    """
+
+    #: Ample for the table writes at the start of ``Neonize()`` (~10 ms measured).
+    START_HOLD_S = 0.2
+    _lock = threading.Lock()
+
+    @classmethod
+    def hold(cls) -> Callable[[], None]:
+        """Take the gate; returns a release that may be called many times, from any thread."""
+        cls._lock.acquire()
+        once = threading.Lock()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with once:
+                if not released:
+                    released = True
+                    cls._lock.release()
+
+        return release
+
+    @classmethod
+    def stop(cls, client: NewClient) -> None:
+        """Stop a client and forget it, with neonize's tables to ourselves."""
+        with cls._lock, contextlib.suppress(Exception):
+            client.stop()
+        # neonize would otherwise call Stop() again whenever the object is
+        # garbage-collected: unserialised, and possibly on a newer session
+        # of the same account.
+        client._stop_finalizer.detach()
+
+
 class NeonizeSession:
     def __init__(
         self, account_id: str, store: SessionStore, deliver: Deliver, qr: LatestQr, clock: Clock
@@ -197,27 +242,44 @@ class NeonizeSession:
         self._clock = clock
         self._client: NewClient | None = None
         self._stopped = threading.Event()
+        self._released: Callable[[], None] = lambda: None
+
+    def _on_event(self, _client: Any, event: Any) -> None:
+        self._released()
+        self._deliver(event)
 
     def _on_qr(self, _client: Any, data: bytes) -> None:
+        self._released()
         self._qr.code = data.decode("utf-8", "replace")
         self._qr.at = self._clock.now()
         self._deliver(QREv())
 
     def _connect(self) -> None:
         """Runs on this session's own thread; returns when neonize's Go call returns."""
+        release = NeonizeGate.hold()
+        self._released = release
+        watchdog = threading.Timer(NeonizeGate.START_HOLD_S, release)
+        watchdog.daemon = True
+        watchdog.start()
+        client: NewClient | None = None
         try:
-            client = NewClient(self._store.location)
-            for cls in EVENT_CLASSES.values():
-                client.event(cls)(lambda _client, event: self._deliver(event))
-            client.event.qr(self._on_qr)
-            self._client = client
             if self._stopped.is_set():
                 return
+            client = NewClient(self._store.location)
+            for cls in EVENT_CLASSES.values():
+                client.event(cls)(self._on_event)
+            client.event.qr(self._on_qr)
+            self._client = client
             client.connect()
         except Exception as exc:
             if not self._stopped.is_set():
                 log.info("account=%s connect failed: %s", self._account_id, type(exc).__name__)
                 self._deliver(DIAL_FAILED)
+        finally:
+            watchdog.cancel()
+            release()
+            if client is not None:
+                NeonizeGate.stop(client)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -233,11 +295,16 @@ class NeonizeSession:
         await asyncio.shield(done)
 
     def stop(self) -> None:
+        """Never blocks the caller: the stop waits for the gate on a thread of its own."""
         self._stopped.set()
         client = self._client
         if client is not None:
-            with contextlib.suppress(Exception):
-                client.stop()
+            threading.Thread(
+                target=NeonizeGate.stop,
+                args=(client,),
+                name=f"wa-stop-{self._account_id}",
+                daemon=True,
+            ).start()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -407,6 +474,7 @@ def live_source(
                 task.cancel()
             if pending:
                 log.warning("%d account(s) did not stop in time", len(pending))
+            sidecar.log_summaries()  # the final state of each account, before it is stopped
             now = clock.now()
             for account_id in sidecar.states:
                 sidecar.pipeline.set_status(sidecar.states[account_id], Status.STOPPED, now)

@@ -1,0 +1,252 @@
+"""The account supervisor, driven with neonize event objects.
+
+WhatsApp cannot be reached here, so each connection is a ScriptedSession: a
+fake session (named as such) that delivers a script of real neonize event
+objects through the real pipeline, as neonize's callbacks would, then either
+ends or stays up until the supervisor stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from neonize.proto.Neonize_pb2 import ConnectFailureReason as Reason
+
+from sidecar import testing as build
+from sidecar.adapters.neonize_live import AccountLock, AccountSupervisor
+from sidecar.config import LoadedConfig
+from sidecar.domain.account import Status
+from sidecar.domain.supervision import Backoff, Decision, decide
+from sidecar.service import Sidecar
+
+from .conftest import ConfigFactory
+
+T0 = 1_764_068_400.0
+
+
+class ScriptedSession:
+    """Fake session: plays neonize events into the pipeline; ``hold`` keeps it up until stopped."""
+
+    def __init__(self, sidecar: Sidecar, events: list[Any], hold: bool) -> None:
+        self._sidecar = sidecar
+        self._events = events
+        self._hold = hold
+        self.stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        for event in self._events:
+            self._sidecar.pipeline.handle("sales", event, T0)
+            await asyncio.sleep(0)
+        if self._hold:
+            await self.stopped.wait()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class Harness:
+    def __init__(self, sidecar: Sidecar, scripts: list[tuple[list[Any], bool]]) -> None:
+        self.sidecar = sidecar
+        self.scripts = list(scripts)
+        self.started = 0
+        self.device: str | None = "device-1"
+        self.supervisor = AccountSupervisor(
+            "sales",
+            sidecar,
+            self.next_session,
+            backoff=Backoff(base_s=0.01, cap_s=0.04, rng=random.Random(7)),
+            device_id=lambda: self.device,
+            poll_s=0.01,
+        )
+        sidecar.pipeline.add_status_listener(self.supervisor.on_status_change)
+        self.stopping = asyncio.Event()
+
+    def next_session(self) -> ScriptedSession:
+        self.started += 1
+        events, hold = self.scripts.pop(0) if self.scripts else ([], True)
+        return ScriptedSession(self.sidecar, events, hold)
+
+    async def run_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        task = asyncio.create_task(self.supervisor.run(self.stopping))
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    await asyncio.sleep(0.005)
+        finally:
+            self.stopping.set()
+            self.supervisor.stop_session()
+            await asyncio.wait_for(task, 2)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.sidecar.registry.get_sample_value(name, {"account": "sales", **labels})
+
+
+@pytest.fixture
+def sidecar(make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]) -> Sidecar:
+    return make_sidecar(make_config())
+
+
+async def test_transient_dial_failures_reconnect_with_growing_backoff(sidecar: Sidecar) -> None:
+    failure = ([build.connect_failure(Reason.GENERIC, "dial failed")], False)
+    harness = Harness(sidecar, [failure] * 4)
+    await harness.run_until(lambda: harness.started >= 5)
+    assert harness.supervisor.decisions[:4] == [Decision.RECONNECT] * 4
+    assert harness.value("whatsapp_reconnects_total") == 3.0
+    assert harness.value("whatsapp_events_total", event="ConnectFailureEv") == 4.0
+    assert harness.value("whatsapp_connection_state", state="disconnected") == 1.0
+    assert harness.supervisor.backoff.attempt == 4
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [Reason.GENERIC, Reason.SERVICE_UNAVAILABLE, Reason.INTERNAL_SERVER_ERROR, Reason.EXPERIMENTAL],
+)
+async def test_transient_connect_failure_reasons_reconnect(sidecar: Sidecar, reason: int) -> None:
+    harness = Harness(sidecar, [([build.connect_failure(reason)], False)])
+    await harness.run_until(lambda: harness.started >= 2)
+    assert harness.supervisor.decisions[0] is Decision.RECONNECT
+    assert sidecar.states["sales"].snapshot().status is Status.DISCONNECTED
+
+
+async def test_disconnect_while_connected_ends_the_session_and_reconnects(sidecar: Sidecar) -> None:
+    harness = Harness(sidecar, [([build.connected()], True)])
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    async with asyncio.timeout(5):
+        while sidecar.states["sales"].snapshot().status is not Status.CONNECTED:
+            await asyncio.sleep(0.005)
+    assert harness.started == 1
+    # whatsmeow reports the drop on its own thread; the supervisor takes over from there
+    await asyncio.to_thread(sidecar.pipeline.handle, "sales", build.disconnected(), T0 + 1)
+    async with asyncio.timeout(5):
+        while harness.started < 2:
+            await asyncio.sleep(0.005)
+    harness.stopping.set()
+    harness.supervisor.stop_session()
+    await asyncio.wait_for(task, 2)
+    assert harness.supervisor.decisions[0] is Decision.RECONNECT
+    assert (
+        harness.value("whatsapp_reconnects_total") == 0.0
+    )  # one Connected so far: no reconnect counted
+    assert harness.value("whatsapp_events_total", event="DisconnectedEv") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [
+        (build.stream_replaced(), Status.REPLACED),
+        (build.temporary_ban(), Status.BANNED),
+        (build.client_outdated(), Status.OUTDATED),
+        (build.connect_failure(Reason.TEMP_BANNED), Status.BANNED),
+        (build.connect_failure(Reason.CLIENT_OUTDATED), Status.OUTDATED),
+        (build.connect_failure(Reason.BAD_USER_AGENT), Status.OUTDATED),
+    ],
+    ids=lambda v: getattr(v, "value", type(v).__name__),
+)
+async def test_terminal_states_park_without_reconnecting(
+    sidecar: Sidecar, event: Any, status: Status
+) -> None:
+    harness = Harness(sidecar, [([build.connected(), event], True)])
+    await harness.run_until(lambda: bool(harness.supervisor.decisions))
+    await asyncio.sleep(0.1)  # several backoff periods: still no new session
+    assert harness.supervisor.decisions == [Decision.PARK]
+    assert harness.started == 1
+    assert harness.value("whatsapp_connection_state", state=status.value) == 1.0
+    assert harness.value("whatsapp_connection_state", state="connected") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("event", "reconnects"),
+    [
+        (build.logged_out(), 1.0),
+        # a refused connection is an attempt of its own
+        (build.connect_failure(Reason.LOGGED_OUT), 2.0),
+        (build.connect_failure(Reason.MAIN_DEVICE_GONE), 2.0),
+    ],
+    ids=["LoggedOutEv", "ConnectFailure-LOGGED_OUT", "ConnectFailure-MAIN_DEVICE_GONE"],
+)
+async def test_logout_waits_for_a_new_device_then_connects(
+    sidecar: Sidecar, event: Any, reconnects: float
+) -> None:
+    harness = Harness(sidecar, [([build.connected(), event], True), ([build.connected()], True)])
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    async with asyncio.timeout(5):
+        while not harness.supervisor.decisions:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)
+    assert harness.supervisor.decisions == [Decision.AWAIT_PAIRING]
+    assert harness.started == 1
+    assert harness.value("whatsapp_connection_state", state="logged_out") == 1.0
+    harness.device = "device-2"  # `wa-sidecar pair` linked a new device
+    async with asyncio.timeout(5):
+        while sidecar.states["sales"].snapshot().status is not Status.CONNECTED:
+            await asyncio.sleep(0.005)
+    harness.stopping.set()
+    harness.supervisor.stop_session()
+    await asyncio.wait_for(task, 2)
+    assert harness.started == 2
+    assert harness.value("whatsapp_reconnects_total") == reconnects
+
+
+async def test_unscanned_qr_waits_for_pairing_instead_of_looping(sidecar: Sidecar) -> None:
+    harness = Harness(sidecar, [([build.qr()], True)])
+    harness.device = None
+    await harness.run_until(lambda: bool(harness.supervisor.decisions))
+    await asyncio.sleep(0.1)
+    assert harness.supervisor.decisions == [Decision.AWAIT_PAIRING]
+    assert harness.started == 1
+    assert harness.value("whatsapp_connection_state", state="qr_pending") == 1.0
+
+
+async def test_stop_ends_a_held_session_and_makes_no_new_one(sidecar: Sidecar) -> None:
+    harness = Harness(sidecar, [([build.connected()], True)])
+    await harness.run_until(lambda: sidecar.states["sales"].snapshot().status is Status.CONNECTED)
+    assert harness.supervisor.decisions == [Decision.STOP]
+    assert harness.started == 1
+
+
+async def test_busy_account_lock_waits_and_does_not_connect(sidecar: Sidecar, tmp_path) -> None:
+    holder = AccountLock(tmp_path, "sales")
+    assert holder.acquire()
+    harness = Harness(sidecar, [([build.connected()], True)])
+    harness.supervisor._lock = AccountLock(tmp_path, "sales")
+    harness.supervisor._poll_s = 0.01
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    await asyncio.sleep(0.1)
+    assert harness.started == 0
+    holder.release()
+    async with asyncio.timeout(5):
+        while harness.started == 0:
+            await asyncio.sleep(0.005)
+    harness.stopping.set()
+    harness.supervisor.stop_session()
+    await asyncio.wait_for(task, 2)
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_decision_table(status: Status) -> None:
+    expected = {
+        Status.LOGGED_OUT: Decision.AWAIT_PAIRING,
+        Status.QR_PENDING: Decision.AWAIT_PAIRING,
+        Status.REPLACED: Decision.PARK,
+        Status.BANNED: Decision.PARK,
+        Status.OUTDATED: Decision.PARK,
+        Status.STOPPED: Decision.PARK,
+    }.get(status, Decision.RECONNECT)
+    assert decide(status, stopping=False) is expected
+    assert decide(status, stopping=True) is Decision.STOP
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    backoff = Backoff(base_s=2.0, cap_s=300.0, rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(12)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(300.0, 2.0 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert max(delays) <= 300.0
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered, not a fixed ladder
+    backoff.reset()
+    assert 1.0 <= backoff.next_delay() <= 2.0
