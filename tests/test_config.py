@@ -131,3 +131,17 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay"]) == EXIT_USAGE
     assert main(["frobnicate"]) == EXIT_USAGE
     assert main(["replay", "x.jsonl", "--config", "c.yaml", "--speed", "-1"]) == EXIT_USAGE
+
+
+def test_postgres_session_store_url_comes_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("accounts:\n  - id: a\n    postgres_url_env: A_DB\n  - id: b\n")
+    loaded = load_config(config, environ={"A_DB": "postgres://wa:secret@db.internal/wa_a"})
+    assert loaded.postgres_urls["a"].get_secret_value() == "postgres://wa:secret@db.internal/wa_a"
+    assert "b" not in loaded.postgres_urls
+    assert "secret" not in repr(loaded)
+    with pytest.raises(
+        ConfigError,
+        match=r"accounts\[0\]\.postgres_url_env: environment variable A_DB must hold a postgres:// URL",
+    ):
+        load_config(config, environ={"A_DB": "mysql://x"})

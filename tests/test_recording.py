@@ -1,0 +1,59 @@
+"""Recording live events: QR codes never written; --record-blank-text keeps classes, drops text."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from neonize.events import MessageEv, QREv
+
+from sidecar import testing as build
+from sidecar.adapters.capture import blank_text
+from sidecar.adapters.neonize_live import Recorder
+from sidecar.domain.classify import classify
+
+from .test_classify import CASES
+
+
+@pytest.mark.parametrize(("content", "info"), [pytest.param(c, i, id=n) for n, c, i, *_ in CASES])
+def test_blanking_keeps_the_classification(content, info) -> None:
+    event = build.message_event(content, **dict(info))
+    blanked = MessageEv.FromString(blank_text(event).SerializeToString())
+    original = event.Message if event.HasField("Message") else None
+    copy = blanked.Message if blanked.HasField("Message") else None
+    assert classify(copy) == classify(original)
+
+
+def test_blanking_removes_text_captions_names_and_keys() -> None:
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ImageMessage
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
+
+    secret_texts = ["meet me at 5", "passport scan", "Ana Popescu"]
+    event = build.message_event(
+        WAMessage(imageMessage=ImageMessage(caption=secret_texts[1], mediaKey=b"K" * 32)),
+        push_name=secret_texts[2],
+    )
+    event.Raw.conversation = secret_texts[0]
+    payload = blank_text(event).SerializeToString()
+    for text in secret_texts:
+        assert text.encode() not in payload
+    assert b"K" * 32 not in payload
+    assert event.Message.imageMessage.caption == secret_texts[1]  # the original is untouched
+
+
+def test_recorder_never_writes_qr_codes_and_blanks_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    recorder = Recorder(path, blank_text=True)
+    recorder.write(1.0, "sales", QREv(Codes=["2@SECRET-QR-CODE,abc"]))
+    recorder.write(2.0, "sales", build.message_event(build.text("top secret")))
+    recorder.write(3.0, "sales", build.connected())
+    recorder.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["event"] for r in lines] == ["QREv", "MessageEv", "ConnectedEv"]
+    payloads = [base64.b64decode(r["payload"]) for r in lines]
+    assert payloads[0] == b""
+    assert b"SECRET-QR-CODE" not in path.read_bytes()
+    assert b"top secret" not in payloads[1]
+    assert classify(MessageEv.FromString(payloads[1]).Message).kind == "conversation"
