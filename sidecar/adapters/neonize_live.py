@@ -197,7 +197,8 @@ class NeonizeGate:
     milliseconds (a whole offline start, fresh database included, took ~10 ms
     here), before it dials; so each start holds the gate until its first
     callback, its return, or ``START_HOLD_S``, whichever comes first. Every
-    ``Stop()`` holds it too. Dials themselves still run in parallel.
+    ``Stop()`` holds it too (:meth:`NeonizeSession._stop_client`). Dials
+    themselves still run in parallel.
     """
 
     #: Ample for the table writes at the start of ``Neonize()`` (~10 ms measured).
@@ -221,14 +222,9 @@ class NeonizeGate:
         return release
 
     @classmethod
-    def stop(cls, client: NewClient) -> None:
-        """Stop a client and forget it, with neonize's tables to ourselves."""
-        with cls._lock, contextlib.suppress(Exception):
-            client.stop()
-        # neonize would otherwise call Stop() again whenever the object is
-        # garbage-collected: unserialised, and possibly on a newer session
-        # of the same account.
-        client._stop_finalizer.detach()
+    def held(cls) -> threading.Lock:
+        """The gate itself, for a ``with`` around a ``Stop()``."""
+        return cls._lock
 
 
 class NeonizeSession:
@@ -242,6 +238,7 @@ class NeonizeSession:
         self._clock = clock
         self._client: NewClient | None = None
         self._stopped = threading.Event()
+        self._client_stopped = False
         self._released: Callable[[], None] = lambda: None
 
     def _on_event(self, _client: Any, event: Any) -> None:
@@ -278,8 +275,24 @@ class NeonizeSession:
         finally:
             watchdog.cancel()
             release()
-            if client is not None:
-                NeonizeGate.stop(client)
+            self._stop_client()
+
+    def _stop_client(self) -> None:
+        """Stop this session's client once, with neonize's tables to ourselves.
+
+        Once is what matters: neonize names clients by store, so a late second
+        ``Stop()`` would hit the account's next session.
+        """
+        with NeonizeGate.held():
+            client = self._client
+            if client is None or self._client_stopped:
+                return
+            self._client_stopped = True
+            with contextlib.suppress(Exception):
+                client.stop()
+            # neonize would otherwise call Stop() again, unserialised, whenever
+            # the object is garbage-collected.
+            client._stop_finalizer.detach()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -297,13 +310,9 @@ class NeonizeSession:
     def stop(self) -> None:
         """Never blocks the caller: the stop waits for the gate on a thread of its own."""
         self._stopped.set()
-        client = self._client
-        if client is not None:
+        if self._client is not None:
             threading.Thread(
-                target=NeonizeGate.stop,
-                args=(client,),
-                name=f"wa-stop-{self._account_id}",
-                daemon=True,
+                target=self._stop_client, name=f"wa-stop-{self._account_id}", daemon=True
             ).start()
 
 
