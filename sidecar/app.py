@@ -20,11 +20,14 @@ from aiohttp import web
 from sidecar.adapters.auth import StaticTokens
 from sidecar.adapters.http import READY, create_app
 from sidecar.adapters.neonize_live import live_source
+from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
+from sidecar.adapters.store_sqlite import SqliteMessageStore
 from sidecar.clock import Clock, ReplayClock, SystemClock
 from sidecar.config import LoadedConfig
 from sidecar.replay import Replayer
 from sidecar.service import Sidecar
+from sidecar.storage import MessageStore, Storage
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,23 @@ SOURCE_STOP_GRACE_S = 8.0
 EventSource = Callable[[Sidecar, asyncio.Event], Coroutine[Any, Any, None]]
 
 
+def build_store(loaded: LoadedConfig) -> MessageStore:
+    config = loaded.config
+    if config.store.backend == "firestore":
+        from sidecar.adapters.store_firestore import FirestoreStore
+
+        assert config.store.firestore is not None  # the config refuses it otherwise
+        firestore = config.store.firestore
+        return FirestoreStore(
+            firestore.project, database=firestore.database, timeout_s=firestore.write_timeout
+        )
+    return SqliteMessageStore(config.state_dir)
+
+
 def build_sidecar(loaded: LoadedConfig, clock: Clock) -> Sidecar:
-    return Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
+    state_dir = loaded.config.state_dir
+    storage = Storage(Spool(state_dir), build_store(loaded))
+    return Sidecar(loaded, clock, SqliteStateStore(state_dir), storage=storage)
 
 
 def freeze_startup_objects() -> None:
@@ -90,6 +108,8 @@ async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = Fal
         periodic("state-flush", STATE_FLUSH_INTERVAL_S, sidecar.flush_state, in_thread=True)
     )
     app.cleanup_ctx.append(periodic("summary", SUMMARY_INTERVAL_S, sidecar.log_summaries))
+    if sidecar.storage is not None:
+        app.cleanup_ctx.append(sidecar.storage.writer_context)
     runner = web.AppRunner(
         app, access_log=logging.getLogger("aiohttp.access") if access_log else None
     )
@@ -130,6 +150,8 @@ async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = Fal
         app[READY].clear()
         await runner.cleanup()
         sidecar.flush_state()
+        if sidecar.storage is not None:
+            await sidecar.storage.close()
         sidecar.close()
 
 

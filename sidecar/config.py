@@ -100,6 +100,10 @@ class HttpConfig(_Strict):
 
 class FirestoreConfig(_Strict):
     project: str
+    database: str = "(default)"
+    #: Deadline of one batched write, the client library's retries included;
+    #: past it the spool writer backs off and tries the batch again.
+    write_timeout: Duration = 10.0
 
 
 class StoreConfig(_Strict):

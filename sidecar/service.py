@@ -11,6 +11,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from prometheus_client.registry import Collector
+
 from sidecar import __version__
 from sidecar.clock import Clock
 from sidecar.config import LoadedConfig
@@ -20,6 +22,7 @@ from sidecar.domain.health import health_object
 from sidecar.domain.verdict import VerdictRule, legacy_verdict
 from sidecar.metrics import ReplayErrors, SidecarCollector, build_registry
 from sidecar.pipeline import EventPipeline
+from sidecar.storage import Storage, StorageCollector
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class Sidecar:
         clock: Clock,
         state_store: StateStore,
         verdict: VerdictRule = VERDICT_RULE,
+        storage: Storage | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
@@ -60,20 +64,24 @@ class Sidecar:
         for account_id, persisted in state_store.load().items():
             if account_id in self.states:
                 self.states[account_id].restore(persisted)
+        self.storage = storage
         self.pipeline = EventPipeline(self.states)
+        if storage is not None:
+            self.pipeline.add_message_listener(storage.listener)
         self.latest_qr: dict[str, LatestQr] = {account_id: LatestQr() for account_id in self.states}
         self.replay_errors = ReplayErrors()
-        self.registry = build_registry(
-            [
-                SidecarCollector(
-                    [(self.settings[a], self.states[a]) for a in self.settings],
-                    clock,
-                    verdict,
-                    self.replay_errors,
-                    __version__,
-                )
-            ]
-        )
+        collectors: list[Collector] = [
+            SidecarCollector(
+                [(self.settings[a], self.states[a]) for a in self.settings],
+                clock,
+                verdict,
+                self.replay_errors,
+                __version__,
+            )
+        ]
+        if storage is not None:
+            collectors.append(StorageCollector(storage, list(self.settings)))
+        self.registry = build_registry(collectors)
 
     def postgres_url(self, account_id: str) -> str | None:
         url = self.loaded.postgres_urls.get(account_id)
@@ -86,7 +94,10 @@ class Sidecar:
         now = self.clock.now()
         settings = self.settings[account_id]
         snapshot = self.states[account_id].snapshot()
-        return health_object(snapshot, settings, self.verdict(snapshot, settings, now), now)
+        health = health_object(snapshot, settings, self.verdict(snapshot, settings, now), now)
+        if self.storage is not None:
+            health["store"] = self.storage.health(account_id)
+        return health
 
     def all_health(self) -> list[dict[str, Any]]:
         return [self.health(account_id) for account_id in self.states]

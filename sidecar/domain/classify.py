@@ -147,3 +147,17 @@ def _wrapped(value: Any) -> WAMessage | None:
         inner: WAMessage = value.message
         return inner
     return None
+
+
+def unwrap(message: WAMessage) -> WAMessage:
+    """The message inside any wrappers (ephemeral, view-once, edited, device-sent, ...)."""
+    for _ in range(MAX_WRAPPER_DEPTH):
+        for field, value in message.ListFields():
+            if field.name in WRAPPER_FIELDS:
+                inner = _wrapped(value)
+                if inner is not None:
+                    message = inner
+                    break
+        else:
+            return message
+    return message

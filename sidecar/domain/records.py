@@ -1,0 +1,266 @@
+"""What a real message becomes in the store: a message document and a thread update.
+
+The layout is the existing backend's (see CONTRACT.md, "Firestore layout"):
+``threads/{accountId}__{chatJid}`` and its ``messages/{whatsappMessageId}``.
+Values are backend-neutral: :class:`Timestamp` for instants, :data:`SERVER_TIME`
+for "when the store received it"; each backend turns them into its own types.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
+
+from sidecar.domain.classify import Classification, unwrap
+
+PREVIEW_LENGTH = 100
+_WHITESPACE = re.compile(r"\s+")
+
+#: Chats that are not conversations: nothing is stored for them.
+NOT_A_CHAT_SERVERS = frozenset({"broadcast"})
+
+_MESSAGE_TYPES = {
+    "conversation": "text",
+    "extendedTextMessage": "text",
+    "imageMessage": "image",
+    "videoMessage": "video",
+    "ptvMessage": "video",
+    "audioMessage": "audio",
+    "documentMessage": "document",
+    "stickerMessage": "sticker",
+    "locationMessage": "location",
+    "liveLocationMessage": "location",
+    "contactMessage": "contact",
+    "contactsArrayMessage": "contact",
+    "pollCreationMessage": "poll",
+    "pollCreationMessageV2": "poll",
+    "pollCreationMessageV3": "poll",
+    "pollUpdateMessage": "poll_vote",
+    "reactionMessage": "reaction",
+}
+_MEDIA_KINDS = frozenset(
+    {
+        "imageMessage",
+        "videoMessage",
+        "ptvMessage",
+        "audioMessage",
+        "documentMessage",
+        "stickerMessage",
+    }
+)
+EDIT_KIND = "protocolMessage.MESSAGE_EDIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Timestamp:
+    """An instant, in Unix milliseconds."""
+
+    ms: int
+
+
+class _ServerTime:
+    def __repr__(self) -> str:
+        return "SERVER_TIME"
+
+
+SERVER_TIME: Any = _ServerTime()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDoc:
+    account_id: str
+    thread_id: str
+    message_id: str
+    fields: dict[str, Any]
+    #: An edit updates the fields it names in an existing document.
+    merge: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPatch:
+    account_id: str
+    thread_id: str
+    fields: dict[str, Any]
+
+
+def jid_string(jid: Any) -> str:
+    """``user@server`` without the device part (chat JIDs never carry one)."""
+    return f"{jid.User}@{jid.Server}" if jid.User else jid.Server
+
+
+def thread_id(account_id: str, chat_jid: str) -> str:
+    return f"{account_id}__{chat_jid}"
+
+
+def preview(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()[:PREVIEW_LENGTH]
+
+
+def build_records(
+    account_id: str, event: Any, classification: Classification
+) -> tuple[MessageDoc, ThreadPatch | None] | None:
+    """The documents for one real message, or None when nothing is stored.
+
+    Only real messages are stored; status posts are not a chat.
+    """
+    if not classification.is_real:
+        return None
+    info = event.Info
+    source = info.MessageSource
+    if source.Chat.Server in NOT_A_CHAT_SERVERS:
+        return None
+    message = event.Message if event.HasField("Message") else event.Raw
+    content = unwrap(message)
+    chat = jid_string(source.Chat)
+    tid = thread_id(account_id, chat)
+    direction = "outbound" if source.IsFromMe else "inbound"
+    kind = classification.kind
+    if kind == EDIT_KIND:
+        edited = content.protocolMessage
+        return (
+            MessageDoc(
+                account_id,
+                tid,
+                edited.key.ID or info.ID,
+                {
+                    "body": _body(edited.editedMessage, _first_kind(edited.editedMessage)),
+                    "editedAt": Timestamp(info.Timestamp),
+                    "updatedAt": SERVER_TIME,
+                },
+                merge=True,
+            ),
+            None,
+        )
+    body = _body(content, kind)
+    fields: dict[str, Any] = {
+        "accountId": account_id,
+        "clientJid": chat,
+        "threadId": tid,
+        "direction": direction,
+        "body": body,
+        "messageType": _MESSAGE_TYPES.get(kind, kind),
+        "media": _media(content, kind),
+        "tsClient": Timestamp(info.Timestamp),
+        "createdAt": SERVER_TIME,
+        "updatedAt": SERVER_TIME,
+        "key": {
+            "id": info.ID,
+            "remoteJid": chat,
+            "fromMe": bool(source.IsFromMe),
+            "participant": jid_string(source.Sender) if source.IsGroup else None,
+        },
+    }
+    if source.IsGroup:
+        fields["senderJid"] = jid_string(source.Sender)
+    return MessageDoc(account_id, tid, info.ID, fields), _thread_patch(
+        account_id, tid, chat, source, direction, info.Timestamp, body
+    )
+
+
+def _thread_patch(
+    account_id: str, tid: str, chat: str, source: Any, direction: str, ts_ms: int, body: str
+) -> ThreadPatch:
+    fields: dict[str, Any] = {
+        "accountId": account_id,
+        "clientJid": chat,
+        "isLid": source.Chat.Server == "lid",
+        "lastMessageAt": Timestamp(ts_ms),
+        "lastMessageAtMs": ts_ms,
+        "lastMessageDirection": direction,
+        "updatedAt": SERVER_TIME,
+    }
+    if source.Chat.Server == "s.whatsapp.net" and not source.IsGroup:
+        fields["phoneE164"] = f"+{source.Chat.User}"
+    if direction == "inbound":
+        fields |= {
+            "lastInboundAt": Timestamp(ts_ms),
+            "lastInboundAtMs": ts_ms,
+            "lastMessageText": body,
+            "lastMessagePreview": preview(body),
+        }
+    return ThreadPatch(account_id, tid, fields)
+
+
+_INBOUND_FIELDS = ("lastInboundAt", "lastInboundAtMs", "lastMessageText", "lastMessagePreview")
+
+
+def merge_thread_fields(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """Coalesce two pending thread updates; the later message wins each group of fields,
+    so a backlog delivered out of order never rewinds the thread."""
+    merged = dict(older)
+    general = {k: v for k, v in newer.items() if k not in _INBOUND_FIELDS}
+    if newer.get("lastMessageAtMs", 0) >= older.get("lastMessageAtMs", 0):
+        merged |= general
+    else:
+        merged |= {k: v for k, v in general.items() if k not in older}
+    if "lastInboundAtMs" in newer and newer["lastInboundAtMs"] >= older.get("lastInboundAtMs", -1):
+        merged |= {k: newer[k] for k in _INBOUND_FIELDS}
+    return merged
+
+
+def _first_kind(message: WAMessage) -> str:
+    fields = message.ListFields()
+    return fields[0][0].name if fields else ""
+
+
+def _body(content: WAMessage, kind: str) -> str:
+    if kind == "conversation":
+        return str(content.conversation)
+    if kind == "extendedTextMessage":
+        return str(content.extendedTextMessage.text)
+    if kind in ("imageMessage", "videoMessage", "ptvMessage", "documentMessage"):
+        return str(getattr(content, kind).caption)
+    if kind.startswith("pollCreationMessage"):
+        return str(getattr(content, kind).name)
+    if kind == "reactionMessage":
+        return str(content.reactionMessage.text)
+    if kind in ("locationMessage", "liveLocationMessage"):
+        location = getattr(content, kind)
+        return str(getattr(location, "name", "") or getattr(location, "caption", ""))
+    if kind in ("contactMessage", "contactsArrayMessage"):
+        return str(getattr(content, kind).displayName)
+    return ""
+
+
+def _media(content: WAMessage, kind: str) -> dict[str, Any] | None:
+    if kind not in _MEDIA_KINDS:
+        return None
+    media = getattr(content, kind)
+    return {
+        "type": _MESSAGE_TYPES[kind],
+        "mimetype": media.mimetype or None,
+        "caption": (media.caption or None) if hasattr(media, "caption") else None,
+        "filename": (media.fileName or None) if kind == "documentMessage" else None,
+    }
+
+
+# -- JSON for the spool -----------------------------------------------------------
+
+
+def encode_fields(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, default=_encode, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_fields(text: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(text, object_hook=_decode)
+    return decoded
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Timestamp):
+        return {"$ts": value.ms}
+    if value is SERVER_TIME:
+        return {"$server": True}
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    if obj.keys() == {"$ts"}:
+        return Timestamp(obj["$ts"])
+    if obj.keys() == {"$server"}:
+        return SERVER_TIME
+    return obj

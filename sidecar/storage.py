@@ -1,0 +1,262 @@
+"""Persistence of real messages: spool on the event path, a writer that drains it.
+
+The event handler only commits to the local spool (fast, durable); the
+:class:`SpoolWriter` moves batches to the configured store, retrying with
+capped exponential backoff and jitter for as long as the store is down, and
+deletes spool rows only once the store confirmed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Protocol
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from sidecar.adapters.spool import Batch, Spool
+from sidecar.domain.classify import Classification
+from sidecar.domain.records import build_records
+from sidecar.domain.supervision import Backoff
+
+log = logging.getLogger(__name__)
+
+#: Write-latency buckets, in seconds: a batch to a healthy store takes tens of ms.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: How long the writer sleeps when the spool is empty and nobody wakes it.
+IDLE_POLL_S = 1.0
+
+
+class MessageStore(Protocol):
+    backend: str
+
+    async def write(self, batch: Batch) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StoreStats:
+    """What the writer did, for metrics and the health API (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.writes = 0
+        self.errors = 0
+        self.bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.last_error: dict[str, tuple[str, float]] = {}
+        self.last_write_at: dict[str, float] = {}
+
+    def succeeded(self, batch: Batch, seconds: float) -> None:
+        now = time.time()
+        with self._lock:
+            self.writes += len(batch)
+            self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sum += seconds
+            for account in batch.accounts:
+                self.last_write_at[account] = now
+                self.last_error.pop(account, None)
+
+    def failed(self, batch: Batch, error: str) -> None:
+        now = time.time()
+        with self._lock:
+            self.errors += 1
+            for account in batch.accounts:
+                self.last_error[account] = (error, now)
+
+    def snapshot(self) -> tuple[int, int, list[int], float]:
+        with self._lock:
+            return self.writes, self.errors, list(self.bucket_counts), self.latency_sum
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error's kind only: store errors quote document paths, which hold JIDs."""
+    code = getattr(exc, "grpc_status_code", None) or getattr(exc, "code", None)
+    name = getattr(code, "name", None)
+    return f"{type(exc).__name__} ({name})" if isinstance(name, str) else type(exc).__name__
+
+
+class SpoolWriter:
+    def __init__(
+        self, spool: Spool, store: MessageStore, stats: StoreStats, backoff: Backoff | None = None
+    ) -> None:
+        self._spool = spool
+        self._store = store
+        self._stats = stats
+        self._backoff = backoff or Backoff(base_s=0.5, cap_s=60.0)
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Something was spooled; safe from any thread."""
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None:
+            loop.call_soon_threadsafe(wakeup.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        while True:
+            self._wakeup.clear()
+            batch = await asyncio.to_thread(self._spool.take)
+            if not batch:
+                timeout = (
+                    IDLE_POLL_S if batch.next_due_s is None else min(IDLE_POLL_S, batch.next_due_s)
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+                continue
+            await self._write(batch)
+
+    async def drain_once(self) -> int:
+        """Write one batch now (tests, benchmarks). Returns how many operations it held."""
+        batch = await asyncio.to_thread(self._spool.take)
+        if batch:
+            await self._write(batch)
+        return len(batch)
+
+    async def _write(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        try:
+            await self._store.write(batch)
+        except Exception as exc:
+            error = describe_error(exc)
+            self._stats.failed(batch, error)
+            delay = self._backoff.next_delay()
+            log.warning(
+                "store %s: writing %d operations failed (%s); retrying in %.1f s",
+                self._store.backend,
+                len(batch),
+                error,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            return
+        self._stats.succeeded(batch, time.perf_counter() - started)
+        await asyncio.to_thread(self._spool.ack, batch)
+        self._backoff.reset()
+
+
+class StorageListener:
+    """The pipeline's hook: real messages are spooled before the handler returns."""
+
+    def __init__(self, spool: Spool, writer: SpoolWriter) -> None:
+        self._spool = spool
+        self._writer = writer
+
+    def on_message(
+        self, account_id: str, event: Any, classification: Classification, received_at: float
+    ) -> None:
+        records = build_records(account_id, event, classification)
+        if records is None:
+            return
+        self._spool.enqueue(*records)
+        self._writer.wake()
+
+
+class StorageCollector(Collector):
+    def __init__(self, storage: Storage, accounts: Sequence[str]) -> None:
+        self._storage = storage
+        self._accounts = accounts
+
+    def collect(self) -> Iterator[Metric]:
+        storage = self._storage
+        backend = storage.store.backend
+        writes, errors, buckets, latency_sum = storage.stats.snapshot()
+        written = CounterMetricFamily(
+            "whatsapp_store_writes", "Documents written to the message store.", labels=("backend",)
+        )
+        written.add_metric((backend,), writes)
+        failed = CounterMetricFamily(
+            "whatsapp_store_write_errors",
+            "Batched writes to the message store that failed (and were retried).",
+            labels=("backend",),
+        )
+        failed.add_metric((backend,), errors)
+        latency = HistogramMetricFamily(
+            "whatsapp_store_write_duration_seconds",
+            "How long one batched write to the message store took.",
+            labels=("backend",),
+        )
+        cumulative, running = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+            running += count
+            cumulative.append((_bucket_label(bound), running))
+        latency.add_metric((backend,), cumulative, latency_sum)
+        depth = GaugeMetricFamily(
+            "whatsapp_spool_messages",
+            "Real messages committed to the local spool and not yet confirmed by the store.",
+            labels=("account",),
+        )
+        oldest = GaugeMetricFamily(
+            "whatsapp_spool_oldest_message_timestamp_seconds",
+            "When the oldest spooled message was committed (Unix time); absent when empty.",
+            labels=("account",),
+        )
+        oldest_age = GaugeMetricFamily(
+            "whatsapp_spool_oldest_message_age_seconds",
+            "Age of the oldest spooled message, at scrape time; absent when empty.",
+            labels=("account",),
+        )
+        backlog = storage.spool.backlog()
+        now = time.time()
+        for account in self._accounts:
+            entry = backlog.get(account)
+            depth.add_metric((account,), entry.messages if entry else 0)
+            if entry is not None and entry.oldest_enqueued_at is not None:
+                oldest.add_metric((account,), entry.oldest_enqueued_at)
+                oldest_age.add_metric((account,), max(0.0, now - entry.oldest_enqueued_at))
+        yield from (written, failed, latency, depth, oldest, oldest_age)
+
+
+def _bucket_label(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class Storage:
+    """Spool, store, writer and their numbers, as one part for the wiring."""
+
+    def __init__(self, spool: Spool, store: MessageStore) -> None:
+        self.spool = spool
+        self.store = store
+        self.stats = StoreStats()
+        self.writer = SpoolWriter(spool, store, self.stats)
+        self.listener = StorageListener(spool, self.writer)
+
+    def health(self, account_id: str) -> dict[str, Any]:
+        backlog = self.spool.backlog().get(account_id)
+        now = time.time()
+        error = self.stats.last_error.get(account_id)
+        last_write = self.stats.last_write_at.get(account_id)
+        oldest = backlog.oldest_enqueued_at if backlog else None
+        return {
+            "backend": self.store.backend,
+            "backlog": backlog.messages if backlog else 0,
+            "oldestSpooledAgeMs": None if oldest is None else round(max(0.0, now - oldest) * 1000),
+            "lastError": error[0] if error else None,
+            "lastErrorAtMs": round(error[1] * 1000) if error else None,
+            "lastWriteAtMs": None if last_write is None else round(last_write * 1000),
+        }
+
+    async def writer_context(self, _app: Any) -> AsyncIterator[None]:
+        """For aiohttp's ``cleanup_ctx``: the writer runs while the app runs."""
+        task = asyncio.create_task(self.writer.run(), name="spool-writer")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def close(self) -> None:
+        await self.store.close()
+        self.spool.close()
