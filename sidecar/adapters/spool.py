@@ -219,6 +219,15 @@ class Spool:
                 self._db.execute("ROLLBACK")
                 raise SpoolError(f"cannot update the spool {self.path}: {exc}") from exc
 
+    def is_empty(self) -> bool:
+        """No message and no thread update waits to be written."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM spool_messages)"
+                " + (SELECT COUNT(*) FROM spool_threads WHERE pending = 1)"
+            ).fetchone()
+        return bool(row[0] == 0)
+
     def backlog(self) -> dict[str, Backlog]:
         """Spooled messages per account, and when the oldest was committed."""
         with self._lock:

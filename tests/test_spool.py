@@ -1,0 +1,124 @@
+"""The spool: durable before the handler returns, coalesced per thread, acked with care."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sidecar import testing as build
+from sidecar.adapters.spool import Spool
+from sidecar.domain.classify import classify
+from sidecar.domain.records import (
+    SERVER_TIME,
+    Timestamp,
+    build_records,
+    merge_thread_fields,
+    preview,
+)
+
+
+def records(body: str, message_id: str, ts_ms: int, *, from_me: bool = False):  # type: ignore[no-untyped-def]
+    event = build.message_event(
+        build.text(body), message_id=message_id, timestamp_ms=ts_ms, from_me=from_me
+    )
+    built = build_records("sales", event, classify(event.Message))
+    assert built is not None
+    return built
+
+
+class FakeTime:
+    """A settable clock for the spool's thread pacing (the spool asks it for 'now')."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_thread_updates_coalesce_and_newest_wins(tmp_path: Path) -> None:
+    clock = FakeTime()
+    spool = Spool(tmp_path, now=clock)
+    for doc, patch in (
+        records("first", "A", 2000),
+        records("late backlog", "B", 1000),
+        records("reply", "C", 3000, from_me=True),
+    ):
+        spool.enqueue(doc, patch)
+    batch = spool.take()
+    assert [d.message_id for _, d in batch.messages] == ["A", "B", "C"]
+    [thread] = batch.threads
+    fields = thread.patch.fields
+    assert fields["lastMessageAtMs"] == 3000
+    assert fields["lastMessageDirection"] == "outbound"
+    assert fields["lastInboundAtMs"] == 2000  # the late backlog message did not rewind it
+    assert fields["lastMessageText"] == "first"
+
+
+def test_a_thread_written_recently_waits_its_turn(tmp_path: Path) -> None:
+    clock = FakeTime()
+    spool = Spool(tmp_path, thread_interval_s=1.0, now=clock)
+    spool.enqueue(*records("one", "A", 1))
+    spool.ack(spool.take())
+    clock.now += 0.25
+    spool.enqueue(*records("two", "B", 2))
+    batch = spool.take()
+    assert [d.message_id for _, d in batch.messages] == ["B"]
+    assert batch.threads == []
+    assert batch.next_due_s == 0.75
+    assert not spool.is_empty()
+    clock.now += 0.75
+    assert [t.patch.fields["lastMessageText"] for t in spool.take().threads] == ["two"]
+
+
+def test_ack_keeps_a_thread_update_that_arrived_meanwhile(tmp_path: Path) -> None:
+    clock = FakeTime()
+    spool = Spool(tmp_path, thread_interval_s=0.0, now=clock)
+    spool.enqueue(*records("one", "A", 1))
+    batch = spool.take()
+    spool.enqueue(*records("two", "B", 2))  # while the batch is being written
+    spool.ack(batch)
+    nxt = spool.take()
+    assert [d.message_id for _, d in nxt.messages] == ["B"]
+    assert [t.patch.fields["lastMessageText"] for t in nxt.threads] == ["two"]
+    spool.ack(nxt)
+    assert spool.is_empty()
+
+
+def test_spool_survives_reopening_and_reports_backlog(tmp_path: Path) -> None:
+    clock = FakeTime()
+    spool = Spool(tmp_path, now=clock)
+    spool.enqueue(*records("kept", "A", 1))
+    clock.now += 5
+    spool.enqueue(*records("kept too", "B", 2))
+    spool.close()
+    reopened = Spool(tmp_path, now=clock)
+    backlog = reopened.backlog()["sales"]
+    assert (backlog.messages, backlog.oldest_enqueued_at) == (2, 1000.0)
+    assert (tmp_path / "spool.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_merge_is_by_message_time_per_group_of_fields() -> None:
+    older = {
+        "lastMessageAtMs": 5,
+        "lastMessageDirection": "inbound",
+        "lastInboundAtMs": 5,
+        "lastMessageText": "x",
+        "lastInboundAt": Timestamp(5),
+        "lastMessagePreview": "x",
+    }
+    newer_out = {"lastMessageAtMs": 9, "lastMessageDirection": "outbound", "updatedAt": SERVER_TIME}
+    merged = merge_thread_fields(older, newer_out)
+    assert (
+        merged["lastMessageAtMs"],
+        merged["lastMessageDirection"],
+        merged["lastMessageText"],
+    ) == (9, "outbound", "x")
+    assert (
+        merge_thread_fields(newer_out | {"lastMessageAtMs": 9}, older)["lastMessageDirection"]
+        == "outbound"
+    )
+
+
+def test_preview_collapses_whitespace_and_stops_at_100() -> None:
+    assert preview("  a\n\tb   c ") == "a b c"
+    assert preview("x" * 150) == "x" * 100

@@ -1,0 +1,378 @@
+"""Real messages land in the store, in the existing app's layout, against both backends:
+the embedded SQLite store and the real Firestore emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from neonize.proto.waCommon.WACommon_pb2 import MessageKey
+from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
+
+from sidecar import testing as build
+from sidecar.adapters.capture import encode_record
+from sidecar.adapters.spool import Spool
+from sidecar.adapters.sqlite_state import SqliteStateStore
+from sidecar.app import build_store
+from sidecar.clock import ReplayClock
+from sidecar.replay import Replayer
+from sidecar.service import Sidecar
+from sidecar.storage import Storage
+
+from .conftest import Backend, ConfigFactory
+
+T0 = 1_764_068_400.0
+CUSTOMER = build.jid("12025550123")
+GROUP = build.jid("120363000000000001", "g.us")
+MEMBER = build.jid("12025550147")
+LID_CHAT = build.jid("123456789012345", "lid")
+
+
+def story() -> list[tuple[float, str | None, Any]]:
+    M = e2e.Message
+    ts = lambda t: int(t * 1000) - 2000  # the sender's clock, 2 s before we received it  # noqa: E731
+    return [
+        (T0, "sales", build.connected()),
+        (
+            T0 + 1,
+            "sales",
+            build.message_event(
+                build.text("Hello,   is my\norder ready?"),
+                chat=CUSTOMER,
+                message_id="IN1",
+                timestamp_ms=ts(T0 + 1),
+            ),
+        ),
+        (
+            T0 + 2,
+            "sales",
+            build.message_event(
+                M(extendedTextMessage=e2e.ExtendedTextMessage(text="Yes, today.")),
+                chat=CUSTOMER,
+                from_me=True,
+                message_id="OUT1",
+                timestamp_ms=ts(T0 + 2),
+            ),
+        ),
+        (
+            T0 + 3,
+            "sales",
+            build.message_event(
+                M(imageMessage=e2e.ImageMessage(mimetype="image/jpeg", caption="receipt")),
+                chat=GROUP,
+                sender=MEMBER,
+                is_group=True,
+                message_id="GRP1",
+                timestamp_ms=ts(T0 + 3),
+            ),
+        ),
+        (
+            T0 + 4,
+            "sales",
+            build.message_event(
+                M(
+                    documentWithCaptionMessage=e2e.FutureProofMessage(
+                        message=M(
+                            documentMessage=e2e.DocumentMessage(
+                                mimetype="application/pdf",
+                                fileName="invoice.pdf",
+                                caption="the invoice",
+                            )
+                        )
+                    )
+                ),
+                chat=CUSTOMER,
+                message_id="DOC1",
+                timestamp_ms=ts(T0 + 4),
+                IsDocumentWithCaption=True,
+            ),
+        ),
+        (
+            T0 + 5,
+            "sales",
+            build.message_event(
+                build.text("via lid"), chat=LID_CHAT, message_id="LID1", timestamp_ms=ts(T0 + 5)
+            ),
+        ),
+        (
+            T0 + 6,
+            "sales",
+            build.message_event(
+                M(
+                    protocolMessage=e2e.ProtocolMessage(
+                        key=MessageKey(ID="IN1", remoteJID="12025550123@s.whatsapp.net"),
+                        type=e2e.ProtocolMessage.MESSAGE_EDIT,
+                        editedMessage=M(conversation="Hello, is my order ready now?"),
+                    )
+                ),
+                chat=CUSTOMER,
+                message_id="EDIT1",
+                timestamp_ms=ts(T0 + 6),
+                IsEdit=True,
+            ),
+        ),
+        # nothing of these is stored
+        (
+            T0 + 7,
+            "sales",
+            build.message_event(
+                build.history_sync_notification(),
+                chat=build.jid("12025550188"),
+                from_me=True,
+                message_id="PROTO1",
+            ),
+        ),
+        (
+            T0 + 8,
+            "sales",
+            build.message_event(
+                build.app_state_key_share(), chat=CUSTOMER, from_me=True, message_id="PROTO2"
+            ),
+        ),
+        (
+            T0 + 9,
+            "sales",
+            build.message_event(
+                build.text("my status"),
+                chat=build.jid("status", "broadcast"),
+                sender=MEMBER,
+                message_id="STATUS1",
+            ),
+        ),
+        (T0 + 10, "sales", build.message_event(None, chat=LID_CHAT, message_id="EMPTY1")),
+    ]
+
+
+def write_capture(path: Path, records: list[tuple[float, str | None, Any]]) -> Path:
+    path.write_text("".join(encode_record(t, a, e) + "\n" for t, a, e in records))
+    return path
+
+
+async def replay_and_drain(sidecar: Sidecar, capture: Path) -> None:
+    clock = ReplayClock(speed=0)
+    sidecar.clock = clock
+    await Replayer(sidecar, clock).run(capture)
+    storage = sidecar.storage
+    assert storage is not None
+    for _ in range(100):
+        await storage.writer.drain_once()
+        if storage.spool.is_empty():
+            return
+    raise AssertionError("the spool did not drain")
+
+
+def make_sidecar(make_config: ConfigFactory, backend: Backend) -> Sidecar:
+    loaded = make_config([{"id": "sales"}], store=backend.store_config())
+    storage = Storage(Spool(backend.state_dir, thread_interval_s=0.0), build_store(loaded))
+    return Sidecar(
+        loaded, ReplayClock(speed=0), SqliteStateStore(backend.state_dir), storage=storage
+    )
+
+
+async def close(sidecar: Sidecar) -> None:
+    assert sidecar.storage is not None
+    await sidecar.storage.close()
+    sidecar.close()
+
+
+def near_now(value: Any) -> bool:
+    import time
+
+    return isinstance(value, int) and abs(value - time.time() * 1000) < 120_000
+
+
+async def test_replayed_capture_lands_document_by_document(
+    tmp_path: Path, make_config: ConfigFactory, backend: Backend
+) -> None:
+    sidecar = make_sidecar(make_config, backend)
+    await replay_and_drain(sidecar, write_capture(tmp_path / "c.jsonl", story()))
+    await close(sidecar)
+    docs = backend.read()
+    one_to_one = "sales__12025550123@s.whatsapp.net"
+    group = "sales__120363000000000001@g.us"
+    lid = "sales__123456789012345@lid"
+    assert sorted(docs) == sorted([one_to_one, group, lid])
+
+    thread, messages = docs[one_to_one]
+    assert thread is not None
+    assert near_now(thread.pop("updatedAt"))
+    assert thread == {
+        "accountId": "sales",
+        "clientJid": "12025550123@s.whatsapp.net",
+        "isLid": False,
+        "phoneE164": "+12025550123",
+        "lastMessageAt": 1_764_068_402_000,
+        "lastMessageAtMs": 1_764_068_402_000,
+        "lastMessageDirection": "inbound",
+        "lastInboundAt": 1_764_068_402_000,
+        "lastInboundAtMs": 1_764_068_402_000,
+        "lastMessageText": "the invoice",
+        "lastMessagePreview": "the invoice",
+    }
+    assert sorted(messages) == ["DOC1", "IN1", "OUT1"]
+    inbound = messages["IN1"]
+    for key in ("createdAt", "updatedAt", "editedAt"):
+        assert key in inbound
+    assert near_now(inbound.pop("createdAt"))
+    assert near_now(inbound.pop("updatedAt"))
+    assert inbound.pop("editedAt") == 1_764_068_404_000
+    assert inbound == {
+        "accountId": "sales",
+        "clientJid": "12025550123@s.whatsapp.net",
+        "threadId": one_to_one,
+        "direction": "inbound",
+        "body": "Hello, is my order ready now?",
+        "messageType": "text",
+        "media": None,
+        "tsClient": 1_764_068_399_000,
+        "key": {
+            "id": "IN1",
+            "remoteJid": "12025550123@s.whatsapp.net",
+            "fromMe": False,
+            "participant": None,
+        },
+    }
+    outbound = messages["OUT1"]
+    assert (outbound["direction"], outbound["body"], outbound["messageType"]) == (
+        "outbound",
+        "Yes, today.",
+        "text",
+    )
+    assert outbound["key"] == {
+        "id": "OUT1",
+        "remoteJid": "12025550123@s.whatsapp.net",
+        "fromMe": True,
+        "participant": None,
+    }
+    assert "senderJid" not in outbound
+    document = messages["DOC1"]
+    assert document["messageType"] == "document"
+    assert document["body"] == "the invoice"
+    assert document["media"] == {
+        "type": "document",
+        "mimetype": "application/pdf",
+        "caption": "the invoice",
+        "filename": "invoice.pdf",
+    }
+
+    group_thread, group_messages = docs[group]
+    assert group_thread is not None
+    assert "phoneE164" not in group_thread
+    assert group_thread["lastMessageText"] == "receipt"
+    image = group_messages["GRP1"]
+    assert image["senderJid"] == "12025550147@s.whatsapp.net"
+    assert image["key"]["participant"] == "12025550147@s.whatsapp.net"
+    assert image["media"] == {
+        "type": "image",
+        "mimetype": "image/jpeg",
+        "caption": "receipt",
+        "filename": None,
+    }
+    assert image["tsClient"] == 1_764_068_401_000
+
+    lid_thread, lid_messages = docs[lid]
+    assert lid_thread is not None
+    assert lid_thread["isLid"] is True
+    assert "phoneE164" not in lid_thread
+    assert sorted(lid_messages) == ["LID1"]  # the empty message beside it is not stored
+
+
+async def test_outbound_only_chat_has_no_inbound_fields(
+    tmp_path: Path, make_config: ConfigFactory, backend: Backend
+) -> None:
+    sidecar = make_sidecar(make_config, backend)
+    records = [
+        (
+            T0,
+            "sales",
+            build.message_event(
+                build.text("we are open"),
+                chat=MEMBER,
+                from_me=True,
+                message_id="O1",
+                timestamp_ms=1_764_068_400_000,
+            ),
+        )
+    ]
+    await replay_and_drain(sidecar, write_capture(tmp_path / "c.jsonl", records))
+    await close(sidecar)
+    thread, _ = backend.read()["sales__12025550147@s.whatsapp.net"]
+    assert thread is not None
+    assert thread["lastMessageDirection"] == "outbound"
+    for key in ("lastInboundAt", "lastInboundAtMs", "lastMessageText", "lastMessagePreview"):
+        assert key not in thread
+
+
+async def test_a_message_replayed_twice_leaves_one_document(
+    tmp_path: Path, make_config: ConfigFactory, backend: Backend
+) -> None:
+    capture = write_capture(tmp_path / "c.jsonl", story())
+    for _ in range(2):
+        sidecar = make_sidecar(make_config, backend)
+        await replay_and_drain(sidecar, capture)
+        await close(sidecar)
+    docs = backend.read()
+    assert sum(len(messages) for _, messages in docs.values()) == 5
+    assert sorted(m for _, messages in docs.values() for m in messages) == [
+        "DOC1",
+        "GRP1",
+        "IN1",
+        "LID1",
+        "OUT1",
+    ]
+
+
+async def test_protocol_messages_leave_nothing(
+    tmp_path: Path, make_config: ConfigFactory, backend: Backend
+) -> None:
+    sidecar = make_sidecar(make_config, backend)
+    records = [
+        r
+        for r in story()
+        if r[2] is not None
+        and getattr(r[2], "Info", None) is not None
+        and r[2].Info.ID.startswith(("PROTO", "STATUS", "EMPTY"))
+    ]
+    assert len(records) == 4
+    await replay_and_drain(sidecar, write_capture(tmp_path / "c.jsonl", records))
+    assert sidecar.storage is not None
+    assert sidecar.storage.stats.writes == 0
+    await close(sidecar)
+    assert backend.read() == {}
+
+
+async def test_busy_chat_updates_its_thread_at_most_once_a_second(
+    tmp_path: Path, make_config: ConfigFactory, backend: Backend
+) -> None:
+    loaded = make_config([{"id": "sales"}], store=backend.store_config())
+    storage = Storage(Spool(backend.state_dir, thread_interval_s=1.0), build_store(loaded))
+    sidecar = Sidecar(
+        loaded, ReplayClock(speed=0), SqliteStateStore(backend.state_dir), storage=storage
+    )
+    writer = asyncio.create_task(storage.writer.run())
+    for i in range(60):
+        event = build.message_event(
+            build.text(f"message {i}"),
+            chat=CUSTOMER,
+            message_id=f"B{i:03d}",
+            timestamp_ms=1_764_068_400_000 + i * 50,
+        )
+        sidecar.pipeline.handle("sales", event, T0 + i * 0.05)
+        await asyncio.sleep(0.05)
+    for _ in range(100):
+        if storage.spool.is_empty():
+            break
+        await asyncio.sleep(0.1)
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    thread_writes = storage.stats.writes - 60
+    await close(sidecar)
+    assert 2 <= thread_writes <= 5, (
+        thread_writes
+    )  # ~3 s of traffic: one thread write a second at most
+    thread, messages = backend.read()["sales__12025550123@s.whatsapp.net"]
+    assert len(messages) == 60
+    assert thread is not None
+    assert thread["lastMessageText"] == "message 59"
+    assert thread["lastMessageAtMs"] == 1_764_068_400_000 + 59 * 50
