@@ -376,3 +376,47 @@ async def test_busy_chat_updates_its_thread_at_most_once_a_second(
     assert thread is not None
     assert thread["lastMessageText"] == "message 59"
     assert thread["lastMessageAtMs"] == 1_764_068_400_000 + 59 * 50
+
+
+async def test_storage_metrics_and_health(tmp_path: Path, make_config: ConfigFactory) -> None:
+    backend = Backend("sqlite", tmp_path / "state", None)
+    sidecar = make_sidecar(make_config, backend)
+    registry = sidecar.registry
+    assert registry.get_sample_value("whatsapp_spool_messages", {"account": "sales"}) == 0.0
+    assert (
+        registry.get_sample_value(
+            "whatsapp_spool_oldest_message_timestamp_seconds", {"account": "sales"}
+        )
+        is None
+    )
+    sidecar.pipeline.handle(
+        "sales", build.message_event(build.text("queued"), chat=CUSTOMER, message_id="Q1"), T0
+    )
+    assert registry.get_sample_value("whatsapp_spool_messages", {"account": "sales"}) == 1.0
+    assert (
+        registry.get_sample_value("whatsapp_spool_oldest_message_age_seconds", {"account": "sales"})
+        is not None
+    )
+    health = sidecar.health("sales")["store"]
+    assert (health["backend"], health["backlog"], health["lastError"]) == ("sqlite", 1, None)
+    assert sidecar.storage is not None
+    assert await sidecar.storage.writer.drain_once() == 2  # the message and its thread
+    assert registry.get_sample_value("whatsapp_store_writes_total", {"backend": "sqlite"}) == 2.0
+    assert (
+        registry.get_sample_value("whatsapp_store_write_errors_total", {"backend": "sqlite"}) == 0.0
+    )
+    assert (
+        registry.get_sample_value(
+            "whatsapp_store_write_duration_seconds_count", {"backend": "sqlite"}
+        )
+        == 1.0
+    )
+    assert (
+        registry.get_sample_value(
+            "whatsapp_store_write_duration_seconds_bucket", {"backend": "sqlite", "le": "+Inf"}
+        )
+        == 1.0
+    )
+    assert registry.get_sample_value("whatsapp_spool_messages", {"account": "sales"}) == 0.0
+    assert sidecar.health("sales")["store"]["lastWriteAtMs"] is not None
+    await close(sidecar)
