@@ -94,6 +94,11 @@ class SidecarCollector(Collector):
             "Events whose handling raised an error, by class name.",
             labels=("account", "event"),
         )
+        threshold = GaugeMetricFamily(
+            "whatsapp_silence_threshold_seconds",
+            "The account's configured silence threshold, for rules that judge silence themselves.",
+            labels=("account",),
+        )
         reconnects = CounterMetricFamily(
             "whatsapp_reconnects", "Connection attempts after the first.", labels=("account",)
         )
@@ -117,6 +122,7 @@ class SidecarCollector(Collector):
             for event, value in _with_initial(snap.event_errors).items():
                 errors.add_metric((account, event), value)
             reconnects.add_metric((account,), snap.reconnects)
+            threshold.add_metric((account,), settings.silence_threshold_s)
         replay = CounterMetricFamily(
             "whatsapp_replay_errors", "Capture records that could not be parsed or decoded."
         )
@@ -128,7 +134,7 @@ class SidecarCollector(Collector):
         )
         build.add_metric((self._version,), 1.0)
         yield from (received, last_real, last_real_age, state_gauge, degraded, events, errors)
-        yield from (reconnects, replay, build)
+        yield from (reconnects, threshold, replay, build)
 
 
 def _with_initial(counts: dict[str, int]) -> dict[str, int]:

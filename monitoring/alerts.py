@@ -1,0 +1,231 @@
+"""Prometheus recording and alerting rules for wa-sidecar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monitoring.config import MonitoringConfig
+
+BY_ACCOUNT = "job, instance, account"
+
+
+def _annotations(
+    config: MonitoringConfig, anchor: str, summary: str, description: str, *, repair: bool
+) -> dict[str, str]:
+    annotations = {
+        "summary": summary,
+        "description": description,
+        "runbook_url": f"{config.runbook_url}#{anchor}",
+    }
+    if repair:
+        annotations["repair_url"] = f"{config.external_url}/accounts/{{{{ $labels.account }}}}/pair"
+    return annotations
+
+
+def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
+    job = f'job="{config.job}"'
+    repair_line = f" Re-pair it: {config.external_url}/accounts/{{{{ $labels.account }}}}/pair"
+    recording = [
+        {
+            "record": "account_class:whatsapp_messages_received:rate5m",
+            "expr": f"sum by ({BY_ACCOUNT}, class) (rate(whatsapp_messages_received_total{{{job}}}[5m]))",
+        },
+        {
+            "record": "account:whatsapp_last_real_message_age_seconds:now",
+            "expr": f"time() - max by ({BY_ACCOUNT}) (whatsapp_last_real_message_timestamp_seconds{{{job}}})",
+        },
+        {
+            "record": "account:whatsapp_reconnects:increase15m",
+            "expr": f"sum by ({BY_ACCOUNT}) (increase(whatsapp_reconnects_total{{{job}}}[15m]))",
+        },
+    ]
+    connected = f'whatsapp_connection_state{{{job},state="connected"}} == 1'
+    protocol_flowing = (
+        f'sum by ({BY_ACCOUNT}) (rate(whatsapp_messages_received_total{{{job},class="protocol"}}'
+        f"[{config.traffic_window}])) > 0"
+    )
+    threshold = f"whatsapp_silence_threshold_seconds{{{job}}}"
+    silence = (
+        f"(time() - whatsapp_last_real_message_timestamp_seconds{{{job}}})"
+        f" > on ({BY_ACCOUNT}) {threshold}"
+        f"\nor on ({BY_ACCOUNT})\n"
+        f"({threshold} unless on ({BY_ACCOUNT}) whatsapp_last_real_message_timestamp_seconds{{{job}}})"
+    )
+    alerts = [
+        {
+            "alert": "WhatsappSessionDegraded",
+            "expr": f"max by ({BY_ACCOUNT}) (whatsapp_session_degraded{{{job}}}) == 1",
+            "for": config.for_degraded,
+            "keep_firing_for": config.keep_firing_for,
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappsessiondegraded",
+                "WhatsApp account {{ $labels.account }} is connected but receives no real messages",
+                "The sidecar judges the session of {{ $labels.account }} deaf: it stays connected and"
+                " protocol traffic arrives, but no real message has come for longer than its threshold."
+                " Messages sent to this number are probably not reaching you." + repair_line,
+                repair=True,
+            ),
+        },
+        {
+            "alert": "WhatsappNoRealMessages",
+            "expr": f"({connected})\nand on ({BY_ACCOUNT})\n({protocol_flowing})\nand on ({BY_ACCOUNT})\n({silence})",
+            "for": config.for_no_real,
+            "keep_firing_for": config.keep_firing_for,
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappnorealmessages",
+                "WhatsApp account {{ $labels.account }}: protocol traffic but no real message",
+                "Judged by Prometheus from the raw metrics, independently of the sidecar's own verdict:"
+                " {{ $labels.account }} is connected and receives protocol traffic, but its last real"
+                " message is older than its silence threshold (or there has been none)."
+                + repair_line,
+                repair=True,
+            ),
+        },
+        {
+            "alert": "WhatsappAccountLoggedOut",
+            "expr": f'whatsapp_connection_state{{{job},state="logged_out"}} == 1',
+            "for": config.for_logged_out,
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappaccountloggedout",
+                "WhatsApp account {{ $labels.account }} was logged out",
+                "The phone (or WhatsApp) removed the linked device of {{ $labels.account }}. Nothing is"
+                " received until it is paired again." + repair_line,
+                repair=True,
+            ),
+        },
+        {
+            "alert": "WhatsappAccountUnusable",
+            "expr": f'whatsapp_connection_state{{{job},state=~"replaced|banned|outdated"}} == 1',
+            "for": config.for_logged_out,
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappaccountunusable",
+                "WhatsApp account {{ $labels.account }} is {{ $labels.state }}",
+                "The sidecar stopped reconnecting {{ $labels.account }}: state {{ $labels.state }} needs a"
+                " person (another client took the session, a temporary ban, or an outdated client).",
+                repair=True,
+            ),
+        },
+        {
+            "alert": "WhatsappAccountDisconnected",
+            "expr": f'whatsapp_connection_state{{{job},state=~"disconnected|connecting"}} == 1',
+            "for": config.for_disconnected,
+            "keep_firing_for": config.keep_firing_for,
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                config,
+                "whatsappaccountdisconnected",
+                "WhatsApp account {{ $labels.account }} has not been connected for a while",
+                "{{ $labels.account }} is {{ $labels.state }}; the sidecar keeps retrying with backoff."
+                " Check the sidecar host's network and WhatsApp's status.",
+                repair=False,
+            ),
+        },
+        {
+            "alert": "WhatsappReconnectStorm",
+            "expr": (
+                f"sum by ({BY_ACCOUNT}) (increase(whatsapp_reconnects_total{{{job}}}"
+                f"[{config.reconnect_storm_window}])) > {config.reconnect_storm_threshold}"
+            ),
+            "for": config.for_reconnect_storm,
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                config,
+                "whatsappreconnectstorm",
+                "WhatsApp account {{ $labels.account }} keeps reconnecting",
+                '{{ $labels.account }} reconnected {{ $value | printf "%.0f" }} times in'
+                f" {config.reconnect_storm_window}: an unstable network, or another client fighting"
+                " over the session.",
+                repair=False,
+            ),
+        },
+        {
+            "alert": "WhatsappSidecarDown",
+            "expr": f"up{{{job}}} == 0\nor\nabsent(up{{{job}}})",
+            "for": config.for_sidecar_down,
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappsidecardown",
+                "wa-sidecar is down or not scraped",
+                "Prometheus cannot scrape the sidecar ({{ $labels.instance }}), or has no target for"
+                f" job {config.job} at all. No WhatsApp session is watched, and none may be connected.",
+                repair=False,
+            ),
+        },
+        {
+            "alert": "WhatsappEventHandlerErrors",
+            "expr": f"sum by ({BY_ACCOUNT}, event) (rate(whatsapp_event_errors_total{{{job}}}[10m])) > 0",
+            "for": config.for_handler_errors,
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                config,
+                "whatsappeventhandlererrors",
+                "wa-sidecar fails to handle {{ $labels.event }} events of {{ $labels.account }}",
+                "Handling {{ $labels.event }} raises errors; those events are counted but not stored."
+                " The sidecar's ERROR log lines say where.",
+                repair=False,
+            ),
+        },
+        {
+            "alert": "WhatsappStoreWriteErrors",
+            "expr": f"sum by (job, instance, backend) (rate(whatsapp_store_write_errors_total{{{job}}}[10m])) > 0",
+            "for": config.for_store_errors,
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                config,
+                "whatsappstorewriteerrors",
+                "wa-sidecar cannot write messages to {{ $labels.backend }}",
+                "Writes to the message store keep failing; messages wait in the local spool and are"
+                " retried. The health API's store.lastError says which error.",
+                repair=False,
+            ),
+        },
+        {
+            "alert": "WhatsappSpoolBacklogGrowing",
+            "expr": (
+                f"whatsapp_spool_messages{{{job}}} > {config.spool_backlog_threshold}"
+                f"\nand\nderiv(whatsapp_spool_messages{{{job}}}[15m]) > 0"
+            ),
+            "for": config.for_spool_growing,
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                config,
+                "whatsappspoolbackloggrowing",
+                "Messages of {{ $labels.account }} pile up in the spool",
+                '{{ $value | printf "%.0f" }} messages wait for the store and the number keeps growing:'
+                " the store is slower than the traffic, or failing.",
+                repair=False,
+            ),
+        },
+        {
+            "alert": "WhatsappSpoolOldestMessageTooOld",
+            "expr": (
+                f"time() - whatsapp_spool_oldest_message_timestamp_seconds{{{job}}}"
+                f" > {config.spool_oldest_threshold_s}"
+            ),
+            "for": config.for_spool_old,
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappspoololdestmessagetooold",
+                "Messages of {{ $labels.account }} have not reached the app for a long time",
+                "The oldest spooled message of {{ $labels.account }} has waited"
+                " {{ $value | humanizeDuration }}: the app does not show it yet.",
+                repair=False,
+            ),
+        },
+    ]
+    return {
+        "groups": [
+            {"name": "wa-sidecar.recording", "rules": recording},
+            {"name": "wa-sidecar.alerts", "rules": alerts},
+        ]
+    }

@@ -1,0 +1,42 @@
+"""What an operator may want to change in the shipped rules and dashboards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    #: The Prometheus job that scrapes the sidecar.
+    job: str = "wa-sidecar"
+    #: Where people reach the sidecar's pages (re-pair links in alerts).
+    external_url: str = "http://127.0.0.1:9464"
+    #: The runbook; each alert links its own section.
+    runbook_url: str = "https://github.com/wa-sidecar/wa-sidecar/blob/main/docs/runbook.md"
+    #: How long a condition must hold before it pages (scaled down only by the tests).
+    for_degraded: str = "5m"
+    for_no_real: str = "10m"
+    for_logged_out: str = "1m"
+    for_disconnected: str = "10m"
+    for_reconnect_storm: str = "5m"
+    for_sidecar_down: str = "5m"
+    for_handler_errors: str = "10m"
+    for_store_errors: str = "10m"
+    for_spool_growing: str = "15m"
+    for_spool_old: str = "5m"
+    #: How long a page stays up after its condition clears, so a reconnect
+    #: does not resolve and re-fire it.
+    keep_firing_for: str = "10m"
+    #: Windows of the rate/increase expressions.
+    traffic_window: str = "15m"
+    reconnect_storm_window: str = "15m"
+    reconnect_storm_threshold: int = 10
+    spool_backlog_threshold: int = 100
+    spool_oldest_threshold_s: int = 900
+
+    def with_durations(self, value: str) -> MonitoringConfig:
+        """Every ``for``/``keep_firing_for`` set to ``value`` (end-to-end tests)."""
+        fields = {
+            name: value for name in self.__dataclass_fields__ if name.startswith(("for_", "keep_"))
+        }
+        return replace(self, **fields)

@@ -1,0 +1,311 @@
+"""Grafana dashboards for wa-sidecar, built with grafana-foundation-sdk.
+
+Two dashboards: an overview of every account, and a drill-down into one.
+The datasource, the job and the account are template variables.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from monitoring.config import MonitoringConfig
+
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+SEL = 'job=~"$job", account=~"$account"'
+TAGS = ["wa-sidecar", "whatsapp", "generated"]
+
+
+def _query(
+    expr: str, legend: str = "", *, instant: bool = False, table_format: bool = False
+) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).datasource(DATASOURCE)
+    if legend:
+        query = query.legend_format(legend)
+    if instant:
+        query = query.instant()
+    if table_format:
+        query = query.format(PromQueryFormat.TABLE)
+    return query
+
+
+def _variables(
+    board: db.Dashboard, config: MonitoringConfig, *, multi_account: bool
+) -> db.Dashboard:
+    return (
+        board.with_variable(
+            db.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        )
+        .with_variable(
+            db.QueryVariable("job")
+            .label("Job")
+            .datasource(DATASOURCE)
+            .query("label_values(whatsapp_sidecar_build_info, job)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .current(VariableOption(text=config.job, value=config.job, selected=True))
+        )
+        .with_variable(
+            db.QueryVariable("account")
+            .label("Account")
+            .datasource(DATASOURCE)
+            .query('label_values(whatsapp_connection_state{job=~"$job"}, account)')
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(multi_account)
+            .include_all(multi_account)
+            .all_value(".*" if multi_account else "")
+        )
+    )
+
+
+def overview(config: MonitoringConfig) -> db.Dashboard:
+    board = (
+        db.Dashboard("wa-sidecar / Overview")
+        .uid("wa-sidecar-overview")
+        .description("Every WhatsApp account the sidecar holds: state, verdict, traffic, storage.")
+        .tags(TAGS)
+        .time("now-6h", "now")
+        .refresh("30s")
+        .timezone("browser")
+    )
+    board = _variables(board, config, multi_account=True)
+    board = (
+        board.with_row(db.Row("Accounts"))
+        .with_panel(
+            stat.Panel()
+            .title("Degraded accounts")
+            .description("Accounts the sidecar judges connected but deaf.")
+            .with_target(_query(f"sum(whatsapp_session_degraded{{{SEL}}})", instant=True))
+            .span(4)
+            .height(5)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Connected accounts")
+            .with_target(
+                _query(f'sum(whatsapp_connection_state{{{SEL}, state="connected"}})', instant=True)
+            )
+            .span(4)
+            .height(5)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Accounts not connected")
+            .description(
+                "Any state but connected: connecting, qr_pending, disconnected, logged_out, ..."
+            )
+            .with_target(
+                _query(f'sum(whatsapp_connection_state{{{SEL}, state!="connected"}})', instant=True)
+            )
+            .span(4)
+            .height(5)
+        )
+        .with_panel(
+            table.Panel()
+            .title("State of every account")
+            .description("Current connection state, verdict and age of the last real message.")
+            .with_target(
+                _query(
+                    f"whatsapp_connection_state{{{SEL}}} == 1", instant=True, table_format=True
+                ).ref_id("A")
+            )
+            .with_target(
+                _query(
+                    f"whatsapp_session_degraded{{{SEL}}}", instant=True, table_format=True
+                ).ref_id("B")
+            )
+            .with_target(
+                _query(
+                    f"whatsapp_last_real_message_age_seconds{{{SEL}}}",
+                    instant=True,
+                    table_format=True,
+                ).ref_id("C")
+            )
+            .span(24)
+            .height(8)
+        )
+        .with_row(db.Row("Traffic"))
+        .with_panel(
+            timeseries.Panel()
+            .title("Real vs protocol messages")
+            .description(
+                "A session whose real rate drops to zero while protocol traffic goes on is deaf."
+            )
+            .unit("reqps")
+            .with_target(
+                _query(
+                    f"sum by (account, class) (rate(whatsapp_messages_received_total{{{SEL}}}[$__rate_interval]))",
+                    "{{account}} {{class}}",
+                )
+            )
+            .span(12)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Age of the last real message")
+            .unit("s")
+            .with_target(_query(f"whatsapp_last_real_message_age_seconds{{{SEL}}}", "{{account}}"))
+            .span(12)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Reconnects")
+            .with_target(
+                _query(
+                    f"sum by (account) (increase(whatsapp_reconnects_total{{{SEL}}}[$__rate_interval]))",
+                    "{{account}}",
+                )
+            )
+            .span(12)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Degraded verdict")
+            .with_target(_query(f"whatsapp_session_degraded{{{SEL}}}", "{{account}}"))
+            .span(12)
+            .height(8)
+        )
+        .with_row(db.Row("Storage"))
+        .with_panel(
+            timeseries.Panel()
+            .title("Spooled messages")
+            .description("Real messages waiting for the store to confirm them.")
+            .with_target(_query(f"whatsapp_spool_messages{{{SEL}}}", "{{account}}"))
+            .span(8)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Store writes and errors")
+            .unit("ops")
+            .with_target(
+                _query(
+                    'sum by (backend) (rate(whatsapp_store_writes_total{job=~"$job"}[$__rate_interval]))',
+                    "{{backend}} writes",
+                )
+            )
+            .with_target(
+                _query(
+                    'sum by (backend) (rate(whatsapp_store_write_errors_total{job=~"$job"}[$__rate_interval]))',
+                    "{{backend}} errors",
+                ).ref_id("B")
+            )
+            .span(8)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Store write latency (p95)")
+            .unit("s")
+            .with_target(
+                _query(
+                    "histogram_quantile(0.95, sum by (backend, le)"
+                    ' (rate(whatsapp_store_write_duration_seconds_bucket{job=~"$job"}[$__rate_interval])))',
+                    "{{backend}}",
+                )
+            )
+            .span(8)
+            .height(8)
+        )
+    )
+    return board
+
+
+def account(config: MonitoringConfig) -> db.Dashboard:
+    one = 'job=~"$job", account="$account"'
+    board = (
+        db.Dashboard("wa-sidecar / Account")
+        .uid("wa-sidecar-account")
+        .description("One WhatsApp account in detail.")
+        .tags(TAGS)
+        .time("now-6h", "now")
+        .refresh("30s")
+        .timezone("browser")
+    )
+    board = _variables(board, config, multi_account=False)
+    return (
+        board.with_panel(
+            statetimeline.Panel()
+            .title("Connection state")
+            .with_target(
+                _query(f"max by (state) (whatsapp_connection_state{{{one}}})", "{{state}}")
+            )
+            .span(24)
+            .height(7)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Messages by class and kind")
+            .unit("reqps")
+            .with_target(
+                _query(
+                    f"sum by (class, kind) (rate(whatsapp_messages_received_total{{{one}}}[$__rate_interval]))",
+                    "{{class}} {{kind}}",
+                )
+            )
+            .span(12)
+            .height(9)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Events")
+            .unit("reqps")
+            .with_target(
+                _query(
+                    f"sum by (event) (rate(whatsapp_events_total{{{one}}}[$__rate_interval]))",
+                    "{{event}}",
+                )
+            )
+            .span(12)
+            .height(9)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Handler errors")
+            .unit("reqps")
+            .with_target(
+                _query(
+                    f"sum by (event) (rate(whatsapp_event_errors_total{{{one}}}[$__rate_interval]))",
+                    "{{event}}",
+                )
+            )
+            .span(8)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Last real message: age and threshold")
+            .unit("s")
+            .with_target(_query(f"whatsapp_last_real_message_age_seconds{{{one}}}", "age"))
+            .with_target(
+                _query(f"whatsapp_silence_threshold_seconds{{{one}}}", "threshold").ref_id("B")
+            )
+            .span(8)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Degraded verdict and spool")
+            .with_target(_query(f"whatsapp_session_degraded{{{one}}}", "degraded"))
+            .with_target(_query(f"whatsapp_spool_messages{{{one}}}", "spooled").ref_id("B"))
+            .span(8)
+            .height(8)
+        )
+    )
+
+
+def dashboards(config: MonitoringConfig) -> dict[str, db.Dashboard]:
+    return {
+        "wa-sidecar-overview.json": overview(config),
+        "wa-sidecar-account.json": account(config),
+    }

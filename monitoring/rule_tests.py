@@ -1,0 +1,247 @@
+"""`promtool test rules` cases: for every alert, a case where it fires and one where it does not.
+
+Written in Python so that the expected annotations are expanded from the
+same templates the rules use, and stay in step with them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from monitoring.alerts import rule_groups
+from monitoring.config import MonitoringConfig
+
+INSTANCE = "sidecar:9464"
+
+
+def _series(config: MonitoringConfig, name: str, values: str, **labels: str) -> dict[str, str]:
+    all_labels = {"job": config.job, "instance": INSTANCE, **labels}
+    body = ",".join(f'{k}="{v}"' for k, v in all_labels.items())
+    return {"series": f"{name}{{{body}}}", "values": values}
+
+
+def _expand(template: str, labels: dict[str, str], value: str) -> str:
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
+    return re.sub(r"\{\{ \$value[^}]*\}\}", value, text)
+
+
+class _Cases:
+    def __init__(self, config: MonitoringConfig) -> None:
+        self.config = config
+        self.alerts = {
+            r["alert"]: r for g in rule_groups(config)["groups"] for r in g["rules"] if "alert" in r
+        }
+
+    def expect(
+        self, alert: str, eval_time: str, *label_sets: dict[str, str], value: str = ""
+    ) -> dict[str, Any]:
+        """``value``: the alert's value as its annotations print it."""
+        rule = self.alerts[alert]
+        expected = []
+        for extra in label_sets:
+            labels = {**rule["labels"], **extra}
+            annotations = {k: _expand(v, labels, value) for k, v in rule["annotations"].items()}
+            expected.append({"exp_labels": labels, "exp_annotations": annotations})
+        return {"eval_time": eval_time, "alertname": alert, "exp_alerts": expected}
+
+    def account(self, name: str, **more: str) -> dict[str, str]:
+        return {"job": self.config.job, "instance": INSTANCE, "account": name, **more}
+
+
+def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
+    c = _Cases(config)
+    s = lambda *a, **k: _series(config, *a, **k)  # noqa: E731
+    sales = c.account("sales")
+    return [
+        {
+            "name": "degraded: fires, stays up across a reconnect, quiet account never pages",
+            "interval": "1m",
+            "input_series": [
+                # 0-4 healthy, 5-15 degraded, 16-18 a reconnect clears it, 19-40 degraded again
+                s("whatsapp_session_degraded", "0x4 1x10 0x2 1x21", account="sales"),
+                s("whatsapp_session_degraded", "0x40", account="quiet"),
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappSessionDegraded", "8m"),
+                c.expect("WhatsappSessionDegraded", "12m", sales),
+                c.expect("WhatsappSessionDegraded", "17m", sales),  # keep_firing_for holds it
+                c.expect("WhatsappSessionDegraded", "30m", sales),
+            ],
+        },
+        {
+            "name": "degraded: resolves only after keep_firing_for once healthy for good",
+            "interval": "1m",
+            "input_series": [s("whatsapp_session_degraded", "1x10 0x30", account="sales")],
+            "alert_rule_test": [
+                c.expect("WhatsappSessionDegraded", "9m", sales),
+                c.expect("WhatsappSessionDegraded", "18m", sales),
+                c.expect("WhatsappSessionDegraded", "25m"),
+            ],
+        },
+        {
+            "name": "no real messages: Prometheus's own judgement",
+            "interval": "1m",
+            "input_series": [
+                # deaf: connected, protocol flowing, last real message at t=60 s
+                s("whatsapp_connection_state", "1x40", account="deaf", state="connected"),
+                s(
+                    "whatsapp_messages_received_total",
+                    "0+5x40",
+                    account="deaf",
+                    **{"class": "protocol", "kind": "protocolMessage.HISTORY_SYNC_NOTIFICATION"},
+                ),
+                s("whatsapp_last_real_message_timestamp_seconds", "60x40", account="deaf"),
+                s("whatsapp_silence_threshold_seconds", "300x40", account="deaf"),
+                # never: connected, protocol flowing, never a real message
+                s("whatsapp_connection_state", "1x40", account="never", state="connected"),
+                s(
+                    "whatsapp_messages_received_total",
+                    "0+5x40",
+                    account="never",
+                    **{"class": "protocol", "kind": "protocolMessage.APP_STATE_SYNC_KEY_SHARE"},
+                ),
+                s("whatsapp_silence_threshold_seconds", "300x40", account="never"),
+                # busy: real messages keep coming
+                s("whatsapp_connection_state", "1x40", account="busy", state="connected"),
+                s(
+                    "whatsapp_messages_received_total",
+                    "0+5x40",
+                    account="busy",
+                    **{"class": "protocol", "kind": "protocolMessage.HISTORY_SYNC_NOTIFICATION"},
+                ),
+                s("whatsapp_last_real_message_timestamp_seconds", "0+60x40", account="busy"),
+                s("whatsapp_silence_threshold_seconds", "300x40", account="busy"),
+                # quiet: connected, silent, and no protocol traffic either: not deaf
+                s("whatsapp_connection_state", "1x40", account="quiet", state="connected"),
+                s(
+                    "whatsapp_messages_received_total",
+                    "0x40",
+                    account="quiet",
+                    **{"class": "protocol", "kind": "protocolMessage.HISTORY_SYNC_NOTIFICATION"},
+                ),
+                s("whatsapp_last_real_message_timestamp_seconds", "60x40", account="quiet"),
+                s("whatsapp_silence_threshold_seconds", "300x40", account="quiet"),
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappNoRealMessages", "5m"),
+                c.expect(
+                    "WhatsappNoRealMessages",
+                    "30m",
+                    c.account("deaf", state="connected"),
+                    c.account("never", state="connected"),
+                ),
+            ],
+        },
+        {
+            "name": "logged out and unusable states page; connected does not",
+            "interval": "1m",
+            "input_series": [
+                s("whatsapp_connection_state", "1x10", account="gone", state="logged_out"),
+                s("whatsapp_connection_state", "1x10", account="taken", state="replaced"),
+                s("whatsapp_connection_state", "0x10", account="sales", state="logged_out"),
+                s("whatsapp_connection_state", "0x10", account="sales", state="replaced"),
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappAccountLoggedOut", "5m", c.account("gone", state="logged_out")),
+                c.expect("WhatsappAccountUnusable", "5m", c.account("taken", state="replaced")),
+            ],
+        },
+        {
+            "name": "disconnected pages after a while; a short drop does not",
+            "interval": "1m",
+            "input_series": [
+                s("whatsapp_connection_state", "1x30", account="down", state="disconnected"),
+                s(
+                    "whatsapp_connection_state",
+                    "0x5 1x3 0x22",
+                    account="blip",
+                    state="disconnected",
+                ),
+            ],
+            "alert_rule_test": [
+                c.expect(
+                    "WhatsappAccountDisconnected", "20m", c.account("down", state="disconnected")
+                ),
+            ],
+        },
+        {
+            "name": "reconnect storm",
+            "interval": "1m",
+            "input_series": [
+                s("whatsapp_reconnects_total", "0+2x30", account="flapping"),
+                s("whatsapp_reconnects_total", "0+0.1x30", account="steady"),
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappReconnectStorm", "25m", c.account("flapping"), value="30")
+            ],
+        },
+        {
+            "name": "sidecar down: scrape failing",
+            "interval": "1m",
+            "input_series": [
+                {"series": f'up{{job="{config.job}",instance="{INSTANCE}"}}', "values": "1x5 0x20"},
+                {"series": f'up{{job="{config.job}",instance="other:9464"}}', "values": "1x25"},
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappSidecarDown", "4m"),
+                c.expect("WhatsappSidecarDown", "15m", {"job": config.job, "instance": INSTANCE}),
+            ],
+        },
+        {
+            "name": "sidecar down: no target at all",
+            "interval": "1m",
+            "input_series": [
+                {"series": 'up{job="something-else",instance="x:1"}', "values": "1x20"}
+            ],
+            "alert_rule_test": [c.expect("WhatsappSidecarDown", "10m", {"job": config.job})],
+        },
+        {
+            "name": "handler errors and store errors",
+            "interval": "1m",
+            "input_series": [
+                s("whatsapp_event_errors_total", "0+1x30", account="sales", event="MessageEv"),
+                s("whatsapp_event_errors_total", "0x30", account="quiet", event="MessageEv"),
+                s("whatsapp_store_write_errors_total", "0+3x30", backend="firestore"),
+                {
+                    "series": f'whatsapp_store_write_errors_total{{job="{config.job}",instance="other:9464",backend="sqlite"}}',
+                    "values": "0x30",
+                },
+            ],
+            "alert_rule_test": [
+                c.expect(
+                    "WhatsappEventHandlerErrors", "25m", c.account("sales", event="MessageEv")
+                ),
+                c.expect(
+                    "WhatsappStoreWriteErrors",
+                    "25m",
+                    {"job": config.job, "instance": INSTANCE, "backend": "firestore"},
+                ),
+            ],
+        },
+        {
+            "name": "spool backlog growing and too old",
+            "interval": "1m",
+            "input_series": [
+                s("whatsapp_spool_messages", "0+10x40", account="piling"),
+                s("whatsapp_spool_messages", "150x40", account="stuck-but-flat"),
+                s("whatsapp_spool_oldest_message_timestamp_seconds", "0x40", account="piling"),
+                s("whatsapp_spool_oldest_message_timestamp_seconds", "0+60x40", account="fresh"),
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappSpoolBacklogGrowing", "35m", c.account("piling"), value="350"),
+                c.expect("WhatsappSpoolOldestMessageTooOld", "10m"),
+                c.expect(
+                    "WhatsappSpoolOldestMessageTooOld", "30m", c.account("piling"), value="30m 0s"
+                ),
+            ],
+        },
+    ]
+
+
+def rule_test_file(config: MonitoringConfig) -> dict[str, Any]:
+    return {
+        "rule_files": ["../wa-sidecar.rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": test_groups(config),
+    }
