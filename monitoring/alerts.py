@@ -7,6 +7,7 @@ from typing import Any
 from monitoring.config import MonitoringConfig
 
 BY_ACCOUNT = "job, instance, account"
+RATE_BY_CLASS = "account_class:whatsapp_messages_received:rate5m"
 
 
 def _annotations(
@@ -25,18 +26,12 @@ def _annotations(
 def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
     job = f'job="{config.job}"'
     repair_line = f" Re-pair it: {config.external_url}/accounts/{{{{ $labels.account }}}}/pair"
+    # Used by the overview dashboard: one cheap series per account and class
+    # instead of a rate over every kind of message at every refresh.
     recording = [
         {
-            "record": "account_class:whatsapp_messages_received:rate5m",
+            "record": RATE_BY_CLASS,
             "expr": f"sum by ({BY_ACCOUNT}, class) (rate(whatsapp_messages_received_total{{{job}}}[5m]))",
-        },
-        {
-            "record": "account:whatsapp_last_real_message_age_seconds:now",
-            "expr": f"time() - max by ({BY_ACCOUNT}) (whatsapp_last_real_message_timestamp_seconds{{{job}}})",
-        },
-        {
-            "record": "account:whatsapp_reconnects:increase15m",
-            "expr": f"sum by ({BY_ACCOUNT}) (increase(whatsapp_reconnects_total{{{job}}}[15m]))",
         },
     ]
     connected = f'whatsapp_connection_state{{{job},state="connected"}} == 1'

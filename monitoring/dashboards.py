@@ -16,6 +16,7 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from monitoring.alerts import RATE_BY_CLASS
 from monitoring.config import MonitoringConfig
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -141,8 +142,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .unit("reqps")
             .with_target(
                 _query(
-                    f"sum by (account, class) (rate(whatsapp_messages_received_total{{{SEL}}}[$__rate_interval]))",
-                    "{{account}} {{class}}",
+                    f"sum by (account, class) ({RATE_BY_CLASS}{{{SEL}}})", "{{account}} {{class}}"
                 )
             )
             .span(12)
