@@ -29,7 +29,7 @@ from monitoring.config import MonitoringConfig
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 
-from .services import free_port
+from .services import free_port, wait_for
 from .test_replay import REPO, get, sidecar_cli, wait_ready
 
 PROMETHEUS = "prometheus"
@@ -234,14 +234,6 @@ def post_alerts(am_url: str, alerts: list[dict[str, str]]) -> None:
     )
     with urllib.request.urlopen(request, timeout=5):
         pass
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def test_shipped_inhibitions(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from sidecar.replay import Replayer
 from sidecar.service import Sidecar
 
 from .conftest import TOKEN, ConfigFactory
+from .services import free_port
 
 T0 = 1_764_068_400.0
 REPO = Path(__file__).resolve().parent.parent
@@ -173,12 +174,6 @@ async def test_speed_factor_runs_the_clock_from_the_first_record(
     time.sleep(0.05)
     assert clock.now() > first  # the clock keeps running after the last record
     sidecar.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cli_config(tmp_path: Path, tokens_file: Path, port: int, accounts: list[str]) -> Path:

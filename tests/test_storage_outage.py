@@ -24,7 +24,7 @@ from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 
 from .conftest import TOKEN, Backend
-from .services import TcpProxy, free_port
+from .services import TcpProxy, free_port, wait_for
 from .test_replay import get, sidecar_cli, wait_ready
 
 T0 = 1_764_068_400.0
@@ -118,14 +118,6 @@ def start(
 
 def stored_ids(backend: Backend) -> list[str]:
     return sorted(m for _, messages in backend.read().values() for m in messages)
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_outage_then_sigkill_loses_and_duplicates_nothing(
