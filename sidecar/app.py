@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: How often changed account state is written to SQLite.
 STATE_FLUSH_INTERVAL_S = 1.0
+#: How often every account is judged, so verdict changes land in its history on time.
+VERDICT_INTERVAL_S = 5.0
 #: How often each account's one-line summary is logged.
 SUMMARY_INTERVAL_S = 60.0
 
@@ -108,6 +110,7 @@ async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = Fal
         periodic("state-flush", STATE_FLUSH_INTERVAL_S, sidecar.flush_state, in_thread=True)
     )
     app.cleanup_ctx.append(periodic("summary", SUMMARY_INTERVAL_S, sidecar.log_summaries))
+    app.cleanup_ctx.append(periodic("verdicts", VERDICT_INTERVAL_S, sidecar.evaluate_verdicts))
     if sidecar.storage is not None:
         app.cleanup_ctx.append(sidecar.storage.writer_context)
     runner = web.AppRunner(

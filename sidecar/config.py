@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from sidecar.domain.account import AccountSettings
+from sidecar.domain.account import AccountSettings, ProbeSettings
 
 ACCOUNT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -127,8 +127,24 @@ class AuthConfig(_Strict):
     firebase: FirebaseAuthConfig | None = None
 
 
+class ProbeConfig(_Strict):
+    """This account sends a canary probe to ``peer`` (another configured account)."""
+
+    peer: str
+    interval: Duration = 300.0
+    timeout: Duration = 120.0
+    misses: Annotated[int, Field(ge=1, le=10)] = 2
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> ProbeConfig:
+        if self.timeout > self.interval:
+            raise ValueError("timeout must not be longer than interval")
+        return self
+
+
 class AccountConfig(_Strict):
     id: Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
+    probe: ProbeConfig | None = None
     silence_threshold: Duration | None = None
     timezone: TimeZone | None = None
     #: Environment variable holding a Postgres URL for this account's session
@@ -146,11 +162,24 @@ class Config(_Strict):
     accounts: Annotated[list[AccountConfig], Field(min_length=1)]
 
     def account_settings(self) -> list[AccountSettings]:
+        probes = {
+            account.id: ProbeSettings(
+                peer=account.probe.peer,
+                interval_s=account.probe.interval,
+                timeout_s=account.probe.timeout,
+                misses=account.probe.misses,
+            )
+            for account in self.accounts
+            if account.probe is not None
+        }
+        expected = {probe.peer: probe for probe in probes.values()}
         return [
             AccountSettings(
                 account_id=account.id,
                 silence_threshold_s=account.silence_threshold or self.silence_threshold,
                 timezone=account.timezone or self.timezone,
+                probe=probes.get(account.id),
+                expects_probes=expected.get(account.id),
             )
             for account in self.accounts
         ]
@@ -201,7 +230,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise ConfigError(source, ["the file is empty; at least 'accounts' is required"])
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): expected a mapping of keys, e.g. 'accounts:'"])
-    problems = _duplicate_account_ids(data.get("accounts"))
+    problems = _duplicate_account_ids(data.get("accounts")) + _probe_peers(data.get("accounts"))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -209,6 +238,31 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _probe_peers(accounts: Any) -> list[str]:
+    if not isinstance(accounts, list):
+        return []
+    ids = [a.get("id") for a in accounts if isinstance(a, dict)]
+    problems = []
+    receivers: dict[str, int] = {}
+    for index, account in enumerate(accounts):
+        probe = account.get("probe") if isinstance(account, dict) else None
+        peer = probe.get("peer") if isinstance(probe, dict) else None
+        if not isinstance(peer, str):
+            continue
+        if peer == account.get("id"):
+            problems.append(f"accounts[{index}].probe.peer: an account cannot probe itself")
+        elif peer not in ids:
+            problems.append(f"accounts[{index}].probe.peer: {peer!r} is not a configured account")
+        elif peer in receivers:
+            problems.append(
+                f"accounts[{index}].probe.peer: {peer!r} already receives probes from"
+                f" accounts[{receivers[peer]}]"
+            )
+        else:
+            receivers[peer] = index
+    return problems
 
 
 def _duplicate_account_ids(accounts: Any) -> list[str]:

@@ -11,13 +11,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sidecar.clock import Clock
-from sidecar.domain.account import AccountSettings, AccountState, Status
+from sidecar.domain.account import PROBE_LATENCY_BUCKETS, AccountSettings, AccountState, Status
 from sidecar.domain.classify import MessageClass
-from sidecar.domain.verdict import VerdictRule
+from sidecar.domain.verdict import REASON_TEXT, VerdictRule, gather_evidence
+
+REASONS = tuple(REASON_TEXT)
+PROBE_FAILURE_REASONS = ("send_failed", "not_received", "unexpected")
 
 #: Series that exist for every account before its first event, so that rules
 #: such as ``sum by (account) (rate(...{class="real"}[5m]))`` see zeros
@@ -99,12 +107,47 @@ class SidecarCollector(Collector):
             "The account's configured silence threshold, for rules that judge silence themselves.",
             labels=("account",),
         )
+        reasons = GaugeMetricFamily(
+            "whatsapp_session_degraded_reason",
+            "1 for each piece of evidence behind the degraded verdict, 0 for the others.",
+            labels=("account", "reason"),
+        )
+        quiet = GaugeMetricFamily(
+            "whatsapp_session_quiet",
+            "1 when a connected account is silent with no protocol traffic and no probes:"
+            " quiet, not degraded.",
+            labels=("account",),
+        )
+        effective = GaugeMetricFamily(
+            "whatsapp_effective_silence_threshold_seconds",
+            "The silence that would count as evidence now: the configured threshold, or the"
+            " account's usual gap at this hour (with a margin) when that is longer.",
+            labels=("account",),
+        )
+        probes_sent = CounterMetricFamily(
+            "whatsapp_probes_sent", "Canary probes this account tried to send.", labels=("account",)
+        )
+        probe_failures = CounterMetricFamily(
+            "whatsapp_probe_failures",
+            "Canary probes that failed: send_failed (sender), not_received, unexpected (receiver).",
+            labels=("account", "reason"),
+        )
+        probe_latency = HistogramMetricFamily(
+            "whatsapp_probe_delivery_seconds",
+            "Time from a probe's send to its arrival at this account.",
+            labels=("account",),
+        )
+        probe_success = GaugeMetricFamily(
+            "whatsapp_probe_last_success_timestamp_seconds",
+            "When this account last received an expected probe (Unix time).",
+            labels=("account",),
+        )
         reconnects = CounterMetricFamily(
             "whatsapp_reconnects", "Connection attempts after the first.", labels=("account",)
         )
         for settings, state in self._accounts:
             account = settings.account_id
-            snap = state.snapshot()
+            snap = state.snapshot(now)
             counts = dict.fromkeys(INITIAL_MESSAGE_SERIES, 0) | snap.message_counts
             for (message_class, kind), value in counts.items():
                 received.add_metric((account, message_class.value, kind), value)
@@ -117,6 +160,23 @@ class SidecarCollector(Collector):
                 )
             verdict = self._verdict(snap, settings, now)
             degraded.add_metric((account,), 1.0 if verdict.degraded else 0.0)
+            for reason in REASONS:
+                reasons.add_metric((account, reason), 1.0 if reason in verdict.reasons else 0.0)
+            evidence = gather_evidence(snap, settings, now)
+            connected_quiet = snap.status is Status.CONNECTED and evidence.quiet
+            quiet.add_metric((account,), 1.0 if connected_quiet and not verdict.degraded else 0.0)
+            effective.add_metric((account,), evidence.threshold_s)
+            if settings.probe is not None:
+                probes_sent.add_metric((account,), snap.probes_sent)
+            if settings.probe is not None or settings.expects_probes is not None:
+                for reason in PROBE_FAILURE_REASONS:
+                    probe_failures.add_metric((account, reason), snap.probe_failures.get(reason, 0))
+            if settings.expects_probes is not None:
+                probe_latency.add_metric(
+                    (account,), _buckets(snap.probe_latency_counts), snap.probe_latency_sum
+                )
+            if snap.last_probe_success_at is not None:
+                probe_success.add_metric((account,), snap.last_probe_success_at)
             for event, value in _with_initial(snap.event_counts).items():
                 events.add_metric((account, event), value)
             for event, value in _with_initial(snap.event_errors).items():
@@ -133,8 +193,18 @@ class SidecarCollector(Collector):
             labels=("version",),
         )
         build.add_metric((self._version,), 1.0)
-        yield from (received, last_real, last_real_age, state_gauge, degraded, events, errors)
+        yield from (received, last_real, last_real_age, state_gauge, degraded, reasons, quiet)
+        yield from (effective, probes_sent, probe_failures, probe_latency, probe_success)
+        yield from (events, errors)
         yield from (reconnects, threshold, replay, build)
+
+
+def _buckets(counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    cumulative, running = [], 0
+    for bound, count in zip((*PROBE_LATENCY_BUCKETS, float("inf")), counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+    return cumulative
 
 
 def _with_initial(counts: dict[str, int]) -> dict[str, int]:

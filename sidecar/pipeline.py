@@ -18,7 +18,10 @@ from google.protobuf.message import Message as ProtoMessage
 from neonize.proto.Neonize_pb2 import ConnectFailureReason
 
 from sidecar.domain.account import AccountState, OfflineSync, Status, StatusChange
-from sidecar.domain.classify import UNDECODABLE, Classification, classify
+from sidecar.domain.classify import UNDECODABLE, Classification, MessageClass, classify
+from sidecar.domain.probes import ProbeSent, probe_id_of
+
+PROBE = Classification(MessageClass.PROTOCOL, "probe")
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ _FAILURE_STATUS: dict[int, Status] = {
 }
 
 
-def event_name(event: ProtoMessage) -> str:
+def event_name(event: ProtoMessage | ProbeSent) -> str:
     return EVENT_NAMES.get(type(event), type(event).__name__)
 
 
@@ -87,6 +90,7 @@ class EventPipeline:
             neonize_events.KeepAliveRestoredEv: self._on_keepalive(failing=False),
             neonize_events.OfflineSyncPreviewEv: self._on_offline_sync(OfflineSync.IN_PROGRESS),
             neonize_events.OfflineSyncCompletedEv: self._on_offline_sync(OfflineSync.COMPLETED),
+            ProbeSent: self._on_probe_sent,
         }
 
     def add_message_listener(self, listener: MessageListener) -> None:
@@ -95,7 +99,7 @@ class EventPipeline:
     def add_status_listener(self, listener: StatusListener) -> None:
         self._status_listeners.append(listener)
 
-    def handle(self, account_id: str, event: ProtoMessage, received_at: float) -> None:
+    def handle(self, account_id: str, event: ProtoMessage | ProbeSent, received_at: float) -> None:
         """Apply one event. Never raises for a handler fault: it is counted and logged."""
         state = self._accounts.get(account_id)
         if state is None:
@@ -122,13 +126,26 @@ class EventPipeline:
     # -- handlers ---------------------------------------------------------
 
     def _on_message(self, state: AccountState, event: Any, received_at: float) -> None:
-        if event.HasField("Message"):
-            classification = classify(event.Message)
-        elif event.HasField("Raw"):
-            classification = classify(event.Raw)
-        else:
-            classification = classify(None)
-        self._record(state, event, classification, received_at)
+        message = (
+            event.Message
+            if event.HasField("Message")
+            else event.Raw
+            if event.HasField("Raw")
+            else None
+        )
+        probe_id = probe_id_of(message)
+        if probe_id is not None:
+            if state.record_probe_delivery(probe_id, received_at) is None:
+                state.count_probe_failure("unexpected")
+            self._record(state, event, PROBE, received_at)
+            return
+        self._record(state, event, classify(message), received_at)
+
+    def _on_probe_sent(self, state: AccountState, event: ProbeSent, at: float) -> None:
+        state.record_probe_sent(event.ok, event.reason)
+        peer = self._accounts.get(event.peer)
+        if event.ok and peer is not None:
+            peer.expect_probe(event.probe_id, at)
 
     def _on_undecryptable(self, state: AccountState, event: Any, received_at: float) -> None:
         self._record(state, event, UNDECODABLE, received_at)
@@ -168,8 +185,8 @@ class EventPipeline:
 
     @staticmethod
     def _on_offline_sync(sync: OfflineSync) -> _Handler:
-        def handler(state: AccountState, _event: Any, _at: float) -> None:
-            state.set_offline_sync(sync)
+        def handler(state: AccountState, _event: Any, at: float) -> None:
+            state.set_offline_sync(sync, at)
 
         return handler
 

@@ -69,8 +69,11 @@ class Replayer:
                 await self._advance_clock(item)
                 if item.is_tick:
                     ticks += 1
+                    # replayed time jumps: judge at every tick, as the live sidecar does every 5 s
+                    self._sidecar.evaluate_verdicts()
                 elif self._handle(item):
                     events += 1
+        self._sidecar.evaluate_verdicts()
         return ReplayReport(events, ticks, self._errors, time.perf_counter() - started)
 
     async def _advance_clock(self, record: CaptureRecord) -> None:

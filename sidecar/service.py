@@ -8,6 +8,8 @@ I/O.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -18,8 +20,14 @@ from sidecar.clock import Clock
 from sidecar.config import LoadedConfig
 from sidecar.domain.account import AccountSettings, AccountState, LatestQr, PersistedState
 from sidecar.domain.classify import MessageClass
-from sidecar.domain.health import health_object
-from sidecar.domain.verdict import VerdictRule, legacy_verdict
+from sidecar.domain.health import health_object, to_ms
+from sidecar.domain.verdict import (
+    Verdict,
+    VerdictRule,
+    effective_threshold,
+    evidence_verdict,
+    gather_evidence,
+)
 from sidecar.metrics import ReplayErrors, SidecarCollector, build_registry
 from sidecar.pipeline import EventPipeline
 from sidecar.storage import Storage, StorageCollector
@@ -38,7 +46,9 @@ class StateStore(Protocol):
 
 
 #: The verdict every reader uses. Swap the rule here and nowhere else.
-VERDICT_RULE: VerdictRule = legacy_verdict
+VERDICT_RULE: VerdictRule = evidence_verdict
+#: Verdict changes remembered per account for the health object.
+VERDICT_HISTORY = 20
 
 
 class Sidecar:
@@ -69,6 +79,10 @@ class Sidecar:
         if storage is not None:
             self.pipeline.add_message_listener(storage.listener)
         self.latest_qr: dict[str, LatestQr] = {account_id: LatestQr() for account_id in self.states}
+        self._history_lock = threading.Lock()
+        self.verdict_history: dict[str, deque[dict[str, Any]]] = {
+            account_id: deque(maxlen=VERDICT_HISTORY) for account_id in self.states
+        }
         self.replay_errors = ReplayErrors()
         collectors: list[Collector] = [
             SidecarCollector(
@@ -90,11 +104,55 @@ class Sidecar:
     def has_account(self, account_id: str) -> bool:
         return account_id in self.states
 
+    def judge(self, account_id: str, now: float) -> Verdict:
+        """The account's verdict now; a change is added to its history."""
+        settings = self.settings[account_id]
+        snapshot = self.states[account_id].snapshot(now)
+        verdict = self.verdict(snapshot, settings, now)
+        with self._history_lock:
+            history = self.verdict_history[account_id]
+            current = (verdict.degraded, list(verdict.reasons))
+            previous = (
+                (history[-1]["isDegraded"], history[-1]["reasons"]) if history else (False, [])
+            )
+            if current != previous:
+                history.append(
+                    {
+                        "atMs": round(now * 1000),
+                        "isDegraded": current[0],
+                        "reasons": current[1],
+                        "thresholdSeconds": effective_threshold(snapshot, settings),
+                    }
+                )
+        return verdict
+
+    def evaluate_verdicts(self) -> None:
+        """Judge every account, so verdict changes are seen even when nobody asks."""
+        now = self.clock.now()
+        for account_id in self.states:
+            self.judge(account_id, now)
+
     def health(self, account_id: str) -> dict[str, Any]:
         now = self.clock.now()
         settings = self.settings[account_id]
-        snapshot = self.states[account_id].snapshot()
-        health = health_object(snapshot, settings, self.verdict(snapshot, settings, now), now)
+        verdict = self.judge(account_id, now)
+        snapshot = self.states[account_id].snapshot(now)
+        health = health_object(snapshot, settings, verdict, now)
+        evidence = gather_evidence(snapshot, settings, now)
+        health["quiet"] = (
+            snapshot.status.value == "connected" and not verdict.degraded and evidence.quiet
+        )
+        health["evidence"] = {
+            "listeningSinceMs": to_ms(evidence.listening_since),
+            "silenceSeconds": evidence.silence_s,
+            "thresholdSeconds": evidence.threshold_s,
+            "learnedGapSeconds": evidence.learned_gap_s,
+            "protocolDuringSilence": evidence.protocol_during_silence,
+            "probeMisses": evidence.probe_misses,
+            "lastProbeSuccessMs": to_ms(snapshot.last_probe_success_at),
+        }
+        with self._history_lock:
+            health["verdictHistory"] = list(self.verdict_history[account_id])
         if self.storage is not None:
             health["store"] = self.storage.health(account_id)
         return health
@@ -115,7 +173,7 @@ class Sidecar:
         """One INFO line per account: state, counts, last-real age, verdict."""
         now = self.clock.now()
         for account_id, state in self.states.items():
-            snap = state.snapshot()
+            snap = state.snapshot(now)
             verdict = self.verdict(snap, self.settings[account_id], now)
             age = (
                 "never"

@@ -120,7 +120,7 @@ async def test_health_object_value_by_value(
     assert (
         body["warning"] == "No real messages received in last 5 minutes - session may be degraded"
     )
-    assert body["reasons"] == ["silence_over_threshold"]
+    assert body["reasons"] == ["silence_with_protocol_traffic"]
     assert body["messages"] == {"real": 1, "protocol": 1, "other": 0}
     assert body["lastProtocolMessageMs"] == 1_764_068_500_000
 

@@ -84,6 +84,10 @@ def test_age_and_verdict_are_computed_at_scrape_time(
     sidecar = make_sidecar(make_config())
     sidecar.pipeline.handle("sales", build.connected(), T0)
     sidecar.pipeline.handle("sales", build.message_event(build.text("x")), T0 + 10)
+    # protocol traffic during the silence: what makes silence evidence of deafness
+    sidecar.pipeline.handle(
+        "sales", build.message_event(build.history_sync_notification()), T0 + 20
+    )
     clock.advance_to(T0 + 70)
     assert (
         sample(sidecar, "whatsapp_last_real_message_timestamp_seconds", account="sales") == T0 + 10
@@ -158,6 +162,6 @@ def test_minute_summary_line_per_account_without_personal_data(
     caplog.set_level(logging.INFO, logger="sidecar.service")
     sidecar.log_summaries()
     assert [r.getMessage() for r in caplog.records if r.name == "sidecar.service"] == [
-        "account=sales status=connected real=1 protocol=1 other=0 reconnects=0 last_real_age=399s degraded=yes reasons=silence_over_threshold",
+        "account=sales status=connected real=1 protocol=1 other=0 reconnects=0 last_real_age=399s degraded=yes reasons=silence_with_protocol_traffic",
         "account=support status=connecting real=0 protocol=0 other=0 reconnects=0 last_real_age=never degraded=no",
     ]

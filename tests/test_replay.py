@@ -120,7 +120,7 @@ async def test_replay_into_metrics_value_by_value(
     assert health["lastRealMessageMs"] == 1_764_068_420_000
     assert health["timeSinceLastRealMs"] == 310_000
     assert health["isDegraded"] is True
-    assert health["reasons"] == ["silence_over_threshold"]
+    assert health["reasons"] == ["silence_with_protocol_traffic"]
     assert health["messages"] == {"real": 2, "protocol": 2, "other": 1}
     assert health["statusSinceMs"] == 1_764_068_654_000
     sidecar.close()
@@ -251,7 +251,7 @@ def test_cli_replays_the_example_story_and_serves_it_while_lingering(
         assert (sales["status"], sales["isDegraded"], sales["reasons"]) == (
             "connected",
             True,
-            ["silence_over_threshold"],
+            ["silence_with_protocol_traffic"],
         )
         assert sales["messages"] == {"real": 20, "protocol": 37, "other": 0}
         assert sales["reconnects"] == 1

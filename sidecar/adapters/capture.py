@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from neonize.events import MessageEv
 
+from sidecar.domain.probes import PROBE_SENT, ProbeSent
 from sidecar.pipeline import EVENT_CLASSES, event_name
 
 TICK = "tick"
@@ -37,8 +38,14 @@ class CaptureRecord:
     def is_tick(self) -> bool:
         return self.event == TICK
 
-    def decode(self) -> ProtoMessage:
-        """The neonize event object, decoded with the neonize class's ``FromString``."""
+    def decode(self) -> ProtoMessage | ProbeSent:
+        """The neonize event object, decoded with the neonize class's ``FromString``
+        (or a :class:`ProbeSent`, the one event of our own)."""
+        if self.event == PROBE_SENT:
+            try:
+                return ProbeSent.from_json(json.loads(self.payload))
+            except ValueError as exc:
+                raise CaptureDecodeError(self.line, f"not a valid ProbeSent: {exc}") from None
         try:
             decoded: ProtoMessage = EVENT_CLASSES[self.event].FromString(self.payload)
         except (DecodeError, RuntimeError, ValueError) as exc:
@@ -81,6 +88,13 @@ def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:
     event = data.get("event")
     if event == TICK:
         return CaptureRecord(line, float(t), TICK, None, b"")
+    if event == PROBE_SENT:
+        account = data.get("account")
+        if not isinstance(account, str) or not account:
+            return CaptureError(line, "'account' is missing")
+        return CaptureRecord(
+            line, float(t), PROBE_SENT, account, json.dumps(data.get("probe")).encode()
+        )
     if not isinstance(event, str) or event not in EVENT_CLASSES:
         return CaptureError(line, "'event' is not a neonize event class name or 'tick'")
     account = data.get("account")
@@ -96,15 +110,19 @@ def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:
     return CaptureRecord(line, float(t), event, account, decoded)
 
 
-def encode_record(t: float, account: str | None, event: ProtoMessage | None) -> str:
+def encode_record(t: float, account: str | None, event: ProtoMessage | ProbeSent | None) -> str:
     """One capture line (without the newline); ``event=None`` writes a tick."""
     if event is None:
         return json.dumps({"t": t, "event": TICK})
+    if isinstance(event, ProbeSent):
+        return json.dumps(
+            {"t": t, "account": account, "event": PROBE_SENT, "probe": event.to_json()}
+        )
     payload = base64.b64encode(event.SerializeToString()).decode("ascii")
     return json.dumps({"t": t, "account": account, "event": event_name(event), "payload": payload})
 
 
-def blank_text(event: ProtoMessage) -> ProtoMessage:
+def blank_text(event: Any) -> Any:
     """A copy of a ``MessageEv`` with every string and byte string of its message
     emptied (text, captions, names, media keys) and the sender's push name gone.
 
@@ -144,7 +162,7 @@ class CaptureWriter:
     def __init__(self, path: Path) -> None:
         self._file = path.open("a", encoding="utf-8")
 
-    def write(self, t: float, account: str | None, event: ProtoMessage | None) -> None:
+    def write(self, t: float, account: str | None, event: ProtoMessage | ProbeSent | None) -> None:
         self._file.write(encode_record(t, account, event) + "\n")
 
     def flush(self) -> None:

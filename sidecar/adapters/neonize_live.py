@@ -23,18 +23,21 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from neonize.client import NewClient
-from neonize.events import ConnectFailureEv, QREv
+from neonize.events import ConnectedEv, ConnectFailureEv, DisconnectedEv, MessageEv, QREv
 from neonize.proto.Neonize_pb2 import ConnectFailureReason, Node
+from neonize.utils.jid import build_jid
 
 from sidecar.adapters.capture import CaptureWriter, blank_text
 from sidecar.clock import Clock
-from sidecar.domain.account import LatestQr, Status, StatusChange
+from sidecar.domain.account import LatestQr, ProbeSettings, Status, StatusChange
+from sidecar.domain.probes import ProbeSent, probe_id_of, probe_text
 from sidecar.domain.supervision import Backoff, Decision, decide
 from sidecar.pipeline import EVENT_CLASSES
 from sidecar.service import Sidecar
@@ -156,8 +159,8 @@ class Recorder:
     def write(self, t: float, account: str, event: Any) -> None:
         if isinstance(event, QREv):
             event = QREv()
-        elif self._blank:
-            event = blank_text(event)
+        elif self._blank and not (isinstance(event, MessageEv) and probe_id_of(event.Message)):
+            event = blank_text(event)  # probes keep their marker: replay must see them
         with self._lock:
             self._writer.write(t, account, event)
             self._writer.flush()
@@ -238,11 +241,16 @@ class NeonizeSession:
         self._clock = clock
         self._client: NewClient | None = None
         self._stopped = threading.Event()
+        self._connected = threading.Event()
         self._client_stopped = False
         self._released: Callable[[], None] = lambda: None
 
     def _on_event(self, _client: Any, event: Any) -> None:
         self._released()
+        if isinstance(event, ConnectedEv):
+            self._connected.set()
+        elif isinstance(event, DisconnectedEv):
+            self._connected.clear()
         self._deliver(event)
 
     def _on_qr(self, _client: Any, data: bytes) -> None:
@@ -307,6 +315,18 @@ class NeonizeSession:
         threading.Thread(target=target, name=f"wa-{self._account_id}", daemon=True).start()
         await asyncio.shield(done)
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and not self._stopped.is_set() and self._connected.is_set()
+
+    def send_text(self, user: str, text: str) -> None:
+        """Send ``text`` to the phone number ``user`` (blocking; call from a worker thread)."""
+        client = self._client
+        if client is None:
+            raise RuntimeError("no client")
+        with NeonizeGate.held():  # SendMessage reads neonize's client table
+            client.send_message(build_jid(user), text)
+
     def stop(self) -> None:
         """Never blocks the caller: the stop waits for the gate on a thread of its own."""
         self._stopped.set()
@@ -358,6 +378,10 @@ class AccountSupervisor:
         session, loop = self._session, self._loop
         if session is not None and loop is not None:
             loop.call_soon_threadsafe(session.stop)
+
+    @property
+    def session(self) -> Session | None:
+        return self._session
 
     def stop_session(self) -> None:
         if self._session is not None:
@@ -438,6 +462,55 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> bool:
     return stopping.is_set()
 
 
+# -- canary probes -----------------------------------------------------------------
+
+
+class Prober:
+    """Sends this account's canary probe to its peer every interval.
+
+    Each try becomes a :class:`ProbeSent` event (recorded, and replayable);
+    the peer's sidecar recognises the probe when it arrives.
+    """
+
+    def __init__(
+        self,
+        account_id: str,
+        probe: ProbeSettings,
+        supervisor: AccountSupervisor,
+        peer_device: Callable[[], str | None],
+        deliver: Deliver,
+    ) -> None:
+        self.account_id = account_id
+        self._probe = probe
+        self._supervisor = supervisor
+        self._peer_device = peer_device
+        self._deliver = deliver
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not await _sleep_unless(stopping, self._probe.interval_s):
+            await self.send_one()
+
+    async def send_one(self) -> ProbeSent:
+        probe_id = uuid.uuid4().hex[:16]
+        session = self._supervisor.session
+        device = await asyncio.to_thread(self._peer_device)
+        reason: str | None = None
+        if device is None:
+            reason = "peer_unpaired"
+        elif session is None or not getattr(session, "connected", False):
+            reason = "not_connected"
+        else:
+            user = device.split("@", 1)[0].split(":", 1)[0]
+            try:
+                await asyncio.to_thread(session.send_text, user, probe_text(probe_id))  # type: ignore[attr-defined]
+            except Exception as exc:
+                reason = "send_failed"
+                log.info("account=%s probe not sent: %s", self.account_id, type(exc).__name__)
+        event = ProbeSent(probe_id, self._probe.peer, ok=reason is None, reason=reason)
+        self._deliver(event)
+        return event
+
+
 # -- all accounts ----------------------------------------------------------------
 
 #: How long shutdown waits for neonize's Go calls to return.
@@ -451,6 +524,7 @@ def live_source(
         recorder = Recorder(record, blank_text=blank_record_text) if record is not None else None
         state_dir = sidecar.config.state_dir
         supervisors = []
+        delivers: dict[str, Deliver] = {}
         for account in sidecar.config.accounts:
             store = SessionStore.for_account(
                 state_dir, account.id, sidecar.postgres_url(account.id)
@@ -467,10 +541,15 @@ def live_source(
             )
             sidecar.pipeline.add_status_listener(supervisor.on_status_change)
             supervisors.append(supervisor)
+            delivers[account.id] = deliver
         stopping = asyncio.Event()
         tasks = [
             asyncio.create_task(s.run(stopping), name=f"supervise-{s.account_id}")
             for s in supervisors
+        ]
+        tasks += [
+            asyncio.create_task(prober.run(stopping), name=f"probe-{prober.account_id}")
+            for prober in _probers(sidecar, supervisors, delivers)
         ]
         try:
             await stop.wait()
@@ -491,6 +570,30 @@ def live_source(
                 recorder.close()
 
     return source
+
+
+def _probers(
+    sidecar: Sidecar, supervisors: list[AccountSupervisor], delivers: dict[str, Deliver]
+) -> list[Prober]:
+    by_id = {s.account_id: s for s in supervisors}
+    probers = []
+    for settings in sidecar.settings.values():
+        if settings.probe is None:
+            continue
+        peer = settings.probe.peer
+        peer_store = SessionStore.for_account(
+            sidecar.config.state_dir, peer, sidecar.postgres_url(peer)
+        )
+        probers.append(
+            Prober(
+                settings.account_id,
+                settings.probe,
+                by_id[settings.account_id],
+                peer_store.device_id,
+                delivers[settings.account_id],
+            )
+        )
+    return probers
 
 
 def _deliverer(

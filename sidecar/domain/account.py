@@ -8,12 +8,19 @@ immutable :class:`AccountSnapshot`.
 
 from __future__ import annotations
 
+import bisect
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sidecar.domain.classify import Classification, MessageClass
+from sidecar.domain.gaps import GapModel
+
+#: Probe deliveries remembered per account (more than any sensible ``misses``).
+PROBE_MEMORY = 16
+#: Probe delivery latency buckets, in seconds.
+PROBE_LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class Status(StrEnum):
@@ -43,13 +50,37 @@ class OfflineSync(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """Canary probes between two accounts: every ``interval_s`` the sender sends one;
+    ``misses`` in a row that do not arrive within ``timeout_s`` degrade the receiver."""
+
+    peer: str
+    interval_s: float
+    timeout_s: float
+    misses: int
+
+
+@dataclass(frozen=True, slots=True)
 class AccountSettings:
     account_id: str
     silence_threshold_s: float
     timezone: str
+    #: Probes this account sends (to ``probe.peer``).
+    probe: ProbeSettings | None = None
+    #: Probes this account should receive (set from the sender's ``probe``).
+    expects_probes: ProbeSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    probe_id: str
+    sent_at: float
+    received_at: float | None = None
+    #: Already counted in the ``not_received`` failures.
+    counted: bool = False
+
+
+@dataclass(frozen=True)
 class AccountSnapshot:
     account_id: str
     status: Status
@@ -62,6 +93,20 @@ class AccountSnapshot:
     connect_attempts: int
     keepalive_failing_since: float | None
     offline_sync: OfflineSync
+    #: First moment the account was connected with its offline backlog delivered
+    #: (not reset by reconnects: a reconnect does not wipe the evidence).
+    first_listening_at: float | None = None
+    first_connected_at: float | None = None
+    #: How long the current silence may last before the account's usual traffic makes it
+    #: abnormal (None: not enough history yet).
+    learned_gap_s: float | None = None
+    probes_received: tuple[ProbeRecord, ...] = ()
+    probe_send_failures_in_a_row: int = 0
+    probes_sent: int = 0
+    probe_failures: dict[str, int] = field(default_factory=dict)
+    last_probe_success_at: float | None = None
+    probe_latency_counts: tuple[int, ...] = ()
+    probe_latency_sum: float = 0.0
 
     def class_total(self, message_class: MessageClass) -> int:
         return sum(n for (cls, _), n in self.message_counts.items() if cls is message_class)
@@ -96,6 +141,7 @@ class PersistedState:
 
     last_real_at: float | None
     last_protocol_at: float | None
+    gaps: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +157,21 @@ class AccountState:
     connect_attempts: int = 0
     keepalive_failing_since: float | None = None
     offline_sync: OfflineSync = OfflineSync.UNKNOWN
+    first_listening_at: float | None = None
+    first_connected_at: float | None = None
+    #: A gap that spans a disconnection says nothing about the account's traffic.
+    interrupted_since_last_real: bool = True
+    gaps: GapModel | None = None
+    _learned_cache: tuple[float, float, float | None] | None = None
+    probes_received: deque[ProbeRecord] = field(default_factory=lambda: deque(maxlen=PROBE_MEMORY))
+    probe_send_failures_in_a_row: int = 0
+    probes_sent: int = 0
+    probe_failures: Counter[str] = field(default_factory=Counter)
+    probe_latency_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(PROBE_LATENCY_BUCKETS) + 1)
+    )
+    probe_latency_sum: float = 0.0
+    last_probe_success_at: float | None = None
     dirty: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -122,6 +183,13 @@ class AccountState:
         with self.lock:
             self.last_real_at = persisted.last_real_at
             self.last_protocol_at = persisted.last_protocol_at
+            if persisted.gaps:
+                self._gap_model().load(persisted.gaps)
+
+    def _gap_model(self) -> GapModel:
+        if self.gaps is None:
+            self.gaps = GapModel(self.settings.timezone)
+        return self.gaps
 
     def record_event(self, event_name: str) -> None:
         with self.lock:
@@ -135,9 +203,15 @@ class AccountState:
         with self.lock:
             self.message_counts[(classification.message_class, classification.kind)] += 1
             if classification.message_class is MessageClass.REAL:
+                self._gap_model().record(received_at)
+                self.interrupted_since_last_real = self.status is not Status.CONNECTED
                 self.last_real_at = _later(self.last_real_at, received_at)
                 self.dirty = True
-            elif classification.message_class is MessageClass.PROTOCOL:
+            elif (
+                classification.message_class is MessageClass.PROTOCOL
+                and classification.kind != "probe"
+            ):
+                # a probe that arrives proves the session hears; it is no sign of deafness
                 self.last_protocol_at = _later(self.last_protocol_at, received_at)
                 self.dirty = True
 
@@ -155,8 +229,11 @@ class AccountState:
                 return None
             self.status = status
             self.status_since = at
-            if status is not Status.CONNECTED:
+            if status is Status.CONNECTED:
+                self.first_connected_at = self.first_connected_at or at
+            else:
                 self.offline_sync = OfflineSync.UNKNOWN
+                self.interrupted_since_last_real = True
             return StatusChange(self.account_id, old, status)
 
     def set_keepalive_failing(self, failing: bool, at: float) -> None:
@@ -166,19 +243,70 @@ class AccountState:
             elif self.keepalive_failing_since is None:
                 self.keepalive_failing_since = at
 
-    def set_offline_sync(self, sync: OfflineSync) -> None:
+    def set_offline_sync(self, sync: OfflineSync, at: float) -> None:
         with self.lock:
             self.offline_sync = sync
+            if (
+                sync is OfflineSync.COMPLETED
+                and self.status is Status.CONNECTED
+                and self.first_listening_at is None
+            ):
+                self.first_listening_at = at
+
+    def record_probe_sent(self, ok: bool, reason: str | None) -> None:
+        """This account tried to send a probe to its peer (``reason`` is for the log)."""
+        with self.lock:
+            self.probes_sent += 1
+            if ok:
+                self.probe_send_failures_in_a_row = 0
+            else:
+                self.probe_send_failures_in_a_row += 1
+                self.probe_failures["send_failed"] += 1
+
+    def expect_probe(self, probe_id: str, sent_at: float) -> None:
+        """The peer sent a probe to this account. Earlier ones still missing past
+        their timeout are counted as not received."""
+        with self.lock:
+            expected = self.settings.expects_probes
+            for index, record in enumerate(self.probes_received):
+                overdue = expected is not None and sent_at - record.sent_at > expected.timeout_s
+                if record.received_at is None and overdue and not record.counted:
+                    self.probe_failures["not_received"] += 1
+                    self.probes_received[index] = ProbeRecord(
+                        record.probe_id, record.sent_at, None, counted=True
+                    )
+            self.probes_received.append(ProbeRecord(probe_id, sent_at))
+
+    def record_probe_delivery(self, probe_id: str, received_at: float) -> float | None:
+        """A probe arrived; returns its delivery latency when it was expected."""
+        with self.lock:
+            for index, record in enumerate(self.probes_received):
+                if record.probe_id == probe_id and record.received_at is None:
+                    self.probes_received[index] = ProbeRecord(probe_id, record.sent_at, received_at)
+                    latency = max(0.0, received_at - record.sent_at)
+                    self.probe_latency_counts[
+                        bisect.bisect_left(PROBE_LATENCY_BUCKETS, latency)
+                    ] += 1
+                    self.probe_latency_sum += latency
+                    self.last_probe_success_at = _later(self.last_probe_success_at, received_at)
+                    return latency
+            return None
+
+    def count_probe_failure(self, reason: str) -> None:
+        with self.lock:
+            self.probe_failures[reason] += 1
 
     def take_persisted(self) -> PersistedState | None:
         """The state to write, if it changed since the last call."""
         with self.lock:
-            if not self.dirty:
+            gaps = self.gaps.take_dirty() if self.gaps is not None else {}
+            if not self.dirty and not gaps:
                 return None
             self.dirty = False
-            return PersistedState(self.last_real_at, self.last_protocol_at)
+            return PersistedState(self.last_real_at, self.last_protocol_at, gaps)
 
-    def snapshot(self) -> AccountSnapshot:
+    def snapshot(self, now: float | None = None) -> AccountSnapshot:
+        """``now`` lets the snapshot include the learned threshold of the current silence."""
         with self.lock:
             return AccountSnapshot(
                 account_id=self.account_id,
@@ -192,7 +320,29 @@ class AccountState:
                 connect_attempts=self.connect_attempts,
                 keepalive_failing_since=self.keepalive_failing_since,
                 offline_sync=self.offline_sync,
+                first_listening_at=self.first_listening_at,
+                first_connected_at=self.first_connected_at,
+                learned_gap_s=self._learned_gap(now),
+                probes_received=tuple(self.probes_received),
+                probe_send_failures_in_a_row=self.probe_send_failures_in_a_row,
+                probes_sent=self.probes_sent,
+                probe_failures=dict(self.probe_failures),
+                last_probe_success_at=self.last_probe_success_at,
+                probe_latency_counts=tuple(self.probe_latency_counts),
+                probe_latency_sum=self.probe_latency_sum,
             )
+
+    def _learned_gap(self, now: float | None) -> float | None:
+        """How long a silence that began when the current one began may normally last."""
+        start = self.last_real_at if self.last_real_at is not None else self.first_listening_at
+        if self.gaps is None or start is None or now is None:
+            return None
+        cached = self._learned_cache
+        if cached is not None and cached[0] == start and now - cached[1] < 3600:
+            return cached[2]
+        value = self.gaps.abnormal_after(start, now)
+        self._learned_cache = (start, now, value)
+        return value
 
 
 def _later(current: float | None, candidate: float) -> float:

@@ -50,3 +50,170 @@ def describe_duration(seconds: float) -> str:
             count = int(seconds // size)
             return f"{count} {unit}" + ("" if count == 1 else "s")
     return f"{seconds:g} seconds"
+
+
+#: A connection whose offline backlog never completes starts listening after this.
+SYNC_GRACE_S = 120.0
+#: Keepalive failing this long counts as evidence on its own.
+KEEPALIVE_GRACE_S = 90.0
+
+REASON_TEXT = {
+    "silence_with_protocol_traffic": (
+        "No real messages received in last {threshold} - session may be degraded"
+    ),
+    "never_real_with_protocol_traffic": (
+        "No real message since the session started listening {silence} ago, though protocol"
+        " traffic arrives - session may be degraded"
+    ),
+    "keepalive_lost": "Keepalives have failed for {keepalive}",
+    "probe_not_received": "{misses} canary probes in a row did not arrive",
+    "probe_send_failed": "{sends} canary probes in a row could not be sent",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the verdict looked at, for the health object and the logs."""
+
+    listening_since: float | None
+    silence_s: float | None
+    threshold_s: float
+    learned_gap_s: float | None
+    protocol_during_silence: bool
+    probe_misses: int
+    quiet: bool
+
+
+def listening_since(snapshot: AccountSnapshot, now: float) -> float | None:
+    if snapshot.first_listening_at is not None:
+        return snapshot.first_listening_at
+    if (
+        snapshot.first_connected_at is not None
+        and now - snapshot.first_connected_at >= SYNC_GRACE_S
+    ):
+        return snapshot.first_connected_at + SYNC_GRACE_S
+    return None
+
+
+def effective_threshold(snapshot: AccountSnapshot, settings: AccountSettings) -> float:
+    """The configured threshold is a floor; an account that is usually quiet at these
+    hours waits until its usual traffic would have brought several real messages."""
+    learned = snapshot.learned_gap_s
+    floor = settings.silence_threshold_s
+    return floor if learned is None else max(floor, learned)
+
+
+def probe_misses(snapshot: AccountSnapshot, settings: AccountSettings, now: float) -> int:
+    """Overdue probes in a row, newest first (probes not yet due are skipped)."""
+    expected = settings.expects_probes
+    if expected is None:
+        return 0
+    misses = 0
+    for record in reversed(snapshot.probes_received):
+        if record.received_at is not None:
+            break
+        if now - record.sent_at > expected.timeout_s:
+            misses += 1
+    return misses
+
+
+def gather_evidence(snapshot: AccountSnapshot, settings: AccountSettings, now: float) -> Evidence:
+    since = listening_since(snapshot, now)
+    start = snapshot.last_real_at if snapshot.last_real_at is not None else since
+    silence = None if start is None else max(0.0, now - start)
+    protocol = (
+        start is not None
+        and snapshot.last_protocol_at is not None
+        and snapshot.last_protocol_at > start
+    )
+    probing = settings.expects_probes is not None or settings.probe is not None
+    return Evidence(
+        listening_since=since,
+        silence_s=silence,
+        threshold_s=effective_threshold(snapshot, settings),
+        learned_gap_s=snapshot.learned_gap_s,
+        protocol_during_silence=protocol,
+        probe_misses=probe_misses(snapshot, settings, now),
+        quiet=not protocol and not probing,
+    )
+
+
+def evidence_verdict(snapshot: AccountSnapshot, settings: AccountSettings, now: float) -> Verdict:
+    """Degraded only on evidence that the session is deaf, never on silence alone.
+
+    Evidence, strongest first: canary probes that do not arrive (or cannot be
+    sent); keepalives failing for a while; and a silence longer than the
+    account's usual gap at that hour while protocol traffic keeps arriving
+    (the session hears the servers but not people). A silent account with no
+    protocol traffic and no probes is quiet, not degraded. Probes that do
+    arrive on time prove the session hears, whatever the silence.
+    """
+    if snapshot.status is not Status.CONNECTED:
+        return HEALTHY
+    evidence = gather_evidence(snapshot, settings, now)
+    reasons: list[str] = []
+    expected = settings.expects_probes
+    probe_proves_alive = False
+    if expected is not None:
+        if evidence.probe_misses >= expected.misses:
+            reasons.append("probe_not_received")
+        elif (
+            snapshot.last_probe_success_at is not None
+            and now - snapshot.last_probe_success_at <= expected.interval_s + expected.timeout_s
+        ):
+            probe_proves_alive = True
+    if (
+        settings.probe is not None
+        and snapshot.probe_send_failures_in_a_row >= settings.probe.misses
+    ):
+        reasons.append("probe_send_failed")
+    if (
+        snapshot.keepalive_failing_since is not None
+        and now - snapshot.keepalive_failing_since >= KEEPALIVE_GRACE_S
+    ):
+        reasons.append("keepalive_lost")
+    if (
+        not probe_proves_alive
+        and evidence.silence_s is not None
+        and evidence.protocol_during_silence
+        and evidence.silence_s > evidence.threshold_s
+    ):
+        reasons.append(
+            "silence_with_protocol_traffic"
+            if snapshot.last_real_at is not None
+            else "never_real_with_protocol_traffic"
+        )
+    if not reasons:
+        return HEALTHY
+    return Verdict(
+        degraded=True,
+        reasons=tuple(reasons),
+        warning=_warning(reasons, snapshot, settings, evidence, now),
+    )
+
+
+def _warning(
+    reasons: list[str],
+    snapshot: AccountSnapshot,
+    settings: AccountSettings,
+    evidence: Evidence,
+    now: float,
+) -> str:
+    keepalive = (
+        describe_duration(round(now - snapshot.keepalive_failing_since))
+        if snapshot.keepalive_failing_since is not None
+        else ""
+    )
+    values = {
+        "threshold": describe_duration(_round_minutes(evidence.threshold_s)),
+        "silence": describe_duration(_round_minutes(evidence.silence_s or 0.0)),
+        "keepalive": keepalive,
+        "misses": str(evidence.probe_misses),
+        "sends": str(snapshot.probe_send_failures_in_a_row),
+    }
+    return "; ".join(REASON_TEXT[reason].format(**values) for reason in reasons)
+
+
+def _round_minutes(seconds: float) -> float:
+    """Whole minutes once past one, as people say them."""
+    return float(round(seconds / 60) * 60) if seconds >= 60 else float(round(seconds))

@@ -1,0 +1,69 @@
+"""Canary probes: a message one account sends another, to prove the receiver hears.
+
+The probe is an ordinary WhatsApp text with a marker no person types; the
+receiving sidecar recognises it, records when it arrived, and neither
+stores nor forwards it as a chat message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
+
+from sidecar.domain.classify import unwrap
+
+PROBE_PREFIX = "wa-sidecar:probe:v1:"
+#: The capture/event name of a probe send (an addition to neonize's event names).
+PROBE_SENT = "ProbeSent"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSent:
+    """An account tried to send a probe to ``peer``: the sender's side of a probe."""
+
+    probe_id: str
+    peer: str
+    ok: bool
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.probe_id, "peer": self.peer, "ok": self.ok, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ProbeSent:
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("id"), str)
+            or not isinstance(data.get("peer"), str)
+        ):
+            raise ValueError("'probe' must hold 'id' and 'peer'")
+        reason = data.get("reason")
+        return cls(
+            data["id"],
+            data["peer"],
+            bool(data.get("ok")),
+            reason if isinstance(reason, str) else None,
+        )
+
+
+def probe_text(probe_id: str) -> str:
+    return PROBE_PREFIX + probe_id
+
+
+def probe_id_of(message: WAMessage | None) -> str | None:
+    """The probe id when ``message`` is a probe, else None."""
+    if message is None:
+        return None
+    content = unwrap(message)
+    if content.HasField("conversation"):
+        text = content.conversation
+    elif content.HasField("extendedTextMessage"):
+        text = content.extendedTextMessage.text
+    else:
+        return None
+    if not text.startswith(PROBE_PREFIX):
+        return None
+    probe_id = text[len(PROBE_PREFIX) :].strip()
+    return probe_id or None
