@@ -16,14 +16,21 @@ from pathlib import Path
 
 from sidecar.domain.account import PersistedState
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS account_state (
-    account_id       TEXT PRIMARY KEY,
-    last_real_at     REAL,
-    last_protocol_at REAL,
-    updated_at       REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS account_state (
+        account_id       TEXT PRIMARY KEY,
+        last_real_at     REAL,
+        last_protocol_at REAL,
+        updated_at       REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
+    )""",
+    # the learned hourly traffic of each account (sidecar.domain.gaps), one blob per part
+    """CREATE TABLE IF NOT EXISTS traffic_model (
+        account_id TEXT NOT NULL,
+        part       INTEGER NOT NULL,
+        model      BLOB NOT NULL,
+        PRIMARY KEY (account_id, part)
+    )""",
 )
-"""
 
 
 class StateStoreError(Exception):
@@ -42,7 +49,8 @@ class SqliteStateStore:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(SCHEMA)
+            for statement in SCHEMA:
+                self._db.execute(statement)
         except (OSError, sqlite3.Error) as exc:
             raise StateStoreError(f"cannot open the state database {self.path}: {exc}") from exc
 
@@ -51,15 +59,27 @@ class SqliteStateStore:
             rows = self._db.execute(
                 "SELECT account_id, last_real_at, last_protocol_at FROM account_state"
             ).fetchall()
-        return {row[0]: PersistedState(row[1], row[2]) for row in rows}
+            models = self._db.execute(
+                "SELECT account_id, part, model FROM traffic_model"
+            ).fetchall()
+        states = {row[0]: PersistedState(row[1], row[2]) for row in rows}
+        for account_id, part, model in models:
+            states.setdefault(account_id, PersistedState(None, None)).gaps[part] = bytes(model)
+        return states
 
-    def save(self, states: Iterable[tuple[str, PersistedState]]) -> int:
+    def save(self, states_in: Iterable[tuple[str, PersistedState]]) -> int:
+        states = list(states_in)
         rows = [(a, s.last_real_at, s.last_protocol_at) for a, s in states]
         if not rows:
             return 0
         with self._lock:
             try:
                 self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO traffic_model (account_id, part, model) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO UPDATE SET model = excluded.model",
+                    [(a, part, blob) for a, s in states for part, blob in s.gaps.items()],
+                )
                 self._db.executemany(
                     "INSERT INTO account_state (account_id, last_real_at, last_protocol_at)"
                     " VALUES (?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
