@@ -35,11 +35,14 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
         },
     ]
     connected = f'whatsapp_connection_state{{{job},state="connected"}} == 1'
+    # probes are protocol-class but prove the session hears: they are no sign of deafness
     protocol_flowing = (
-        f'sum by ({BY_ACCOUNT}) (rate(whatsapp_messages_received_total{{{job},class="protocol"}}'
-        f"[{config.traffic_window}])) > 0"
+        f"sum by ({BY_ACCOUNT}) (rate(whatsapp_messages_received_total"
+        f'{{{job},class="protocol",kind!="probe"}}[{config.traffic_window}])) > 0'
     )
-    threshold = f"whatsapp_silence_threshold_seconds{{{job}}}"
+    # the sidecar's effective threshold: the configured floor, or longer where the account's
+    # learned traffic says silence is normal at these hours (so nights do not page)
+    threshold = f"whatsapp_effective_silence_threshold_seconds{{{job}}}"
     silence = (
         f"(time() - whatsapp_last_real_message_timestamp_seconds{{{job}}})"
         f" > on ({BY_ACCOUNT}) {threshold}"
@@ -61,7 +64,14 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
                 " protocol traffic arrives, but no real message has come for longer than its threshold."
                 " Messages sent to this number are probably not reaching you." + repair_line,
                 repair=True,
-            ),
+            )
+            | {
+                "reasons": (
+                    "{{ range query (printf "
+                    '"whatsapp_session_degraded_reason{job=%q,instance=%q,account=%q} == 1"'
+                    " $labels.job $labels.instance $labels.account) }}{{ .Labels.reason }} {{ end }}"
+                )
+            },
         },
         {
             "alert": "WhatsappNoRealMessages",
@@ -166,6 +176,23 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
                 "wa-sidecar fails to handle {{ $labels.event }} events of {{ $labels.account }}",
                 "Handling {{ $labels.event }} raises errors; those events are counted but not stored."
                 " The sidecar's ERROR log lines say where.",
+                repair=False,
+            ),
+        },
+        {
+            "alert": "WhatsappCanaryProbeFailing",
+            "expr": (
+                f"sum by ({BY_ACCOUNT}, reason) (increase(whatsapp_probe_failures_total"
+                f'{{{job},reason=~"not_received|send_failed"}}[30m])) >= 1'
+            ),
+            "for": config.for_probe_failing,
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                config,
+                "whatsappcanaryprobefailing",
+                "Canary probes of {{ $labels.account }} fail ({{ $labels.reason }})",
+                "Probes between {{ $labels.account }} and its peer fail with {{ $labels.reason }}."
+                " One miss is a warning; misses in a row make the receiver degraded.",
                 repair=False,
             ),
         },

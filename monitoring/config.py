@@ -21,6 +21,7 @@ class MonitoringConfig:
     for_reconnect_storm: str = "5m"
     for_sidecar_down: str = "5m"
     for_handler_errors: str = "10m"
+    for_probe_failing: str = "1m"
     for_store_errors: str = "10m"
     for_spool_growing: str = "15m"
     for_spool_old: str = "5m"

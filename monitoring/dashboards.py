@@ -109,6 +109,32 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .height(5)
         )
         .with_panel(
+            stat.Panel()
+            .title("Quiet accounts")
+            .description(
+                "Connected and silent, with no protocol traffic and no probes: quiet, not deaf."
+            )
+            .with_target(_query(f"sum(whatsapp_session_quiet{{{SEL}}})", instant=True))
+            .span(6)
+            .height(5)
+        )
+        .with_panel(
+            table.Panel()
+            .title("Why degraded")
+            .description(
+                "The evidence behind each degraded verdict (see the runbook for each reason)."
+            )
+            .with_target(
+                _query(
+                    f"whatsapp_session_degraded_reason{{{SEL}}} == 1",
+                    instant=True,
+                    table_format=True,
+                )
+            )
+            .span(18)
+            .height(5)
+        )
+        .with_panel(
             table.Panel()
             .title("State of every account")
             .description("Current connection state, verdict and age of the last real message.")

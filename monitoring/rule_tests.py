@@ -22,6 +22,8 @@ def _series(config: MonitoringConfig, name: str, values: str, **labels: str) -> 
 
 
 def _expand(template: str, labels: dict[str, str], value: str) -> str:
+    if template.startswith("{{ range query"):
+        return labels.get("_reasons", "")
     text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
     return re.sub(r"\{\{ \$value[^}]*\}\}", value, text)
 
@@ -39,9 +41,14 @@ class _Cases:
         """``value``: the alert's value as its annotations print it."""
         rule = self.alerts[alert]
         expected = []
-        for extra in label_sets:
+        for given in label_sets:
+            extra = dict(given)
+            reasons = extra.pop("_reasons", "")
             labels = {**rule["labels"], **extra}
-            annotations = {k: _expand(v, labels, value) for k, v in rule["annotations"].items()}
+            annotations = {
+                k: _expand(v, {**labels, "_reasons": reasons}, value)
+                for k, v in rule["annotations"].items()
+            }
             expected.append({"exp_labels": labels, "exp_annotations": annotations})
         return {"eval_time": eval_time, "alertname": alert, "exp_alerts": expected}
 
@@ -52,7 +59,7 @@ class _Cases:
 def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
     c = _Cases(config)
     s = lambda *a, **k: _series(config, *a, **k)  # noqa: E731
-    sales = c.account("sales")
+    sales = c.account("sales", _reasons="silence_with_protocol_traffic ")
     return [
         {
             "name": "degraded: fires, stays up across a reconnect, quiet account never pages",
@@ -61,11 +68,24 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                 # 0-4 healthy, 5-15 degraded, 16-18 a reconnect clears it, 19-40 degraded again
                 s("whatsapp_session_degraded", "0x4 1x10 0x2 1x21", account="sales"),
                 s("whatsapp_session_degraded", "0x40", account="quiet"),
+                s(
+                    "whatsapp_session_degraded_reason",
+                    "0x4 1x10 0x2 1x21",
+                    account="sales",
+                    reason="silence_with_protocol_traffic",
+                ),
+                s(
+                    "whatsapp_session_degraded_reason",
+                    "0x40",
+                    account="sales",
+                    reason="probe_not_received",
+                ),
             ],
             "alert_rule_test": [
                 c.expect("WhatsappSessionDegraded", "8m"),
                 c.expect("WhatsappSessionDegraded", "12m", sales),
-                c.expect("WhatsappSessionDegraded", "17m", sales),  # keep_firing_for holds it
+                # keep_firing_for holds it, with the annotations of its last active evaluation
+                c.expect("WhatsappSessionDegraded", "17m", sales),
                 c.expect("WhatsappSessionDegraded", "30m", sales),
             ],
         },
@@ -74,8 +94,8 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
             "interval": "1m",
             "input_series": [s("whatsapp_session_degraded", "1x10 0x30", account="sales")],
             "alert_rule_test": [
-                c.expect("WhatsappSessionDegraded", "9m", sales),
-                c.expect("WhatsappSessionDegraded", "18m", sales),
+                c.expect("WhatsappSessionDegraded", "9m", c.account("sales")),
+                c.expect("WhatsappSessionDegraded", "18m", c.account("sales")),
                 c.expect("WhatsappSessionDegraded", "25m"),
             ],
         },
@@ -92,7 +112,7 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                     **{"class": "protocol", "kind": "protocolMessage.HISTORY_SYNC_NOTIFICATION"},
                 ),
                 s("whatsapp_last_real_message_timestamp_seconds", "60x40", account="deaf"),
-                s("whatsapp_silence_threshold_seconds", "300x40", account="deaf"),
+                s("whatsapp_effective_silence_threshold_seconds", "300x40", account="deaf"),
                 # never: connected, protocol flowing, never a real message
                 s("whatsapp_connection_state", "1x40", account="never", state="connected"),
                 s(
@@ -101,7 +121,7 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                     account="never",
                     **{"class": "protocol", "kind": "protocolMessage.APP_STATE_SYNC_KEY_SHARE"},
                 ),
-                s("whatsapp_silence_threshold_seconds", "300x40", account="never"),
+                s("whatsapp_effective_silence_threshold_seconds", "300x40", account="never"),
                 # busy: real messages keep coming
                 s("whatsapp_connection_state", "1x40", account="busy", state="connected"),
                 s(
@@ -111,7 +131,11 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                     **{"class": "protocol", "kind": "protocolMessage.HISTORY_SYNC_NOTIFICATION"},
                 ),
                 s("whatsapp_last_real_message_timestamp_seconds", "0+60x40", account="busy"),
-                s("whatsapp_silence_threshold_seconds", "300x40", account="busy"),
+                s("whatsapp_effective_silence_threshold_seconds", "300x40", account="busy"),
+                # probed: connected, only canary probes arrive (protocol/probe): they prove it hears
+                s("whatsapp_connection_state", "1x40", account="probed", state="connected"),
+                s("whatsapp_messages_received_total", "0+1x40", account="probed", **{"class": "protocol", "kind": "probe"}),
+                s("whatsapp_effective_silence_threshold_seconds", "300x40", account="probed"),
                 # quiet: connected, silent, and no protocol traffic either: not deaf
                 s("whatsapp_connection_state", "1x40", account="quiet", state="connected"),
                 s(
@@ -121,7 +145,7 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                     **{"class": "protocol", "kind": "protocolMessage.HISTORY_SYNC_NOTIFICATION"},
                 ),
                 s("whatsapp_last_real_message_timestamp_seconds", "60x40", account="quiet"),
-                s("whatsapp_silence_threshold_seconds", "300x40", account="quiet"),
+                s("whatsapp_effective_silence_threshold_seconds", "300x40", account="quiet"),
             ],
             "alert_rule_test": [
                 c.expect("WhatsappNoRealMessages", "5m"),
@@ -195,6 +219,33 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                 {"series": 'up{job="something-else",instance="x:1"}', "values": "1x20"}
             ],
             "alert_rule_test": [c.expect("WhatsappSidecarDown", "10m", {"job": config.job})],
+        },
+        {
+            "name": "canary probes failing",
+            "interval": "1m",
+            "input_series": [
+                s(
+                    "whatsapp_probe_failures_total",
+                    "0x5 1x20",
+                    account="receiver",
+                    reason="not_received",
+                ),
+                s("whatsapp_probe_failures_total", "0x25", account="sender", reason="send_failed"),
+                s(
+                    "whatsapp_probe_failures_total",
+                    "0x5 3x20",
+                    account="receiver",
+                    reason="unexpected",
+                ),
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappCanaryProbeFailing", "3m"),
+                c.expect(
+                    "WhatsappCanaryProbeFailing",
+                    "10m",
+                    c.account("receiver", reason="not_received"),
+                ),
+            ],
         },
         {
             "name": "handler errors and store errors",

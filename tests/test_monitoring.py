@@ -28,6 +28,7 @@ from monitoring.__main__ import render, render_rules
 from monitoring.config import MonitoringConfig
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
+from sidecar.domain.probes import ProbeSent, probe_text
 
 from .services import free_port, wait_for
 from .test_replay import REPO, get, sidecar_cli, wait_ready
@@ -62,7 +63,7 @@ def test_promtool_checks_and_unit_tests_pass() -> None:
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 12 rules found" in check.stdout
+    assert "SUCCESS: 13 rules found" in check.stdout
     unit = subprocess.run(
         [tool("promtool"), "test", "rules", "alerts/tests/wa-sidecar.test.yml"],
         cwd=REPO,
@@ -303,10 +304,24 @@ T_REAL = 1.0  # seconds between real messages of the healthy account
 
 
 def live_capture(path: Path, start: float) -> None:
-    """degrading: real messages for 8 s, then protocol only; healthy: real throughout; quiet: nothing."""
+    """degrading: real messages for 8 s, then protocol only; healthy: real throughout, and
+    canary probes to quiet, which receives nothing else."""
     records: list[tuple[float, str | None, Any]] = [
         (start, a, build.connected()) for a in ("degrading", "healthy", "quiet")
     ]
+    records += [
+        (start + 1, a, build.offline_sync_completed()) for a in ("degrading", "healthy", "quiet")
+    ]
+    for k in range(1, 11):
+        sent = start + 10 * k
+        records.append((sent, "healthy", ProbeSent(f"p{k}", "quiet", ok=True)))
+        records.append(
+            (
+                sent + 1.5,
+                "quiet",
+                build.message_event(build.text(probe_text(f"p{k}")), message_id=f"PR{k}"),
+            )
+        )
     n = 0
     t = start + 0.5
     while t < start + 110:
@@ -379,7 +394,14 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
                 "silence_threshold": "12s",
-                "accounts": [{"id": "degrading"}, {"id": "healthy"}, {"id": "quiet"}],
+                "accounts": [
+                    {"id": "degrading"},
+                    {
+                        "id": "healthy",
+                        "probe": {"peer": "quiet", "interval": "10s", "timeout": "5s", "misses": 2},
+                    },
+                    {"id": "quiet"},
+                ],
             }
         )
     )
@@ -486,6 +508,7 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
                             expr.replace("$__rate_interval", "30s")
                             .replace("$job", "wa-sidecar")
                             .replace('account=~"$account"', 'account=~".*"')
+                            .replace('account="$account"', 'account=~".*"')
                             .replace("$account", "degrading")
                         )
                         assert prometheus_query(prom, concrete), (
