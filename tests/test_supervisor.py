@@ -250,3 +250,66 @@ def test_backoff_is_capped_exponential_with_jitter() -> None:
     assert len({round(d, 6) for d in delays}) == len(delays)  # jittered, not a fixed ladder
     backoff.reset()
     assert 1.0 <= backoff.next_delay() <= 2.0
+
+
+class FakeSendingSession(ScriptedSession):
+    """Fake session that records what the prober sends (WhatsApp cannot be reached here)."""
+
+    def __init__(self, sidecar: Sidecar, connected: bool, fail: bool = False) -> None:
+        super().__init__(sidecar, [], hold=True)
+        self.connected = connected
+        self.fail = fail
+        self.sent: list[tuple[str, str]] = []
+
+    def send_text(self, user: str, text: str) -> None:
+        if self.fail:
+            raise ConnectionError("socket closed")
+        self.sent.append((user, text))
+
+
+async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
+    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
+) -> None:
+    from sidecar.adapters.neonize_live import Prober
+    from sidecar.domain.probes import probe_text
+
+    loaded = make_config(
+        [{"id": "a", "probe": {"peer": "b", "interval": "5m", "timeout": "2m"}}, {"id": "b"}]
+    )
+    sidecar = make_sidecar(loaded)
+    session = FakeSendingSession(sidecar, connected=True)
+    supervisor = AccountSupervisor("a", sidecar, lambda: session)
+    supervisor._session = session  # as while the supervisor holds a live session
+    delivered: list[Any] = []
+    peer_device: list[str | None] = ["12025550199:7@s.whatsapp.net"]
+
+    def deliver(event: Any) -> None:
+        delivered.append(event)
+        sidecar.pipeline.handle("a", event, T0)
+
+    settings = sidecar.settings["a"].probe
+    assert settings is not None
+    prober = Prober("a", settings, supervisor, lambda: peer_device[0], deliver)
+    sent = await prober.send_one()
+    assert sent.ok is True
+    assert session.sent == [("12025550199", probe_text(sent.probe_id))]
+    assert [r.probe_id for r in sidecar.states["b"].snapshot().probes_received] == [sent.probe_id]
+    session.fail = True
+    assert (await prober.send_one()).reason == "send_failed"
+    session.connected = False
+    assert (await prober.send_one()).reason == "not_connected"
+    peer_device[0] = None
+    assert (await prober.send_one()).reason == "peer_unpaired"
+    snap = sidecar.states["a"].snapshot()
+    assert (snap.probes_sent, snap.probe_send_failures_in_a_row, snap.probe_failures) == (
+        4,
+        3,
+        {"send_failed": 3},
+    )
+    assert sidecar.registry.get_sample_value("whatsapp_probes_sent_total", {"account": "a"}) == 4.0
+    assert (
+        sidecar.registry.get_sample_value(
+            "whatsapp_probe_failures_total", {"account": "a", "reason": "send_failed"}
+        )
+        == 3.0
+    )
