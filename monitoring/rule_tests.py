@@ -134,7 +134,12 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                 s("whatsapp_effective_silence_threshold_seconds", "300x40", account="busy"),
                 # probed: connected, only canary probes arrive (protocol/probe): they prove it hears
                 s("whatsapp_connection_state", "1x40", account="probed", state="connected"),
-                s("whatsapp_messages_received_total", "0+1x40", account="probed", **{"class": "protocol", "kind": "probe"}),
+                s(
+                    "whatsapp_messages_received_total",
+                    "0+1x40",
+                    account="probed",
+                    **{"class": "protocol", "kind": "probe"},
+                ),
                 s("whatsapp_effective_silence_threshold_seconds", "300x40", account="probed"),
                 # quiet: connected, silent, and no protocol traffic either: not deaf
                 s("whatsapp_connection_state", "1x40", account="quiet", state="connected"),
