@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from sidecar import testing as build
-from sidecar.adapters.auth import StaticTokens
+from sidecar.adapters.auth import Authenticator, StaticTokens
 from sidecar.adapters.http import create_app
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.app import freeze_startup_objects
@@ -95,7 +95,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(sidecar: Sidecar, scrapes: int) -> dict[str, tuple[float, float, float]]:
-    app = create_app(sidecar, StaticTokens(()))
+    app = create_app(sidecar, Authenticator(StaticTokens(())))
     baseline = make_aiohttp_handler(sidecar.registry, disable_compression=True)
     app.router.add_get("/baseline", baseline)
     runner = web.AppRunner(app, access_log=None)

@@ -17,14 +17,16 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.adapters.auth import StaticTokens
+from sidecar.adapters.audit import AuditLog
+from sidecar.adapters.auth import Authenticator, FirebaseVerifier, StaticTokens
 from sidecar.adapters.http import READY, create_app
-from sidecar.adapters.neonize_live import live_source
+from sidecar.adapters.neonize_live import LiveControl, live_source
 from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.adapters.store_sqlite import SqliteMessageStore
 from sidecar.clock import Clock, ReplayClock, SystemClock
 from sidecar.config import LoadedConfig
+from sidecar.repair import AccountControl, RecordingControl, RepairCollector, Repairs
 from sidecar.replay import Replayer
 from sidecar.service import Sidecar
 from sidecar.storage import MessageStore, Storage
@@ -103,9 +105,32 @@ def periodic(
     return context
 
 
-async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = False) -> None:
+def build_authenticator(loaded: LoadedConfig) -> Authenticator:
+    firebase = loaded.config.auth.firebase if loaded.config.auth else None
+    verifier = None
+    if firebase is not None:
+        claim = firebase.required_claim
+        verifier = FirebaseVerifier(
+            firebase.project_id,
+            certs_url=firebase.certs_url,
+            allowed_uids=firebase.allowed_uids,
+            required_claim=None if claim is None else (claim.name, claim.value),
+        )
+    return Authenticator(StaticTokens(loaded.tokens), verifier)
+
+
+async def serve(
+    sidecar: Sidecar,
+    source: EventSource,
+    control: AccountControl,
+    *,
+    access_log: bool = False,
+) -> None:
     """Serve HTTP while ``source`` feeds events; stop on SIGTERM/SIGINT or when it ends."""
-    app = create_app(sidecar, StaticTokens(sidecar.loaded.tokens))
+    auth = build_authenticator(sidecar.loaded)
+    repairs = Repairs(sidecar, AuditLog(sidecar.config.state_dir), control)
+    sidecar.registry.register(RepairCollector(repairs))
+    app = create_app(sidecar, auth, repairs)
     app.cleanup_ctx.append(
         periodic("state-flush", STATE_FLUSH_INTERVAL_S, sidecar.flush_state, in_thread=True)
     )
@@ -128,8 +153,8 @@ async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = Fal
         app[READY].set()
         for address in runner.addresses:
             log.info("listening on %s", _format_address(address))
-        if not sidecar.loaded.tokens:
-            log.warning("no auth tokens configured: the /api/ endpoints refuse every request")
+        if not auth.configured:
+            log.warning("no auth configured: the /api/ endpoints refuse every request")
         source_task = asyncio.create_task(source(sidecar, stop), name="event-source")
         stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -151,6 +176,7 @@ async def serve(sidecar: Sidecar, source: EventSource, *, access_log: bool = Fal
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         app[READY].clear()
+        await repairs.close()
         await runner.cleanup()
         sidecar.flush_state()
         if sidecar.storage is not None:
@@ -180,7 +206,7 @@ def replay_source(capture: Path, clock: ReplayClock, linger: float) -> EventSour
 async def replay(loaded: LoadedConfig, capture: Path, speed: float, linger: float) -> None:
     clock = ReplayClock(speed)
     sidecar = build_sidecar(loaded, clock)
-    await serve(sidecar, replay_source(capture, clock, linger))
+    await serve(sidecar, replay_source(capture, clock, linger), RecordingControl())
 
 
 async def run(
@@ -188,4 +214,6 @@ async def run(
 ) -> None:
     clock = SystemClock()
     sidecar = build_sidecar(loaded, clock)
-    await serve(sidecar, live_source(clock, record, blank_record_text=blank_record_text))
+    control = LiveControl()
+    source = live_source(clock, record, blank_record_text=blank_record_text, control=control)
+    await serve(sidecar, source, control)

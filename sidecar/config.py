@@ -117,8 +117,21 @@ class StoreConfig(_Strict):
         return self
 
 
+class RequiredClaim(_Strict):
+    name: str
+    value: str | bool | int
+
+
 class FirebaseAuthConfig(_Strict):
     project_id: str
+    #: Where the project's signing certificates are fetched (tests serve their own).
+    certs_url: str = (
+        "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
+    )
+    #: Only these users may act (empty: every user of the project).
+    allowed_uids: list[str] = Field(default_factory=list)
+    #: A custom claim the token must carry, e.g. {name: whatsapp_admin, value: true}.
+    required_claim: RequiredClaim | None = None
 
 
 class AuthConfig(_Strict):
@@ -142,6 +155,13 @@ class ProbeConfig(_Strict):
         return self
 
 
+class RepairConfig(_Strict):
+    #: At most one re-pair per account per this long (429 otherwise).
+    interval: Duration = 300.0
+    #: After the webhook's reconnect, how long a degraded session gets before needs_repair.
+    grace: Duration = 300.0
+
+
 class AccountConfig(_Strict):
     id: Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
     probe: ProbeConfig | None = None
@@ -157,6 +177,7 @@ class Config(_Strict):
     state_dir: Path = Path("./data")
     store: StoreConfig = Field(default_factory=StoreConfig)
     auth: AuthConfig | None = None
+    repair: RepairConfig = Field(default_factory=RepairConfig)
     silence_threshold: Duration = 300.0
     timezone: TimeZone = "UTC"
     accounts: Annotated[list[AccountConfig], Field(min_length=1)]

@@ -84,7 +84,7 @@ class EventPipeline:
             neonize_events.TemporaryBanEv: self._status(Status.BANNED),
             neonize_events.ClientOutdatedEv: self._status(Status.OUTDATED),
             neonize_events.ConnectFailureEv: self._on_connect_failure,
-            neonize_events.QREv: self._status(Status.QR_PENDING),
+            neonize_events.QREv: self._on_qr,
             neonize_events.PairStatusEv: self._on_pair_status,
             neonize_events.KeepAliveTimeoutEv: self._on_keepalive(failing=True),
             neonize_events.KeepAliveRestoredEv: self._on_keepalive(failing=False),
@@ -165,9 +165,16 @@ class EventPipeline:
         state.record_connect_attempt()
         self.set_status(state, _FAILURE_STATUS.get(event.Reason, Status.DISCONNECTED), at)
 
+    def _on_qr(self, state: AccountState, event: Any, at: float) -> None:
+        if event.Codes:
+            state.set_qr(event.Codes[0], at)
+        self.set_status(state, Status.QR_PENDING, at)
+
     def _on_pair_status(self, state: AccountState, event: Any, at: float) -> None:
         # A successful pairing is followed by a fresh connection.
         paired = event.Status == neonize_events.PairStatusEv.PStatus.SUCCESS
+        if paired:
+            state.set_paired(event.Platform or "unknown", at)
         self.set_status(state, Status.CONNECTING if paired else Status.QR_PENDING, at)
 
     def _status(self, status: Status) -> _Handler:

@@ -10,10 +10,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from sidecar import testing as build
-from sidecar.adapters.auth import StaticTokens
+from sidecar.adapters.audit import AuditLog
+from sidecar.adapters.auth import Authenticator, StaticTokens
 from sidecar.adapters.http import READY, create_app
 from sidecar.clock import ReplayClock
 from sidecar.config import LoadedConfig
+from sidecar.repair import RecordingControl, Repairs
 from sidecar.service import Sidecar
 
 from .conftest import TOKEN, ConfigFactory
@@ -33,7 +35,11 @@ def sidecar(make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], S
 
 @pytest.fixture
 async def client(sidecar: Sidecar, aiohttp_client: AiohttpClient) -> Client:
-    app = create_app(sidecar, StaticTokens(sidecar.loaded.tokens))
+    app = create_app(
+        sidecar,
+        Authenticator(StaticTokens(sidecar.loaded.tokens)),
+        Repairs(sidecar, AuditLog(sidecar.config.state_dir), RecordingControl()),
+    )
     app[READY].set()
     return await aiohttp_client(app)
 
@@ -170,7 +176,9 @@ async def test_scrape_of_a_thousand_accounts_has_every_account(
     sidecar = make_sidecar(make_config([{"id": f"acct-{i:04d}"} for i in range(1000)]))
     for i in range(0, 1000, 7):
         sidecar.pipeline.handle(f"acct-{i:04d}", build.message_event(build.text("x")), T0)
-    client = await aiohttp_client(create_app(sidecar, StaticTokens(sidecar.loaded.tokens)))
+    client = await aiohttp_client(
+        create_app(sidecar, Authenticator(StaticTokens(sidecar.loaded.tokens)))
+    )
     text = await (await client.get("/metrics")).text()
     states = [line for line in text.splitlines() if line.startswith("whatsapp_connection_state{")]
     assert len(states) == 1000 * 9

@@ -255,9 +255,10 @@ class NeonizeSession:
 
     def _on_qr(self, _client: Any, data: bytes) -> None:
         self._released()
-        self._qr.code = data.decode("utf-8", "replace")
+        code = data.decode("utf-8", "replace")
+        self._qr.code = code
         self._qr.at = self._clock.now()
-        self._deliver(QREv())
+        self._deliver(QREv(Codes=[code]))  # the recorder writes it without the code
 
     def _connect(self) -> None:
         """Runs on this session's own thread; returns when neonize's Go call returns."""
@@ -327,6 +328,22 @@ class NeonizeSession:
         with NeonizeGate.held():  # SendMessage reads neonize's client table
             client.send_message(build_jid(user), text)
 
+    def logout(self) -> None:
+        """Log the device out on WhatsApp's side (best effort; blocking)."""
+        client = self._client
+        if client is not None and self.connected:
+            with NeonizeGate.held(), contextlib.suppress(Exception):
+                client.logout()
+
+    def pair_phone(self, phone: str) -> str:
+        """A phone pairing code for this (unpaired) session (blocking)."""
+        client = self._client
+        if client is None:
+            raise RuntimeError("no client")
+        with NeonizeGate.held():
+            code: str = client.PairPhone(phone.lstrip("+"), True)
+        return code
+
     def stop(self) -> None:
         """Never blocks the caller: the stop waits for the gate on a thread of its own."""
         self._stopped.set()
@@ -368,12 +385,19 @@ class AccountSupervisor:
         self._poll_s = poll_s
         self._session: Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        #: A re-pair was asked for: QR codes are wanted, not a reason to hang up.
+        self.pairing = False
         self.decisions: list[Decision] = []
 
     def on_status_change(self, change: StatusChange) -> None:
         """Called from whichever thread delivered the event: end the session where
         the supervisor, not whatsmeow, should decide what happens next."""
-        if change.account_id != self.account_id or change.new not in _END_SESSION_ON:
+        if change.account_id != self.account_id:
+            return
+        if self.pairing and change.new is Status.CONNECTING:
+            self.pairing = False  # paired: from here on, business as usual
+        if change.new not in _END_SESSION_ON or (self.pairing and change.new is Status.QR_PENDING):
             return
         session, loop = self._session, self._loop
         if session is not None and loop is not None:
@@ -386,6 +410,10 @@ class AccountSupervisor:
     def stop_session(self) -> None:
         if self._session is not None:
             self._session.stop()
+
+    def wake(self) -> None:
+        """Cut short a backoff or a wait for pairing (loop thread only)."""
+        self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
@@ -414,13 +442,24 @@ class AccountSupervisor:
                 )
                 await stopping.wait()
                 break
+            if self.pairing and not stopping.is_set():
+                continue  # a re-pair: connect again at once, for a fresh QR
             if decision is Decision.AWAIT_PAIRING:
                 if not await self._await_new_device(stopping):
                     break
                 self.backoff.reset()
                 continue
-            if await _sleep_unless(stopping, self.backoff.next_delay()):
+            if await self._pause(stopping, self.backoff.next_delay()):
                 break
+
+    async def _pause(self, stopping: asyncio.Event, seconds: float) -> bool:
+        """Wait ``seconds``, or less when woken; True when stopping."""
+        self._wake.clear()
+        waits = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())}
+        _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return stopping.is_set()
 
     async def _take_lock(self, stopping: asyncio.Event) -> bool:
         assert self._lock is not None
@@ -447,8 +486,10 @@ class AccountSupervisor:
             self.account_id,
         )
         while True:
-            if await _sleep_unless(stopping, self._poll_s):
+            if await self._pause(stopping, self._poll_s):
                 return False
+            if self.pairing:
+                return True
             current = await loop.run_in_executor(None, self._device_id)
             if current is not None and current != old:
                 log.info("account=%s has a newly paired device; connecting", self.account_id)
@@ -460,6 +501,52 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), timeout=seconds)
     return stopping.is_set()
+
+
+# -- control for the re-pair page and the webhook -----------------------------------
+
+
+class LiveControl:
+    """Acts on the live sessions for :class:`sidecar.repair.Repairs`."""
+
+    def __init__(self) -> None:
+        self.supervisors: dict[str, AccountSupervisor] = {}
+        self.stores: dict[str, SessionStore] = {}
+
+    async def reconnect(self, account_id: str) -> None:
+        supervisor = self.supervisors[account_id]
+        supervisor.backoff.reset()
+        supervisor.stop_session()
+        supervisor.wake()
+
+    async def start_pairing(self, account_id: str) -> None:
+        supervisor = self.supervisors[account_id]
+        session = supervisor.session
+        supervisor.pairing = True
+        if session is not None:
+            if hasattr(session, "logout"):
+                await asyncio.to_thread(session.logout)
+            supervisor.stop_session()
+        store = self.stores[account_id]
+        if store.sqlite_path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                store.sqlite_path.with_name(store.sqlite_path.name + suffix).unlink(missing_ok=True)
+            store.prepare()
+        supervisor.backoff.reset()
+        supervisor.wake()
+
+    async def pair_code(self, account_id: str, phone: str) -> str:
+        from sidecar.repair import RepairError
+
+        session = self.supervisors[account_id].session
+        if session is None or not hasattr(session, "pair_phone"):
+            raise RepairError(409, "start a re-pair first, then ask for a phone code")
+        try:
+            code: str = await asyncio.to_thread(session.pair_phone, phone)
+        except Exception as exc:
+            log.info("account=%s phone pairing refused: %s", account_id, type(exc).__name__)
+            raise RepairError(502, "WhatsApp refused the phone pairing request") from None
+        return code
 
 
 # -- canary probes -----------------------------------------------------------------
@@ -518,8 +605,14 @@ SHUTDOWN_GRACE_S = 6.0
 
 
 def live_source(
-    clock: Clock, record: Path | None, *, blank_record_text: bool = False
+    clock: Clock,
+    record: Path | None,
+    *,
+    blank_record_text: bool = False,
+    control: LiveControl | None = None,
 ) -> Callable[[Sidecar, asyncio.Event], Any]:
+    control = control or LiveControl()
+
     async def source(sidecar: Sidecar, stop: asyncio.Event) -> None:
         recorder = Recorder(record, blank_text=blank_record_text) if record is not None else None
         state_dir = sidecar.config.state_dir
@@ -542,6 +635,8 @@ def live_source(
             sidecar.pipeline.add_status_listener(supervisor.on_status_change)
             supervisors.append(supervisor)
             delivers[account.id] = deliver
+            control.supervisors[account.id] = supervisor
+            control.stores[account.id] = store
         stopping = asyncio.Event()
         tasks = [
             asyncio.create_task(s.run(stopping), name=f"supervise-{s.account_id}")

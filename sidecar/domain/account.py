@@ -172,6 +172,11 @@ class AccountState:
     )
     probe_latency_sum: float = 0.0
     last_probe_success_at: float | None = None
+    qr_code: str | None = None
+    qr_at: float | None = None
+    paired_platform: str | None = None
+    paired_at: float | None = None
+    needs_repair: bool = False
     dirty: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -291,6 +296,33 @@ class AccountState:
                     self.last_probe_success_at = _later(self.last_probe_success_at, received_at)
                     return latency
             return None
+
+    def set_qr(self, code: str | None, at: float) -> None:
+        """The newest pairing QR code (held for the re-pair page; never logged)."""
+        with self.lock:
+            self.qr_code = code
+            self.qr_at = at
+
+    def set_paired(self, platform: str, at: float) -> None:
+        with self.lock:
+            self.qr_code = None
+            self.paired_platform = platform
+            self.paired_at = at
+
+    def set_needs_repair(self, value: bool) -> None:
+        with self.lock:
+            self.needs_repair = value
+
+    def pairing_view(self) -> tuple[str, str | None, float | None, str | None, float | None]:
+        """(status, QR code, QR time, paired platform, paired time) for the pair page."""
+        with self.lock:
+            return (
+                self.status.value,
+                self.qr_code,
+                self.qr_at,
+                self.paired_platform,
+                self.paired_at,
+            )
 
     def count_probe_failure(self, reason: str) -> None:
         with self.lock:
