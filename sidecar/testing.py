@@ -147,6 +147,11 @@ def qr() -> Any:
     return QREv()
 
 
+def qr_with_code(code: str) -> Any:
+    """A QR event with a (made-up) code, for tests of the re-pair page."""
+    return QREv(Codes=[code])
+
+
 def pair_status(success: bool) -> Any:
     return PairStatusEv(
         ID=jid(OWN_PHONE),

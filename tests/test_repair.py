@@ -1,0 +1,208 @@
+"""The re-pair flow and the remediation ladder, through HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from sidecar import testing as build
+from sidecar.adapters.audit import AuditLog
+from sidecar.adapters.auth import Authenticator, StaticTokens
+from sidecar.adapters.http import READY, create_app
+from sidecar.clock import ReplayClock
+from sidecar.config import LoadedConfig
+from sidecar.repair import RecordingControl, RepairCollector, Repairs
+from sidecar.service import Sidecar
+
+from .conftest import TOKEN, ConfigFactory
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+Client = TestClient[Any, Any]
+
+
+class Harness:
+    def __init__(
+        self, sidecar: Sidecar, client: Client, control: RecordingControl, repairs: Repairs
+    ) -> None:
+        self.sidecar, self.client, self.control, self.repairs = sidecar, client, control, repairs
+
+
+@pytest.fixture
+async def harness(
+    make_config: ConfigFactory,
+    make_sidecar: Callable[[LoadedConfig], Sidecar],
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+) -> Harness:
+    sidecar = make_sidecar(
+        make_config([{"id": "sales"}, {"id": "support"}], repair={"interval": "1h", "grace": "1s"})
+    )
+    control = RecordingControl()
+    repairs = Repairs(sidecar, AuditLog(sidecar.config.state_dir), control)
+    sidecar.registry.register(RepairCollector(repairs))
+    app = create_app(sidecar, Authenticator(StaticTokens(sidecar.loaded.tokens)), repairs)
+    app[READY].set()
+    return Harness(sidecar, await aiohttp_client(app), control, repairs)
+
+
+async def test_regenerate_qr_starts_a_pairing_once_per_interval(harness: Harness) -> None:
+    client = harness.client
+    assert (await client.post("/api/whatsapp/regenerate-qr/sales")).status == 401
+    assert (await client.post("/api/whatsapp/regenerate-qr/nobody", headers=AUTH)).status == 404
+    started = await client.post("/api/whatsapp/regenerate-qr/sales", headers=AUTH)
+    assert started.status == 202
+    assert await started.json() == {"accountId": "sales", "status": "pairing"}
+    assert started.headers["Cache-Control"] == "no-store"
+    assert harness.control.requests == [("start_pairing", "sales")]
+    again = await client.post("/api/whatsapp/regenerate-qr/sales", headers=AUTH)
+    assert again.status == 429
+    assert 3500 <= int(again.headers["Retry-After"]) <= 3600
+    assert harness.control.requests == [("start_pairing", "sales")]
+    other = await client.post("/api/whatsapp/regenerate-qr/support", headers=AUTH)
+    assert other.status == 202
+    audit = [
+        json.loads(line)
+        for line in (harness.sidecar.config.state_dir / "audit.log").read_text().splitlines()
+    ]
+    assert [(a["action"], a["account"], a["outcome"]) for a in audit] == [
+        ("regenerate_qr", "sales", "started"),
+        ("regenerate_qr", "sales", "refused: too soon"),
+        ("regenerate_qr", "support", "started"),
+    ]
+    assert all(a["who"].startswith("static:token:") for a in audit)
+    assert TOKEN not in (harness.sidecar.config.state_dir / "audit.log").read_text()
+    assert (harness.sidecar.config.state_dir / "audit.log").stat().st_mode & 0o777 == 0o600
+    value = harness.sidecar.registry.get_sample_value
+    assert value("whatsapp_remediation_steps_total", {"account": "sales", "step": "repair"}) == 1.0
+
+
+async def test_pair_code_validates_and_reports_no_live_session(harness: Harness) -> None:
+    client = harness.client
+    bad_json = await client.post(
+        "/api/whatsapp/accounts/sales/pair-code", headers=AUTH, data=b"{not json"
+    )
+    assert (bad_json.status, await bad_json.json()) == (400, {"error": "body is not json"})
+    bad_phone = await client.post(
+        "/api/whatsapp/accounts/sales/pair-code", headers=AUTH, json={"phone": "12ab99"}
+    )
+    assert bad_phone.status == 400
+    assert "12ab99" not in await bad_phone.text()
+    replayed = await client.post(
+        "/api/whatsapp/accounts/sales/pair-code", headers=AUTH, json={"phone": "+12025550100"}
+    )
+    assert replayed.status == 503
+    assert "12025550100" not in await replayed.text()
+    huge = await client.post(
+        "/api/whatsapp/accounts/sales/pair-code", headers=AUTH, data=b"x" * 100_000
+    )
+    assert huge.status == 413
+
+
+async def test_pair_events_stream_the_qr_and_the_pairing(
+    harness: Harness, clock: ReplayClock
+) -> None:
+    handle = harness.sidecar.pipeline.handle
+    response = await harness.client.get("/api/whatsapp/accounts/sales/pair/events", headers=AUTH)
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-store"
+
+    async def next_view() -> dict[str, Any]:
+        line = b""
+        while not line.startswith(b"data: "):
+            line = await asyncio.wait_for(response.content.readline(), 5)
+        return dict(json.loads(line[6:]))
+
+    first = await next_view()
+    assert (first["status"], first["qrSvg"], first["paired"]) == ("connecting", None, False)
+    handle("sales", build.qr_with_code("2@first-code,xyz"), clock.now())
+    view = await next_view()
+    assert view["status"] == "qr_pending"
+    assert view["qrSvg"].startswith("<svg")
+    handle("sales", build.qr_with_code("2@second-code,xyz"), clock.now())
+    second = await next_view()
+    assert second["qrSvg"] != view["qrSvg"]  # updated in place
+    handle("sales", build.pair_status(success=True), clock.now())
+    paired = await next_view()
+    assert (paired["paired"], paired["platform"], paired["qrSvg"]) == (True, "android", None)
+    response.close()
+
+
+async def test_webhook_ladder_reconnects_then_marks_needs_repair(
+    harness: Harness, clock: ReplayClock
+) -> None:
+    handle = harness.sidecar.pipeline.handle
+    t0 = clock.now()
+    for account in ("sales", "support"):
+        handle(account, build.connected(), t0)
+        handle(account, build.offline_sync_completed(), t0 + 1)
+        handle(account, build.message_event(build.text("hi")), t0 + 2)
+        handle(
+            account, build.message_event(build.history_sync_notification(), from_me=True), t0 + 3
+        )
+    clock.advance_to(t0 + 400)  # both degraded now
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "WhatsappSessionDegraded",
+                    "account": "sales",
+                    "severity": "critical",
+                },
+            },
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "WhatsappSessionDegraded",
+                    "account": "support",
+                    "severity": "critical",
+                },
+            },
+            {
+                "status": "firing",
+                "labels": {"alertname": "WhatsappAccountLoggedOut", "account": "sales"},
+            },
+            {
+                "status": "firing",
+                "labels": {"alertname": "WhatsappSessionDegraded", "account": "stranger"},
+            },
+        ],
+    }
+    assert (await harness.client.post("/api/alertmanager/webhook", json=payload)).status == 401
+    response = await harness.client.post("/api/alertmanager/webhook", headers=AUTH, json=payload)
+    assert await response.json() == {"started": ["sales", "support"], "skipped": []}
+    again = await harness.client.post("/api/alertmanager/webhook", headers=AUTH, json=payload)
+    assert await again.json() == {
+        "started": [],
+        "skipped": ["sales", "support"],
+    }  # a ladder is already running
+    await asyncio.sleep(0.1)
+    assert sorted(harness.control.requests) == [("reconnect", "sales"), ("reconnect", "support")]
+    handle(
+        "support", build.message_event(build.text("back")), t0 + 400.5
+    )  # the reconnect cured support
+    await asyncio.sleep(1.2)  # grace: 1 s
+    value = harness.sidecar.registry.get_sample_value
+    assert value("whatsapp_account_needs_repair", {"account": "sales"}) == 1.0
+    assert value("whatsapp_account_needs_repair", {"account": "support"}) == 0.0
+    assert (
+        value("whatsapp_remediation_steps_total", {"account": "sales", "step": "needs_repair"})
+        == 1.0
+    )
+    assert (
+        value("whatsapp_remediation_steps_total", {"account": "support", "step": "recovered"})
+        == 1.0
+    )
+    assert (
+        value("whatsapp_remediation_steps_total", {"account": "support", "step": "reconnect"})
+        == 1.0
+    )
+    bad = await harness.client.post("/api/alertmanager/webhook", headers=AUTH, json={"nope": 1})
+    assert bad.status == 400
