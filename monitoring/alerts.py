@@ -91,6 +91,20 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
         },
         {
+            "alert": "WhatsappAccountNeedsRepair",
+            "expr": f"whatsapp_account_needs_repair{{{job}}} == 1",
+            "for": "0m",
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappaccountneedsrepair",
+                "WhatsApp account {{ $labels.account }} needs a person to re-pair it",
+                "The remediation ladder reconnected {{ $labels.account }} and it stayed degraded"
+                " through the grace period." + repair_line,
+                repair=True,
+            ),
+        },
+        {
             "alert": "WhatsappAccountLoggedOut",
             "expr": f'whatsapp_connection_state{{{job},state="logged_out"}} == 1',
             "for": config.for_logged_out,

@@ -163,6 +163,18 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
             ],
         },
         {
+            "name": "needs repair pages at once; a cured account does not",
+            "interval": "1m",
+            "input_series": [
+                s("whatsapp_account_needs_repair", "0x2 1x5", account="sales"),
+                s("whatsapp_account_needs_repair", "0x7", account="support"),
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappAccountNeedsRepair", "1m"),
+                c.expect("WhatsappAccountNeedsRepair", "4m", c.account("sales")),
+            ],
+        },
+        {
             "name": "logged out and unusable states page; connected does not",
             "interval": "1m",
             "input_series": [

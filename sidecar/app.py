@@ -139,7 +139,9 @@ async def serve(
     if sidecar.storage is not None:
         app.cleanup_ctx.append(sidecar.storage.writer_context)
     runner = web.AppRunner(
-        app, access_log=logging.getLogger("aiohttp.access") if access_log else None
+        app,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        shutdown_timeout=5.0,  # an open pair-event stream ends within one poll
     )
     await runner.setup()
     listen = sidecar.config.http.listen

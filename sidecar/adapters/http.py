@@ -28,7 +28,7 @@ SIDECAR = web.AppKey("sidecar", Sidecar)
 AUTH = web.AppKey("auth", Authenticator)
 REPAIRS = web.AppKey("repairs", Repairs)
 READY = web.AppKey("ready", asyncio.Event)
-PRINCIPAL = "principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 PAGES = Path(__file__).with_name("web")
 
 API_PREFIX = "/api/"
@@ -168,7 +168,7 @@ def pairing_view(sidecar: Sidecar, account_id: str) -> dict[str, Any]:
     health = sidecar.health(account_id)
     qr_svg = None
     if code is not None and status == "qr_pending":
-        qr_svg = segno.make_qr(code).svg_inline(scale=5)
+        qr_svg = segno.make_qr(code).svg_inline(scale=8)
     return {
         "status": status,
         "qrSvg": qr_svg,
@@ -191,7 +191,10 @@ async def pair_events(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PAIR_EVENTS_MAX_S
     last: dict[str, Any] | None = None
-    while loop.time() < deadline:
+    ready = request.app[READY]
+    while loop.time() < deadline and ready.is_set():
+        if request.transport is None or request.transport.is_closing():
+            break  # the page went away
         view = pairing_view(sidecar, account_id)
         if view != last:
             await response.write(f"data: {json.dumps(view)}\n\n".encode())

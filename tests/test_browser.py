@@ -1,0 +1,130 @@
+"""A person's view: Debian's Chromium, headless, driven by Playwright, against a sidecar
+replaying a pairing in real time. Screenshots land in test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from playwright.sync_api import sync_playwright
+
+from sidecar import testing as build
+from sidecar.adapters.capture import encode_record
+
+from .conftest import TOKEN
+from .services import free_port
+from .test_replay import REPO, sidecar_cli, wait_ready
+
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        raise RuntimeError("Debian's chromium is not installed; scripts/test installs it")
+    return found
+
+
+def pairing_capture(path: Path, start: float) -> None:
+    records: list[tuple[float, str | None, Any]] = []
+    for account in ("sales", "support"):
+        records += [
+            (start, account, build.connected()),
+            (start + 1, account, build.offline_sync_completed()),
+        ]
+        records.append(
+            (
+                start + 2,
+                account,
+                build.message_event(build.text("before"), message_id=f"{account}-1"),
+            )
+        )
+    records += [
+        (start + 14, "sales", build.qr_with_code("2@made-up-first-code,for-the-test")),
+        (start + 18, "sales", build.qr_with_code("2@made-up-second-code,for-the-test")),
+        (start + 22, "sales", build.pair_status(success=True)),
+        (start + 23, "sales", build.connected()),
+        (start + 25, "sales", build.message_event(build.text("after"), message_id="sales-2")),
+    ]
+    records += [(start + k, None, None) for k in range(0, 60, 5)]
+    records.sort(key=lambda r: r[0])
+    path.write_text("".join(encode_record(t, a, e) + "\n" for t, a, e in records))
+
+
+def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "http": {"listen": f"127.0.0.1:{port}"},
+                "state_dir": str(tmp_path / "state"),
+                "auth": {"tokens_file": str(tokens_file)},
+                "accounts": [{"id": "sales"}, {"id": "support"}],
+            }
+        )
+    )
+    capture = tmp_path / "pairing.jsonl"
+    pairing_capture(capture, time.time() + 1)
+    process = sidecar_cli(
+        "replay", str(capture), "--config", str(config), "--speed", "1", "--linger", "60"
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(port, process)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page.goto(base + "/")
+            page.wait_for_selector("#login", state="visible")
+            page.fill("#token", TOKEN)
+            page.click("#login button")
+            page.wait_for_selector('tr[data-account="sales"]')
+            assert "connected" in page.inner_text('tr[data-account="sales"]')
+            assert TOKEN not in page.url
+            page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
+
+            page.click('tr[data-account="sales"] a')
+            page.wait_for_selector("#confirm", state="visible")
+            assert page.is_disabled("#start")
+            page.check("#sure")
+            page.click("#start")
+            page.wait_for_selector("#qr svg", timeout=30_000)
+            first = page.inner_html("#qr")
+            page.wait_for_function(
+                "(first) => document.querySelector('#qr').innerHTML !== first && document.querySelector('#qr svg')",
+                arg=first,
+                timeout=30_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "pair-page-qr.png"), full_page=True)
+            page.wait_for_selector("#paired", state="visible", timeout=30_000)
+            assert "Paired" in page.inner_text("#paired")
+            assert "android" in page.inner_text("#platform")
+            page.wait_for_function(
+                "document.querySelector('#first-message').textContent.includes('arrived')",
+                timeout=30_000,
+            )
+            assert page.inner_html("#qr") == ""
+            page.screenshot(path=str(ARTIFACTS / "pair-page-paired.png"), full_page=True)
+            browser.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+    audit = (tmp_path / "state" / "audit.log").read_text()
+    assert '"action": "regenerate_qr"' in audit
+    assert "made-up" not in audit
+    for name in ("status-page.png", "pair-page-qr.png", "pair-page-paired.png"):
+        assert (ARTIFACTS / name).stat().st_size > 5_000
