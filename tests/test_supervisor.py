@@ -313,3 +313,48 @@ async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
         )
         == 3.0
     )
+
+
+async def test_live_control_re_pairing_keeps_the_qr_session_up_until_paired(
+    sidecar: Sidecar, tmp_path: Any
+) -> None:
+    """start_pairing: the old session is stopped and its store dropped, a new one connects at
+    once, its QR codes do not end it (as they would outside a re-pair), and pairing ends the mode."""
+    from sidecar.adapters.neonize_live import LiveControl, SessionStore
+
+    harness = Harness(
+        sidecar,
+        [([build.connected()], True), ([build.qr_with_code("2@code-one,x")], True)],
+    )
+    store = SessionStore.for_account(tmp_path, "sales", None)
+    store.prepare()
+    assert store.sqlite_path is not None
+    store.sqlite_path.write_bytes(b"old device keys")
+    control = LiveControl()
+    control.supervisors["sales"] = harness.supervisor
+    control.stores["sales"] = store
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    async with asyncio.timeout(5):
+        while sidecar.states["sales"].snapshot().status is not Status.CONNECTED:
+            await asyncio.sleep(0.005)
+    await control.start_pairing("sales")
+    async with asyncio.timeout(5):
+        while (
+            harness.started < 2
+            or sidecar.states["sales"].snapshot().status is not Status.QR_PENDING
+        ):
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)
+    assert harness.started == 2  # the QR session stays up: no hang-up, no new session
+    assert store.sqlite_path.read_bytes() == b""  # the old device's keys are gone
+    assert store.sqlite_path.stat().st_mode & 0o777 == 0o600
+    assert sidecar.states["sales"].pairing_view()[1] == "2@code-one,x"
+    assert harness.supervisor.pairing is True
+    await asyncio.to_thread(
+        sidecar.pipeline.handle, "sales", build.pair_status(success=True), T0 + 5
+    )
+    assert harness.supervisor.pairing is False
+    harness.stopping.set()
+    harness.supervisor.stop_session()
+    await asyncio.wait_for(task, 2)
+    await control.reconnect("sales")  # on a stopped supervisor: harmless
