@@ -155,6 +155,14 @@ class ProbeConfig(_Strict):
         return self
 
 
+class LeasesConfig(_Strict):
+    """Spread accounts over replicas with leases in Firestore (store.firestore.project)."""
+
+    ttl: Duration = 30.0
+    #: Environment variable naming this replica (a StatefulSet pod's HOSTNAME).
+    replica_id_env: str = "HOSTNAME"
+
+
 class RepairConfig(_Strict):
     #: At most one re-pair per account per this long (429 otherwise).
     interval: Duration = 300.0
@@ -178,9 +186,16 @@ class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     auth: AuthConfig | None = None
     repair: RepairConfig = Field(default_factory=RepairConfig)
+    leases: LeasesConfig | None = None
     silence_threshold: Duration = 300.0
     timezone: TimeZone = "UTC"
     accounts: Annotated[list[AccountConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _leases_need_firestore(self) -> Config:
+        if self.leases is not None and self.store.firestore is None:
+            raise ValueError("leases need store.firestore.project (leases live in Firestore)")
+        return self
 
     def account_settings(self) -> list[AccountSettings]:
         probes = {

@@ -638,25 +638,55 @@ def live_source(
             control.supervisors[account.id] = supervisor
             control.stores[account.id] = store
         stopping = asyncio.Event()
+        running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        by_id = {s.account_id: s for s in supervisors}
+
+        async def start_account(account_id: str) -> None:
+            if account_id not in running:
+                halt = asyncio.Event()
+                task = asyncio.create_task(
+                    by_id[account_id].run(halt), name=f"supervise-{account_id}"
+                )
+                running[account_id] = (task, halt)
+
+        async def stop_account(account_id: str) -> None:
+            entry = running.pop(account_id, None)
+            if entry is None:
+                return
+            task, halt = entry
+            halt.set()
+            by_id[account_id].stop_session()
+            await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_S)
+            sidecar.pipeline.set_status(sidecar.states[account_id], Status.STOPPED, clock.now())
+
         tasks = [
-            asyncio.create_task(s.run(stopping), name=f"supervise-{s.account_id}")
-            for s in supervisors
-        ]
-        tasks += [
             asyncio.create_task(prober.run(stopping), name=f"probe-{prober.account_id}")
             for prober in _probers(sidecar, supervisors, delivers)
         ]
+        keeper = _lease_keeper(sidecar, start_account, stop_account)
+        if keeper is None:
+            for account_id in by_id:
+                await start_account(account_id)
+        else:
+            tasks.append(asyncio.create_task(keeper.run(stopping), name="leases"))
         try:
             await stop.wait()
         finally:
             stopping.set()
             for supervisor in supervisors:
                 supervisor.stop_session()
-            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            for _, halt in running.values():
+                halt.set()
+            everything = tasks + [task for task, _ in running.values()]
+            _, pending = (
+                await asyncio.wait(everything, timeout=SHUTDOWN_GRACE_S)
+                if everything
+                else (set(), set())
+            )
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("%d account(s) did not stop in time", len(pending))
+                log.warning("%d task(s) did not stop in time", len(pending))
             sidecar.log_summaries()  # the final state of each account, before it is stopped
             now = clock.now()
             for account_id in sidecar.states:
@@ -665,6 +695,30 @@ def live_source(
                 recorder.close()
 
     return source
+
+
+def _lease_keeper(
+    sidecar: Sidecar,
+    start: Callable[[str], Any],
+    stop: Callable[[str], Any],
+) -> Any:
+    config = sidecar.config
+    if config.leases is None:
+        return None
+    from sidecar.adapters.leases import FirestoreLeases, LeaseCollector, LeaseKeeper
+
+    assert config.store.firestore is not None  # the config refuses leases without it
+    replica = os.environ.get(config.leases.replica_id_env) or os.uname().nodename
+    leases = FirestoreLeases(
+        config.store.firestore.project,
+        replica,
+        config.leases.ttl,
+        database=config.store.firestore.database,
+    )
+    keeper = LeaseKeeper(leases, list(sidecar.states), start, stop)
+    sidecar.registry.register(LeaseCollector(keeper, list(sidecar.states)))
+    log.info("replica %s shares accounts through leases (ttl %.0f s)", replica, config.leases.ttl)
+    return keeper
 
 
 def _probers(
