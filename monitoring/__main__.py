@@ -40,6 +40,19 @@ def render_rules(config: MonitoringConfig) -> str:
     )
 
 
+def render_prometheus_rule(config: MonitoringConfig) -> str:
+    """The same rules as a PrometheusRule for the Prometheus Operator."""
+    resource = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "wa-sidecar", "labels": {"app.kubernetes.io/name": "wa-sidecar"}},
+        "spec": rule_groups(config),
+    }
+    return HEADER + yaml.dump(
+        resource, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True
+    )
+
+
 def render(config: MonitoringConfig) -> dict[Path, str]:
     files = {
         ROOT / "alerts" / "wa-sidecar.rules.yml": render_rules(config),
@@ -48,6 +61,9 @@ def render(config: MonitoringConfig) -> dict[Path, str]:
         )
         + yaml.dump(rule_test_file(config), Dumper=_Dumper, sort_keys=False, width=10_000),
     }
+    files[ROOT / "deploy" / "kubernetes" / "base" / "prometheusrule.yaml"] = render_prometheus_rule(
+        config
+    )
     encoder = JSONEncoder(sort_keys=True, indent=2)
     for name, board in dashboards(config).items():
         files[ROOT / "grafana" / "dashboards" / name] = encoder.encode(board.build()) + "\n"
