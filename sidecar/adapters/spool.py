@@ -10,7 +10,6 @@ document.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar.adapters.sqlite_files import open_private
 from sidecar.domain.records import (
     MessageDoc,
     ThreadPatch,
@@ -97,16 +97,7 @@ class Spool:
         self._now = now
         self._lock = threading.Lock()
         try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives the process being killed;
-            # only a power cut can lose the last transactions.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            for statement in SCHEMA:
-                self._db.execute(statement)
+            self._db = open_private(self.path, SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
 

@@ -8,12 +8,12 @@ on the disk.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from sidecar.adapters.sqlite_files import open_private
 from sidecar.domain.account import PersistedState
 
 SCHEMA = (
@@ -44,13 +44,7 @@ class SqliteStateStore:
         self.path = state_dir / self.FILENAME
         self._lock = threading.Lock()
         try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _create_private(self.path)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            for statement in SCHEMA:
-                self._db.execute(statement)
+            self._db = open_private(self.path, SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StateStoreError(f"cannot open the state database {self.path}: {exc}") from exc
 
@@ -100,9 +94,3 @@ class SqliteStateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def _create_private(path: Path) -> None:
-    """Create the file owner-only before SQLite opens it (it holds account activity)."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)

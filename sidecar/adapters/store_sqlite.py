@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from sidecar.adapters.spool import Batch
+from sidecar.adapters.sqlite_files import open_private
 from sidecar.domain.records import SERVER_TIME, Timestamp
 
 SCHEMA = (
@@ -42,14 +41,7 @@ class SqliteMessageStore:
 
     def __init__(self, state_dir: Path, *, busy_timeout_s: float = 2.0) -> None:
         self.path = state_dir / self.FILENAME
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        for statement in SCHEMA:
-            self._db.execute(statement)
+        self._db = open_private(self.path, SCHEMA, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
 
     async def write(self, batch: Batch) -> None:
