@@ -51,12 +51,14 @@ def pairing_capture(path: Path, start: float) -> None:
                 build.message_event(build.text("before"), message_id=f"{account}-1"),
             )
         )
+    # whatsmeow rotates the QR; three codes so that, however late the page is, it sees one change
     records += [
         (start + 14, "sales", build.qr_with_code("2@made-up-first-code,for-the-test")),
         (start + 18, "sales", build.qr_with_code("2@made-up-second-code,for-the-test")),
-        (start + 22, "sales", build.pair_status(success=True)),
-        (start + 23, "sales", build.connected()),
-        (start + 25, "sales", build.message_event(build.text("after"), message_id="sales-2")),
+        (start + 22, "sales", build.qr_with_code("2@made-up-third-code,for-the-test")),
+        (start + 26, "sales", build.pair_status(success=True)),
+        (start + 27, "sales", build.connected()),
+        (start + 29, "sales", build.message_event(build.text("after"), message_id="sales-2")),
     ]
     records += [(start + k, None, None) for k in range(0, 60, 5)]
     records.sort(key=lambda r: r[0])
