@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sidecar import __version__
 from sidecar.clock import Clock
 from sidecar.config import LoadedConfig
-from sidecar.domain.account import AccountSettings, AccountState, LatestQr, PersistedState
+from sidecar.domain.account import AccountSettings, AccountState, PersistedState
 from sidecar.domain.classify import MessageClass
 from sidecar.domain.health import health_object, to_ms
 from sidecar.domain.verdict import (
@@ -78,7 +78,6 @@ class Sidecar:
         self.pipeline = EventPipeline(self.states)
         if storage is not None:
             self.pipeline.add_message_listener(storage.listener)
-        self.latest_qr: dict[str, LatestQr] = {account_id: LatestQr() for account_id in self.states}
         self._history_lock = threading.Lock()
         self.verdict_history: dict[str, deque[dict[str, Any]]] = {
             account_id: deque(maxlen=VERDICT_HISTORY) for account_id in self.states

@@ -36,7 +36,7 @@ from neonize.utils.jid import build_jid
 
 from sidecar.adapters.capture import CaptureWriter, blank_text
 from sidecar.clock import Clock
-from sidecar.domain.account import LatestQr, ProbeSettings, Status, StatusChange
+from sidecar.domain.account import ProbeSettings, Status, StatusChange
 from sidecar.domain.probes import ProbeSent, probe_id_of, probe_text
 from sidecar.domain.supervision import Backoff, Decision, decide
 from sidecar.pipeline import EVENT_CLASSES
@@ -231,14 +231,10 @@ class NeonizeGate:
 
 
 class NeonizeSession:
-    def __init__(
-        self, account_id: str, store: SessionStore, deliver: Deliver, qr: LatestQr, clock: Clock
-    ) -> None:
+    def __init__(self, account_id: str, store: SessionStore, deliver: Deliver) -> None:
         self._account_id = account_id
         self._store = store
         self._deliver = deliver
-        self._qr = qr
-        self._clock = clock
         self._client: NewClient | None = None
         self._stopped = threading.Event()
         self._connected = threading.Event()
@@ -255,10 +251,8 @@ class NeonizeSession:
 
     def _on_qr(self, _client: Any, data: bytes) -> None:
         self._released()
-        code = data.decode("utf-8", "replace")
-        self._qr.code = code
-        self._qr.at = self._clock.now()
-        self._deliver(QREv(Codes=[code]))  # the recorder writes it without the code
+        # the pipeline holds the code for the re-pair page; the recorder writes it without
+        self._deliver(QREv(Codes=[data.decode("utf-8", "replace")]))
 
     def _connect(self) -> None:
         """Runs on this session's own thread; returns when neonize's Go call returns."""
@@ -623,12 +617,11 @@ def live_source(
                 state_dir, account.id, sidecar.postgres_url(account.id)
             )
             store.prepare()
-            qr = sidecar.latest_qr[account.id]
             deliver = _deliverer(sidecar, account.id, clock, recorder)
             supervisor = AccountSupervisor(
                 account.id,
                 sidecar,
-                functools.partial(NeonizeSession, account.id, store, deliver, qr, clock),
+                functools.partial(NeonizeSession, account.id, store, deliver),
                 lock=AccountLock(state_dir, account.id),
                 device_id=store.device_id,
             )

@@ -124,17 +124,6 @@ class StatusChange:
     new: Status
 
 
-@dataclass
-class LatestQr:
-    """The newest pairing QR code of an account, held for a person to scan.
-
-    Never logged, never recorded, never in metrics.
-    """
-
-    code: str | None = None
-    at: float | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class PersistedState:
     """The part of an account's state that survives a restart."""
