@@ -162,7 +162,7 @@ class SidecarCollector(Collector):
             degraded.add_metric((account,), 1.0 if verdict.degraded else 0.0)
             for reason in REASONS:
                 reasons.add_metric((account, reason), 1.0 if reason in verdict.reasons else 0.0)
-            evidence = gather_evidence(snap, settings, now)
+            evidence = verdict.evidence or gather_evidence(snap, settings, now)
             connected_quiet = snap.status is Status.CONNECTED and evidence.quiet
             quiet.add_metric((account,), 1.0 if connected_quiet and not verdict.degraded else 0.0)
             effective.add_metric((account,), evidence.threshold_s)

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sidecar import __version__
 from sidecar.clock import Clock
 from sidecar.config import LoadedConfig
-from sidecar.domain.account import AccountSettings, AccountState, PersistedState
+from sidecar.domain.account import AccountSettings, AccountSnapshot, AccountState, PersistedState
 from sidecar.domain.classify import MessageClass
 from sidecar.domain.health import health_object, to_ms
 from sidecar.domain.verdict import (
@@ -105,6 +105,9 @@ class Sidecar:
 
     def judge(self, account_id: str, now: float) -> Verdict:
         """The account's verdict now; a change is added to its history."""
+        return self._judge(account_id, now)[1]
+
+    def _judge(self, account_id: str, now: float) -> tuple[AccountSnapshot, Verdict]:
         settings = self.settings[account_id]
         snapshot = self.states[account_id].snapshot(now)
         verdict = self.verdict(snapshot, settings, now)
@@ -123,7 +126,7 @@ class Sidecar:
                         "thresholdSeconds": effective_threshold(snapshot, settings),
                     }
                 )
-        return verdict
+        return snapshot, verdict
 
     def evaluate_verdicts(self) -> None:
         """Judge every account, so verdict changes are seen even when nobody asks."""
@@ -134,10 +137,9 @@ class Sidecar:
     def health(self, account_id: str) -> dict[str, Any]:
         now = self.clock.now()
         settings = self.settings[account_id]
-        verdict = self.judge(account_id, now)
-        snapshot = self.states[account_id].snapshot(now)
+        snapshot, verdict = self._judge(account_id, now)
         health = health_object(snapshot, settings, verdict, now)
-        evidence = gather_evidence(snapshot, settings, now)
+        evidence = verdict.evidence or gather_evidence(snapshot, settings, now)
         health["quiet"] = (
             snapshot.status.value == "connected" and not verdict.degraded and evidence.quiet
         )

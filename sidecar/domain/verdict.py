@@ -17,6 +17,8 @@ class Verdict:
     degraded: bool
     reasons: tuple[str, ...] = ()
     warning: str | None = None
+    #: What the verdict looked at, for readers that show it (None: the rule gathers none).
+    evidence: Evidence | None = None
 
 
 HEALTHY = Verdict(degraded=False)
@@ -184,11 +186,12 @@ def evidence_verdict(snapshot: AccountSnapshot, settings: AccountSettings, now: 
             else "never_real_with_protocol_traffic"
         )
     if not reasons:
-        return HEALTHY
+        return Verdict(degraded=False, evidence=evidence)
     return Verdict(
         degraded=True,
         reasons=tuple(reasons),
         warning=_warning(reasons, snapshot, settings, evidence, now),
+        evidence=evidence,
     )
 
 
