@@ -173,7 +173,9 @@ class SidecarCollector(Collector):
                     probe_failures.add_metric((account, reason), snap.probe_failures.get(reason, 0))
             if settings.expects_probes is not None:
                 probe_latency.add_metric(
-                    (account,), _buckets(snap.probe_latency_counts), snap.probe_latency_sum
+                    (account,),
+                    cumulative_buckets(PROBE_LATENCY_BUCKETS, snap.probe_latency_counts),
+                    snap.probe_latency_sum,
                 )
             if snap.last_probe_success_at is not None:
                 probe_success.add_metric((account,), snap.last_probe_success_at)
@@ -199,9 +201,11 @@ class SidecarCollector(Collector):
         yield from (reconnects, threshold, replay, build)
 
 
-def _buckets(counts: tuple[int, ...]) -> list[tuple[str, float]]:
+def cumulative_buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (the last one past every bound) as a histogram's cumulative
+    ``(le, count)`` pairs."""
     cumulative, running = [], 0
-    for bound, count in zip((*PROBE_LATENCY_BUCKETS, float("inf")), counts, strict=True):
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
         running += count
         cumulative.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
     return cumulative

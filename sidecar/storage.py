@@ -29,6 +29,7 @@ from sidecar.adapters.spool import Batch, Spool
 from sidecar.domain.classify import Classification
 from sidecar.domain.records import build_records
 from sidecar.domain.supervision import Backoff
+from sidecar.metrics import cumulative_buckets
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +190,7 @@ class StorageCollector(Collector):
             "How long one batched write to the message store took.",
             labels=("backend",),
         )
-        cumulative, running = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
-            running += count
-            cumulative.append((_bucket_label(bound), running))
-        latency.add_metric((backend,), cumulative, latency_sum)
+        latency.add_metric((backend,), cumulative_buckets(LATENCY_BUCKETS, buckets), latency_sum)
         depth = GaugeMetricFamily(
             "whatsapp_spool_messages",
             "Real messages committed to the local spool and not yet confirmed by the store.",
@@ -218,10 +215,6 @@ class StorageCollector(Collector):
                 oldest.add_metric((account,), entry.oldest_enqueued_at)
                 oldest_age.add_metric((account,), max(0.0, now - entry.oldest_enqueued_at))
         yield from (written, failed, latency, depth, oldest, oldest_age)
-
-
-def _bucket_label(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Storage:
