@@ -47,9 +47,6 @@ class StaticTokens:
     def configured(self) -> bool:
         return bool(self._tokens)
 
-    def verify(self, candidate: str) -> bool:
-        return self.match(candidate) is not None
-
     def match(self, candidate: str) -> Principal | None:
         presented = candidate.encode("utf-8", "surrogateescape")
         found: bytes | None = None

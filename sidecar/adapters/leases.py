@@ -13,6 +13,7 @@ a replica that dies once its leases expire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -147,7 +148,7 @@ class LeaseKeeper:
                     log.warning(
                         "lease cycle failed (%s); the watchdog lets go in time", type(exc).__name__
                     )
-                with _suppress_timeout():
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=self.cycle_s)
         finally:
             watchdog.cancel()
@@ -219,14 +220,6 @@ class LeaseKeeper:
             self._leaving.discard(account)
             self._renewed_at.pop(account, None)
             log.info("account=%s handed back for balance (target %d)", account, target)
-
-
-class _suppress_timeout:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, *_: Any) -> bool:
-        return kind is TimeoutError
 
 
 class LeaseCollector:

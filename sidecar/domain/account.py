@@ -148,8 +148,6 @@ class AccountState:
     offline_sync: OfflineSync = OfflineSync.UNKNOWN
     first_listening_at: float | None = None
     first_connected_at: float | None = None
-    #: A gap that spans a disconnection says nothing about the account's traffic.
-    interrupted_since_last_real: bool = True
     gaps: GapModel | None = None
     _learned_cache: tuple[float, float, float | None] | None = None
     probes_received: deque[ProbeRecord] = field(default_factory=lambda: deque(maxlen=PROBE_MEMORY))
@@ -198,7 +196,6 @@ class AccountState:
             self.message_counts[(classification.message_class, classification.kind)] += 1
             if classification.message_class is MessageClass.REAL:
                 self._gap_model().record(received_at)
-                self.interrupted_since_last_real = self.status is not Status.CONNECTED
                 self.last_real_at = _later(self.last_real_at, received_at)
                 self.dirty = True
             elif (
@@ -227,7 +224,6 @@ class AccountState:
                 self.first_connected_at = self.first_connected_at or at
             else:
                 self.offline_sync = OfflineSync.UNKNOWN
-                self.interrupted_since_last_real = True
             return StatusChange(self.account_id, old, status)
 
     def set_keepalive_failing(self, failing: bool, at: float) -> None:
