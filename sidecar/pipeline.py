@@ -22,6 +22,8 @@ from sidecar.domain.classify import UNDECODABLE, Classification, MessageClass, c
 from sidecar.domain.probes import ProbeSent, probe_id_of
 
 PROBE = Classification(MessageClass.PROTOCOL, "probe")
+#: Probes are plain texts; only messages classified as one of these can be a probe.
+PROBE_KINDS = frozenset({"conversation", "extendedTextMessage"})
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +135,13 @@ class EventPipeline:
             if event.HasField("Raw")
             else None
         )
-        probe_id = probe_id_of(message)
+        classification = classify(message)
+        probe_id = probe_id_of(message) if classification.kind in PROBE_KINDS else None
         if probe_id is not None:
             if state.record_probe_delivery(probe_id, received_at) is None:
                 state.count_probe_failure("unexpected")
-            self._record(state, event, PROBE, received_at)
-            return
-        self._record(state, event, classify(message), received_at)
+            classification = PROBE
+        self._record(state, event, classification, received_at)
 
     def _on_probe_sent(self, state: AccountState, event: ProbeSent, at: float) -> None:
         state.record_probe_sent(event.ok, event.reason)

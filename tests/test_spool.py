@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sidecar import testing as build
-from sidecar.adapters.spool import Spool
+from sidecar.adapters.spool import FLUSH_EVERY, Spool
 from sidecar.domain.classify import classify
 from sidecar.domain.records import (
     SERVER_TIME,
@@ -95,6 +97,58 @@ def test_spool_survives_reopening_and_reports_backlog(tmp_path: Path) -> None:
     backlog = reopened.backlog()["sales"]
     assert (backlog.messages, backlog.oldest_enqueued_at) == (2, 1000.0)
     assert (tmp_path / "spool.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_killed_process_loses_nothing_the_journal_holds(tmp_path: Path) -> None:
+    clock = FakeTime()
+    killed = Spool(tmp_path, now=clock)
+    killed.enqueue(*records("one", "A", 1))
+    killed.enqueue(*records("two", "B", 2))
+    assert not killed.is_empty()
+    # never flushed, never closed: what a SIGKILL leaves behind is the journal
+    assert (tmp_path / "spool.journal").stat().st_mode & 0o777 == 0o600
+    restarted = Spool(tmp_path, now=clock)
+    batch = restarted.take()
+    assert [d.message_id for _, d in batch.messages] == ["A", "B"]
+    assert [d.fields["body"] for _, d in batch.messages] == ["one", "two"]
+    assert [t.patch.fields["lastMessageText"] for t in batch.threads] == ["two"]
+    assert batch.messages[0][1].fields["tsClient"] == Timestamp(1)
+    assert restarted.backlog()["sales"].oldest_enqueued_at == 1000.0
+
+
+def test_a_journal_already_moved_into_sqlite_is_not_replayed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, now=FakeTime())
+    spool.enqueue(*records("once", "A", 1))
+    journal = (tmp_path / "spool.journal").read_bytes()
+    spool.flush()
+    spool.close()
+    # killed after the move committed but before the journal started over
+    (tmp_path / "spool.journal").write_bytes(journal)
+    reopened = Spool(tmp_path, now=FakeTime())
+    assert [d.message_id for _, d in reopened.take().messages] == ["A"]
+
+
+def test_a_torn_last_journal_line_is_skipped_and_the_rest_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    killed = Spool(tmp_path, now=FakeTime())
+    killed.enqueue(*records("whole", "A", 1))
+    killed.enqueue(*records("torn", "B", 2))
+    journal = tmp_path / "spool.journal"
+    journal.write_bytes(journal.read_bytes()[:-20])
+    restarted = Spool(tmp_path, now=FakeTime())
+    assert [d.message_id for _, d in restarted.take().messages] == ["A"]
+    assert "1 unreadable journal entries skipped" in caplog.text
+    assert "torn" not in caplog.text
+
+
+def test_the_handler_moves_a_full_journal_into_sqlite_itself(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, now=FakeTime())
+    for i in range(FLUSH_EVERY):
+        spool.enqueue(*records(f"m{i}", f"M{i}", i))
+    journal = (tmp_path / "spool.journal").read_bytes()
+    assert journal.count(b"\n") == 1  # only the new generation's header is left
+    assert spool.backlog()["sales"].messages == FLUSH_EVERY
 
 
 def test_merge_is_by_message_time_per_group_of_fields() -> None:

@@ -1,21 +1,31 @@
 """The durable queue between the event handler and the message store.
 
-A real message is committed here (SQLite, WAL) before the handler returns,
-so a store that is slow or down, or a process that is killed, loses nothing.
-Rows leave only after the store confirmed them. Thread updates are coalesced
-per thread and written at most once per ``thread_interval_s``, which keeps a
-busy chat under Firestore's sustained rate of one write per second per
-document.
+A real message is made durable here before the handler returns, so a store
+that is slow or down, or a process that is killed, loses nothing. The
+handler only appends one line to a journal file (one ``write`` call: what is
+written survives a killed process, as a WAL commit with
+``synchronous=NORMAL`` does); batches of journal entries then move into
+SQLite (WAL) in one transaction each, off the handler's critical path, and
+the journal starts over. A restart moves whatever the journal still holds
+before anything else. Rows leave SQLite only after the store confirmed them.
+Thread updates are coalesced per thread and written at most once per
+``thread_interval_s``, which keeps a busy chat under Firestore's sustained
+rate of one write per second per document.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from sidecar.adapters.sqlite_files import open_private
 from sidecar.domain.records import (
@@ -25,6 +35,8 @@ from sidecar.domain.records import (
     encode_fields,
     merge_thread_fields,
 )
+
+log = logging.getLogger(__name__)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS spool_messages (
@@ -46,9 +58,18 @@ SCHEMA = (
         enqueued_at REAL NOT NULL,
         last_written_at REAL
     )""",
+    # The newest journal generation whose entries are all in the tables above.
+    """CREATE TABLE IF NOT EXISTS spool_journal (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        flushed_generation INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO spool_journal (id, flushed_generation) VALUES (1, 0)",
 )
 
 MAX_BATCH_OPS = 500  # Firestore's limit for one batched write
+#: Journal entries that make the handler move them into SQLite itself; below this
+#: the writer's next ``take`` moves them (it runs after every enqueue it is woken for).
+FLUSH_EVERY = 512
 
 
 class SpoolError(Exception):
@@ -82,8 +103,51 @@ class Backlog:
     oldest_enqueued_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One enqueued message (and its thread update) as the journal holds it."""
+
+    doc: MessageDoc
+    patch: ThreadPatch | None
+    enqueued_at: float
+    doc_json: str  # encoded once: the journal line and the SQLite row share it
+
+    @classmethod
+    def of(cls, doc: MessageDoc, patch: ThreadPatch | None, enqueued_at: float) -> _Entry:
+        return cls(doc, patch, enqueued_at, encode_fields(doc.fields))
+
+    def encode(self) -> bytes:
+        doc, patch = self.doc, self.patch
+        patch_json = None if patch is None else encode_fields(patch.fields)
+        return orjson.dumps(
+            [
+                doc.account_id,
+                doc.thread_id,
+                doc.message_id,
+                doc.merge,
+                self.enqueued_at,
+                self.doc_json,
+                None if patch is None else patch.thread_id,
+                patch_json,
+            ],
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+
+    @classmethod
+    def decode(cls, line: bytes) -> _Entry:
+        account, thread, message, merge, at, doc_json, patch_thread, patch_json = json.loads(line)
+        doc = MessageDoc(account, thread, message, decode_fields(doc_json), bool(merge))
+        patch = (
+            None
+            if patch_json is None
+            else ThreadPatch(account, patch_thread, decode_fields(patch_json))
+        )
+        return cls(doc, patch, float(at), doc_json)
+
+
 class Spool:
     FILENAME = "spool.sqlite3"
+    JOURNAL = "spool.journal"
 
     def __init__(
         self,
@@ -93,40 +157,109 @@ class Spool:
         now: Callable[[], float] = time.time,
     ) -> None:
         self.path = state_dir / self.FILENAME
+        self.journal_path = state_dir / self.JOURNAL
         self._thread_interval = thread_interval_s
         self._now = now
         self._lock = threading.Lock()
+        self._pending: list[_Entry] = []
         try:
             self._db = open_private(self.path, SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            self._journal = os.open(self.journal_path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o600)
+            self._generation = self._recover()
+        except (OSError, sqlite3.Error, ValueError) as exc:
             raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
 
     def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None:
-        """Commit one message (and its thread update) before returning."""
-        now = self._now()
+        """Make one message (and its thread update) durable before returning."""
+        entry = _Entry.of(doc, patch, self._now())
+        line = entry.encode()
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT INTO spool_messages"
-                    " (account_id, thread_id, message_id, doc, merge, enqueued_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        doc.account_id,
-                        doc.thread_id,
-                        doc.message_id,
-                        encode_fields(doc.fields),
-                        int(doc.merge),
-                        now,
-                    ),
-                )
-                if patch is not None:
-                    self._merge_thread(patch, now)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+                written = os.write(self._journal, line)
+            except OSError as exc:
+                raise SpoolError(f"cannot write to the spool {self.journal_path}: {exc}") from exc
+            if written != len(line):  # out of space half-way: take the torn line back
+                os.ftruncate(self._journal, os.lseek(self._journal, 0, os.SEEK_END) - written)
+                raise SpoolError(f"cannot write to the spool {self.journal_path}: disk full")
+            self._pending.append(entry)
+            if len(self._pending) >= FLUSH_EVERY:
+                self._try_flush()
+
+    def flush(self) -> None:
+        """Move journaled messages into SQLite now (the writer's ``take`` also does)."""
+        with self._lock:
+            self._try_flush()
+
+    def _recover(self) -> int:
+        """Move what a previous process journaled but never flushed; return the generation
+        the new journal starts."""
+        (flushed,) = self._db.execute("SELECT flushed_generation FROM spool_journal").fetchone()
+        data = os.pread(self._journal, os.fstat(self._journal).st_size, 0)
+        header, _, body = data.partition(b"\n")
+        generation = int(json.loads(header)["generation"]) if header else flushed
+        if generation > flushed and body:
+            entries, torn = [], 0
+            for line in body.splitlines():
+                try:
+                    entries.append(_Entry.decode(line))
+                except (ValueError, KeyError, TypeError, IndexError):
+                    torn += 1
+            if torn:
+                log.warning("spool: %d unreadable journal entries skipped", torn)
+            self._pending = entries
+            self._flush(generation)
+            log.info("spool: %d journaled messages recovered", len(entries))
+        return self._start_journal(max(generation, flushed) + 1)
+
+    def _start_journal(self, generation: int) -> int:
+        os.ftruncate(self._journal, 0)
+        os.write(self._journal, json.dumps({"generation": generation}).encode() + b"\n")
+        return generation
+
+    def _try_flush(self) -> None:
+        """Flush now if SQLite lets us; the journal keeps the entries if it does not.
+        The caller holds the lock."""
+        if not self._pending:
+            return
+        try:
+            self._flush(self._generation)
+        except sqlite3.Error as exc:
+            log.warning("spool: moving journaled messages into %s failed: %s", self.path, exc)
+            return
+        self._generation = self._start_journal(self._generation + 1)
+
+    def _flush(self, generation: int) -> None:
+        """Move the pending entries into SQLite in one transaction (caller holds the lock)."""
+        entries = self._pending
+        if not entries:
+            return
+        threads: dict[str, tuple[ThreadPatch, float]] = {}
+        for entry in entries:
+            patch = entry.patch
+            if patch is None:
+                continue
+            known = threads.get(patch.thread_id)
+            if known is not None:
+                merged = merge_thread_fields(known[0].fields, patch.fields)
+                patch = ThreadPatch(patch.account_id, patch.thread_id, merged)
+            threads[patch.thread_id] = (patch, known[1] if known else entry.enqueued_at)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO spool_messages"
+                " (account_id, thread_id, message_id, doc, merge, enqueued_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [_message_row(e) for e in entries],
+            )
+            for patch, first_at in threads.values():
+                self._merge_thread(patch, first_at)
+            self._db.execute("UPDATE spool_journal SET flushed_generation = ?", (generation,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._pending = []
 
     def _merge_thread(self, patch: ThreadPatch, now: float) -> None:
         row = self._db.execute(
@@ -155,6 +288,7 @@ class Spool:
         now = self._now()
         batch = Batch()
         with self._lock:
+            self._try_flush()
             due_before = now - self._thread_interval
             rows = self._db.execute(
                 "SELECT thread_id, account_id, patch, version, last_written_at FROM spool_threads"
@@ -213,6 +347,8 @@ class Spool:
     def is_empty(self) -> bool:
         """No message and no thread update waits to be written."""
         with self._lock:
+            if self._pending:
+                return False
             row = self._db.execute(
                 "SELECT (SELECT COUNT(*) FROM spool_messages)"
                 " + (SELECT COUNT(*) FROM spool_threads WHERE pending = 1)"
@@ -226,8 +362,29 @@ class Spool:
                 "SELECT account_id, COUNT(*), MIN(enqueued_at) FROM spool_messages"
                 " GROUP BY account_id"
             ).fetchall()
-        return {account: Backlog(count, oldest) for account, count, oldest in rows}
+            backlog = {account: Backlog(count, oldest) for account, count, oldest in rows}
+            for entry in self._pending:  # journaled, not yet moved into SQLite
+                known = backlog.get(entry.doc.account_id)
+                backlog[entry.doc.account_id] = Backlog(
+                    (known.messages if known else 0) + 1,
+                    entry.enqueued_at if known is None else known.oldest_enqueued_at,
+                )
+        return backlog
 
     def close(self) -> None:
         with self._lock:
+            self._try_flush()
+            os.close(self._journal)
             self._db.close()
+
+
+def _message_row(entry: _Entry) -> Sequence[object]:
+    doc = entry.doc
+    return (
+        doc.account_id,
+        doc.thread_id,
+        doc.message_id,
+        entry.doc_json,
+        int(doc.merge),
+        entry.enqueued_at,
+    )

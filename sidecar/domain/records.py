@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 
 from sidecar.domain.classify import Classification, unwrap
@@ -242,7 +243,10 @@ def _media(content: WAMessage, kind: str) -> dict[str, Any] | None:
 
 
 def encode_fields(fields: dict[str, Any]) -> str:
-    return json.dumps(fields, default=_encode, separators=(",", ":"), ensure_ascii=False)
+    """JSON that keeps :class:`Timestamp` and :data:`SERVER_TIME` (see :func:`decode_fields`).
+
+    orjson: on the event path, where the standard library's encoder cost 4x more."""
+    return orjson.dumps(fields, default=_encode, option=orjson.OPT_PASSTHROUGH_DATACLASS).decode()
 
 
 def decode_fields(text: str) -> dict[str, Any]:
