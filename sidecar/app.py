@@ -71,7 +71,7 @@ def freeze_startup_objects() -> None:
 
     neonize loads hundreds of thousands of long-lived protobuf objects; a full
     collection that walks them all during a scrape stalls the event loop for
-    tens of milliseconds (bench/scrape_stall.py: 65 ms -> 15 ms at 1,000
+    tens of milliseconds (bench/scrape.py: 65 ms -> 15 ms at 1,000
     accounts). New objects are still collected as usual.
     """
     gc.collect()
@@ -129,7 +129,7 @@ async def serve(
     """Serve HTTP while ``source`` feeds events; stop on SIGTERM/SIGINT or when it ends."""
     auth = build_authenticator(sidecar.loaded)
     repairs = Repairs(sidecar, AuditLog(sidecar.config.state_dir), control)
-    sidecar.registry.register(RepairCollector(repairs))
+    sidecar.register_collector(RepairCollector(repairs))
     app = create_app(sidecar, auth, repairs)
     app.cleanup_ctx.append(
         periodic("state-flush", STATE_FLUSH_INTERVAL_S, sidecar.flush_state, in_thread=True)
@@ -144,6 +144,7 @@ async def serve(
         shutdown_timeout=5.0,  # an open pair-event stream ends within one poll
     )
     await runner.setup()
+    freeze_startup_objects()
     listen = sidecar.config.http.listen
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

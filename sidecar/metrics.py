@@ -8,21 +8,24 @@ account has its series from start-up.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sidecar.clock import Clock
-from sidecar.domain.account import PROBE_LATENCY_BUCKETS, AccountSettings, AccountState, Status
+from sidecar.domain.account import (
+    PROBE_LATENCY_BUCKETS,
+    AccountSettings,
+    AccountSnapshot,
+    AccountState,
+    Status,
+)
 from sidecar.domain.classify import MessageClass
 from sidecar.domain.verdict import REASON_TEXT, VerdictRule, gather_evidence
+from sidecar.exposition import AccountRow, Family, RowCollector, Sample
 
 REASONS = tuple(REASON_TEXT)
 PROBE_FAILURE_REASONS = ("send_failed", "not_received", "unexpected")
@@ -50,141 +53,192 @@ class ReplayErrors:
             self.count += 1
 
 
-class SidecarCollector(Collector):
+MESSAGES = Family(
+    "whatsapp_messages_received",
+    "Message events received, by class (real, protocol, other) and content kind.",
+    "counter",
+    ("class", "kind"),
+)
+LAST_REAL = Family(
+    "whatsapp_last_real_message_timestamp_seconds",
+    "When the sidecar received the account's last real message (Unix time).",
+    "gauge",
+)
+LAST_REAL_AGE = Family(
+    "whatsapp_last_real_message_age_seconds",
+    "Seconds since the account's last real message, at scrape time.",
+    "gauge",
+)
+CONNECTION_STATE = Family(
+    "whatsapp_connection_state",
+    "1 for the account's current connection state, 0 for the others.",
+    "gauge",
+    ("state",),
+)
+DEGRADED = Family(
+    "whatsapp_session_degraded",
+    "1 when the sidecar judges a connected session deaf (see reasons in the health API).",
+    "gauge",
+)
+DEGRADED_REASON = Family(
+    "whatsapp_session_degraded_reason",
+    "1 for each piece of evidence behind the degraded verdict, 0 for the others.",
+    "gauge",
+    ("reason",),
+)
+QUIET = Family(
+    "whatsapp_session_quiet",
+    "1 when a connected account is silent with no protocol traffic and no probes:"
+    " quiet, not degraded.",
+    "gauge",
+)
+EFFECTIVE_THRESHOLD = Family(
+    "whatsapp_effective_silence_threshold_seconds",
+    "The silence that would count as evidence now: the configured threshold, or the"
+    " account's usual gap at this hour (with a margin) when that is longer.",
+    "gauge",
+)
+PROBES_SENT = Family("whatsapp_probes_sent", "Canary probes this account tried to send.", "counter")
+PROBE_FAILURES = Family(
+    "whatsapp_probe_failures",
+    "Canary probes that failed: send_failed (sender), not_received, unexpected (receiver).",
+    "counter",
+    ("reason",),
+)
+PROBE_DELIVERY = Family(
+    "whatsapp_probe_delivery_seconds",
+    "Time from a probe's send to its arrival at this account.",
+    "histogram",
+)
+PROBE_SUCCESS = Family(
+    "whatsapp_probe_last_success_timestamp_seconds",
+    "When this account last received an expected probe (Unix time).",
+    "gauge",
+)
+EVENTS = Family("whatsapp_events", "neonize events received, by class name.", "counter", ("event",))
+EVENT_ERRORS = Family(
+    "whatsapp_event_errors",
+    "Events whose handling raised an error, by class name.",
+    "counter",
+    ("event",),
+)
+RECONNECTS = Family("whatsapp_reconnects", "Connection attempts after the first.", "counter")
+SILENCE_THRESHOLD = Family(
+    "whatsapp_silence_threshold_seconds",
+    "The account's configured silence threshold, for rules that judge silence themselves.",
+    "gauge",
+)
+
+_NO_SAMPLES: tuple[Sample, ...] = ()
+
+
+class SidecarCollector(RowCollector):
+    """Every account's series, computed from its snapshot and verdict at scrape time."""
+
+    families = (
+        MESSAGES,
+        LAST_REAL,
+        LAST_REAL_AGE,
+        CONNECTION_STATE,
+        DEGRADED,
+        DEGRADED_REASON,
+        QUIET,
+        EFFECTIVE_THRESHOLD,
+        PROBES_SENT,
+        PROBE_FAILURES,
+        PROBE_DELIVERY,
+        PROBE_SUCCESS,
+        EVENTS,
+        EVENT_ERRORS,
+        RECONNECTS,
+        SILENCE_THRESHOLD,
+    )
+
     def __init__(
         self,
         accounts: Sequence[tuple[AccountSettings, AccountState]],
         clock: Clock,
         verdict: VerdictRule,
-        replay_errors: ReplayErrors,
-        version: str,
     ) -> None:
         self._accounts = accounts
         self._clock = clock
         self._verdict = verdict
+
+    def rows(self) -> Iterator[AccountRow]:
+        now = self._clock.now()
+        for settings, state in self._accounts:
+            yield settings.account_id, self._row(settings, state.snapshot(now), now)
+
+    def _row(
+        self, settings: AccountSettings, snap: AccountSnapshot, now: float
+    ) -> tuple[Sequence[Sample], ...]:
+        verdict = self._verdict(snap, settings, now)
+        evidence = verdict.evidence or gather_evidence(snap, settings, now)
+        connected_quiet = snap.status is Status.CONNECTED and evidence.quiet
+        has_probe, expects = settings.probe is not None, settings.expects_probes is not None
+        last_real = snap.last_real_at
+        return (
+            _message_samples(snap.message_counts),
+            _NO_SAMPLES if last_real is None else (((), last_real),),
+            _NO_SAMPLES if last_real is None else (((), max(0.0, now - last_real)),),
+            _STATE_SAMPLES[snap.status],
+            _FLAG[verdict.degraded],
+            _reason_samples(verdict.reasons),
+            _FLAG[connected_quiet and not verdict.degraded],
+            (((), evidence.threshold_s),),
+            (((), snap.probes_sent),) if has_probe else _NO_SAMPLES,
+            tuple(((r,), snap.probe_failures.get(r, 0)) for r in PROBE_FAILURE_REASONS)
+            if has_probe or expects
+            else _NO_SAMPLES,
+            _probe_latency_samples(snap) if expects else _NO_SAMPLES,
+            _NO_SAMPLES
+            if snap.last_probe_success_at is None
+            else (((), snap.last_probe_success_at),),
+            tuple(((e,), v) for e, v in _with_initial(snap.event_counts).items()),
+            tuple(((e,), v) for e, v in _with_initial(snap.event_errors).items()),
+            (((), snap.reconnects),),
+            (((), settings.silence_threshold_s),),
+        )
+
+
+# Samples that take few shapes are built once: a scrape of 10,000 accounts should
+# mostly re-read state, not rebuild the same tuples.
+_FLAG: dict[bool, tuple[Sample, ...]] = {True: (((), 1.0),), False: (((), 0.0),)}
+_STATE_SAMPLES: dict[Status, tuple[Sample, ...]] = {
+    current: tuple(((s.value,), 1.0 if s is current else 0.0) for s in Status) for current in Status
+}
+_MESSAGE_LABELS: dict[tuple[MessageClass, str], tuple[str, str]] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _reason_samples(reasons: tuple[str, ...]) -> tuple[Sample, ...]:
+    return tuple(((r,), 1.0 if r in reasons else 0.0) for r in REASONS)
+
+
+def _message_samples(counts: dict[tuple[MessageClass, str], int]) -> tuple[Sample, ...]:
+    labels = _MESSAGE_LABELS
+    samples = []
+    for key, value in (dict.fromkeys(INITIAL_MESSAGE_SERIES, 0) | counts).items():
+        label = labels.get(key)
+        if label is None:
+            label = labels[key] = (key[0].value, key[1])
+        samples.append((label, value))
+    return tuple(samples)
+
+
+def _probe_latency_samples(snap: AccountSnapshot) -> tuple[Sample, ...]:
+    buckets = tuple(cumulative_buckets(PROBE_LATENCY_BUCKETS, snap.probe_latency_counts))
+    return (((), (buckets, snap.probe_latency_sum)),)
+
+
+class ProcessCollector(Collector):
+    """The sidecar's own series: capture records it could not read, and its version."""
+
+    def __init__(self, replay_errors: ReplayErrors, version: str) -> None:
         self._replay_errors = replay_errors
         self._version = version
 
     def collect(self) -> Iterator[Metric]:
-        now = self._clock.now()
-        received = CounterMetricFamily(
-            "whatsapp_messages_received",
-            "Message events received, by class (real, protocol, other) and content kind.",
-            labels=("account", "class", "kind"),
-        )
-        last_real = GaugeMetricFamily(
-            "whatsapp_last_real_message_timestamp_seconds",
-            "When the sidecar received the account's last real message (Unix time).",
-            labels=("account",),
-        )
-        last_real_age = GaugeMetricFamily(
-            "whatsapp_last_real_message_age_seconds",
-            "Seconds since the account's last real message, at scrape time.",
-            labels=("account",),
-        )
-        state_gauge = GaugeMetricFamily(
-            "whatsapp_connection_state",
-            "1 for the account's current connection state, 0 for the others.",
-            labels=("account", "state"),
-        )
-        degraded = GaugeMetricFamily(
-            "whatsapp_session_degraded",
-            "1 when the sidecar judges a connected session deaf (see reasons in the health API).",
-            labels=("account",),
-        )
-        events = CounterMetricFamily(
-            "whatsapp_events",
-            "neonize events received, by class name.",
-            labels=("account", "event"),
-        )
-        errors = CounterMetricFamily(
-            "whatsapp_event_errors",
-            "Events whose handling raised an error, by class name.",
-            labels=("account", "event"),
-        )
-        threshold = GaugeMetricFamily(
-            "whatsapp_silence_threshold_seconds",
-            "The account's configured silence threshold, for rules that judge silence themselves.",
-            labels=("account",),
-        )
-        reasons = GaugeMetricFamily(
-            "whatsapp_session_degraded_reason",
-            "1 for each piece of evidence behind the degraded verdict, 0 for the others.",
-            labels=("account", "reason"),
-        )
-        quiet = GaugeMetricFamily(
-            "whatsapp_session_quiet",
-            "1 when a connected account is silent with no protocol traffic and no probes:"
-            " quiet, not degraded.",
-            labels=("account",),
-        )
-        effective = GaugeMetricFamily(
-            "whatsapp_effective_silence_threshold_seconds",
-            "The silence that would count as evidence now: the configured threshold, or the"
-            " account's usual gap at this hour (with a margin) when that is longer.",
-            labels=("account",),
-        )
-        probes_sent = CounterMetricFamily(
-            "whatsapp_probes_sent", "Canary probes this account tried to send.", labels=("account",)
-        )
-        probe_failures = CounterMetricFamily(
-            "whatsapp_probe_failures",
-            "Canary probes that failed: send_failed (sender), not_received, unexpected (receiver).",
-            labels=("account", "reason"),
-        )
-        probe_latency = HistogramMetricFamily(
-            "whatsapp_probe_delivery_seconds",
-            "Time from a probe's send to its arrival at this account.",
-            labels=("account",),
-        )
-        probe_success = GaugeMetricFamily(
-            "whatsapp_probe_last_success_timestamp_seconds",
-            "When this account last received an expected probe (Unix time).",
-            labels=("account",),
-        )
-        reconnects = CounterMetricFamily(
-            "whatsapp_reconnects", "Connection attempts after the first.", labels=("account",)
-        )
-        for settings, state in self._accounts:
-            account = settings.account_id
-            snap = state.snapshot(now)
-            counts = dict.fromkeys(INITIAL_MESSAGE_SERIES, 0) | snap.message_counts
-            for (message_class, kind), value in counts.items():
-                received.add_metric((account, message_class.value, kind), value)
-            if snap.last_real_at is not None:
-                last_real.add_metric((account,), snap.last_real_at)
-                last_real_age.add_metric((account,), max(0.0, now - snap.last_real_at))
-            for status in Status:
-                state_gauge.add_metric(
-                    (account, status.value), 1.0 if snap.status is status else 0.0
-                )
-            verdict = self._verdict(snap, settings, now)
-            degraded.add_metric((account,), 1.0 if verdict.degraded else 0.0)
-            for reason in REASONS:
-                reasons.add_metric((account, reason), 1.0 if reason in verdict.reasons else 0.0)
-            evidence = verdict.evidence or gather_evidence(snap, settings, now)
-            connected_quiet = snap.status is Status.CONNECTED and evidence.quiet
-            quiet.add_metric((account,), 1.0 if connected_quiet and not verdict.degraded else 0.0)
-            effective.add_metric((account,), evidence.threshold_s)
-            if settings.probe is not None:
-                probes_sent.add_metric((account,), snap.probes_sent)
-            if settings.probe is not None or settings.expects_probes is not None:
-                for reason in PROBE_FAILURE_REASONS:
-                    probe_failures.add_metric((account, reason), snap.probe_failures.get(reason, 0))
-            if settings.expects_probes is not None:
-                probe_latency.add_metric(
-                    (account,),
-                    cumulative_buckets(PROBE_LATENCY_BUCKETS, snap.probe_latency_counts),
-                    snap.probe_latency_sum,
-                )
-            if snap.last_probe_success_at is not None:
-                probe_success.add_metric((account,), snap.last_probe_success_at)
-            for event, value in _with_initial(snap.event_counts).items():
-                events.add_metric((account, event), value)
-            for event, value in _with_initial(snap.event_errors).items():
-                errors.add_metric((account, event), value)
-            reconnects.add_metric((account,), snap.reconnects)
-            threshold.add_metric((account,), settings.silence_threshold_s)
         replay = CounterMetricFamily(
             "whatsapp_replay_errors", "Capture records that could not be parsed or decoded."
         )
@@ -195,10 +249,7 @@ class SidecarCollector(Collector):
             labels=("version",),
         )
         build.add_metric((self._version,), 1.0)
-        yield from (received, last_real, last_real_age, state_gauge, degraded, reasons, quiet)
-        yield from (effective, probes_sent, probe_failures, probe_latency, probe_success)
-        yield from (events, errors)
-        yield from (reconnects, threshold, replay, build)
+        yield from (replay, build)
 
 
 def cumulative_buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:

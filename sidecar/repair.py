@@ -17,10 +17,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from sidecar.adapters.audit import AuditLog
+from sidecar.exposition import AccountRow, Family, RowCollector
 from sidecar.service import Sidecar
 
 log = logging.getLogger(__name__)
@@ -158,25 +156,28 @@ class Repairs:
                 await task
 
 
-class RepairCollector(Collector):
+REMEDIATION_STEPS = Family(
+    "whatsapp_remediation_steps",
+    "Re-pairs started and remediation steps taken: repair, reconnect, recovered, needs_repair.",
+    "counter",
+    ("step",),
+)
+NEEDS_REPAIR = Family(
+    "whatsapp_account_needs_repair",
+    "1 when a reconnect did not cure a degraded session: a person has to re-pair it.",
+    "gauge",
+)
+STEPS = ("repair", "reconnect", "recovered", "needs_repair")
+
+
+class RepairCollector(RowCollector):
+    families = (REMEDIATION_STEPS, NEEDS_REPAIR)
+
     def __init__(self, repairs: Repairs) -> None:
         self._repairs = repairs
 
-    def collect(self) -> Iterator[Metric]:
-        steps = CounterMetricFamily(
-            "whatsapp_remediation_steps",
-            "Re-pairs started and remediation steps taken:"
-            " repair, reconnect, recovered, needs_repair.",
-            labels=("account", "step"),
-        )
-        needs = GaugeMetricFamily(
-            "whatsapp_account_needs_repair",
-            "1 when a reconnect did not cure a degraded session: a person has to re-pair it.",
-            labels=("account",),
-        )
+    def rows(self) -> Iterator[AccountRow]:
         counts = dict(self._repairs.steps)
         for account_id, state in self._repairs.sidecar.states.items():
-            for step in ("repair", "reconnect", "recovered", "needs_repair"):
-                steps.add_metric((account_id, step), counts.get((account_id, step), 0))
-            needs.add_metric((account_id,), 1.0 if state.needs_repair else 0.0)
-        yield from (steps, needs)
+            steps = tuple(((step,), counts.get((account_id, step), 0)) for step in STEPS)
+            yield account_id, (steps, (((), 1.0 if state.needs_repair else 0.0),))

@@ -28,9 +28,10 @@ from sidecar.domain.verdict import (
     evidence_verdict,
     gather_evidence,
 )
-from sidecar.metrics import ReplayErrors, SidecarCollector, build_registry
+from sidecar.exposition import Exposition
+from sidecar.metrics import ProcessCollector, ReplayErrors, SidecarCollector, build_registry
 from sidecar.pipeline import EventPipeline
-from sidecar.storage import Storage, StorageCollector
+from sidecar.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,19 @@ class Sidecar:
         self.replay_errors = ReplayErrors()
         collectors: list[Collector] = [
             SidecarCollector(
-                [(self.settings[a], self.states[a]) for a in self.settings],
-                clock,
-                verdict,
-                self.replay_errors,
-                __version__,
-            )
+                [(self.settings[a], self.states[a]) for a in self.settings], clock, verdict
+            ),
+            ProcessCollector(self.replay_errors, __version__),
         ]
         if storage is not None:
-            collectors.append(StorageCollector(storage, list(self.settings)))
+            collectors.extend(storage.collectors(list(self.settings)))
         self.registry = build_registry(collectors)
+        self.exposition = Exposition(collectors)
+
+    def register_collector(self, collector: Collector) -> None:
+        """Add a part's metrics to both the registry and the /metrics exposition."""
+        self.registry.register(collector)
+        self.exposition.register(collector)
 
     def postgres_url(self, account_id: str) -> str | None:
         url = self.loaded.postgres_urls.get(account_id)

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -29,6 +28,7 @@ from sidecar.adapters.spool import Batch, Spool
 from sidecar.domain.classify import Classification
 from sidecar.domain.records import build_records
 from sidecar.domain.supervision import Backoff
+from sidecar.exposition import AccountRow, Family, RowCollector, Sample
 from sidecar.metrics import cumulative_buckets
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,14 @@ IDLE_POLL_S = 1.0
 
 
 class MessageStore(Protocol):
+    """Writes spool batches. ``prepare`` (encoding; runs on a worker thread) is apart from
+    ``commit`` so the writer can encode the next batch while this one commits."""
+
     backend: str
 
-    async def write(self, batch: Batch) -> None: ...
+    def prepare(self, batch: Batch) -> Any: ...
+
+    async def commit(self, prepared: Any) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -106,31 +111,56 @@ class SpoolWriter:
             loop.call_soon_threadsafe(wakeup.set)
 
     async def run(self) -> None:
+        """Drain, then wait to be woken (or for a thread update to become due); forever."""
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         while True:
             self._wakeup.clear()
-            batch = await asyncio.to_thread(self._spool.take)
-            if not batch:
-                timeout = (
-                    IDLE_POLL_S if batch.next_due_s is None else min(IDLE_POLL_S, batch.next_due_s)
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
-                continue
-            await self._write(batch)
+            next_due = await self.drain()
+            timeout = IDLE_POLL_S if next_due is None else min(IDLE_POLL_S, next_due)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+
+    async def drain(self) -> float | None:
+        """Write batches until nothing is due; returns the seconds until a waiting thread
+        update is due (None: none waits).
+
+        The next batch is taken and encoded while the previous one commits; commits
+        stay one at a time and in spool order, so an edit never lands before the
+        message it edits, and a failed commit discards the batch prepared behind it.
+        """
+        batch, prepared = await asyncio.to_thread(self._prepare_next, None)
+        while batch:
+            commit = asyncio.create_task(self._commit(batch, prepared))
+            try:
+                following = await asyncio.to_thread(self._prepare_next, batch)
+                committed = await commit
+            finally:
+                if not commit.done():
+                    commit.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await commit
+            if committed and following[0]:
+                batch, prepared = following
+            else:
+                batch, prepared = await asyncio.to_thread(self._prepare_next, None)
+        return batch.next_due_s
 
     async def drain_once(self) -> int:
-        """Write one batch now (tests, benchmarks). Returns how many operations it held."""
-        batch = await asyncio.to_thread(self._spool.take)
+        """Write one batch now (tests). Returns how many operations it held."""
+        batch, prepared = await asyncio.to_thread(self._prepare_next, None)
         if batch:
-            await self._write(batch)
+            await self._commit(batch, prepared)
         return len(batch)
 
-    async def _write(self, batch: Batch) -> None:
+    def _prepare_next(self, in_flight: Batch | None) -> tuple[Batch, Any]:
+        batch = self._spool.take(after=in_flight)
+        return batch, self._store.prepare(batch) if batch else None
+
+    async def _commit(self, batch: Batch, prepared: Any) -> bool:
         started = time.perf_counter()
         try:
-            await self._store.write(batch)
+            await self._store.commit(prepared)
         except Exception as exc:
             error = describe_error(exc)
             self._stats.failed(batch, error)
@@ -143,10 +173,11 @@ class SpoolWriter:
                 delay,
             )
             await asyncio.sleep(delay)
-            return
+            return False
         self._stats.succeeded(batch, time.perf_counter() - started)
         await asyncio.to_thread(self._spool.ack, batch)
         self._backoff.reset()
+        return True
 
 
 class StorageListener:
@@ -166,15 +197,15 @@ class StorageListener:
         self._writer.wake()
 
 
-class StorageCollector(Collector):
-    def __init__(self, storage: Storage, accounts: Sequence[str]) -> None:
+class StoreCollector(Collector):
+    """What the writer did: documents written, failed batches, batch latency."""
+
+    def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._accounts = accounts
 
     def collect(self) -> Iterator[Metric]:
-        storage = self._storage
-        backend = storage.store.backend
-        writes, errors, buckets, latency_sum = storage.stats.snapshot()
+        backend = self._storage.store.backend
+        writes, errors, buckets, latency_sum = self._storage.stats.snapshot()
         written = CounterMetricFamily(
             "whatsapp_store_writes", "Documents written to the message store.", labels=("backend",)
         )
@@ -191,30 +222,53 @@ class StorageCollector(Collector):
             labels=("backend",),
         )
         latency.add_metric((backend,), cumulative_buckets(LATENCY_BUCKETS, buckets), latency_sum)
-        depth = GaugeMetricFamily(
-            "whatsapp_spool_messages",
-            "Real messages committed to the local spool and not yet confirmed by the store.",
-            labels=("account",),
-        )
-        oldest = GaugeMetricFamily(
-            "whatsapp_spool_oldest_message_timestamp_seconds",
-            "When the oldest spooled message was committed (Unix time); absent when empty.",
-            labels=("account",),
-        )
-        oldest_age = GaugeMetricFamily(
-            "whatsapp_spool_oldest_message_age_seconds",
-            "Age of the oldest spooled message, at scrape time; absent when empty.",
-            labels=("account",),
-        )
-        backlog = storage.spool.backlog()
-        now = time.time()
+        yield from (written, failed, latency)
+
+
+SPOOL_MESSAGES = Family(
+    "whatsapp_spool_messages",
+    "Real messages committed to the local spool and not yet confirmed by the store.",
+    "gauge",
+)
+SPOOL_OLDEST = Family(
+    "whatsapp_spool_oldest_message_timestamp_seconds",
+    "When the oldest spooled message was committed (Unix time); absent when empty.",
+    "gauge",
+)
+SPOOL_OLDEST_AGE = Family(
+    "whatsapp_spool_oldest_message_age_seconds",
+    "Age of the oldest spooled message, at scrape time; absent when empty.",
+    "gauge",
+)
+_EMPTY_SPOOL: tuple[tuple[Sample, ...], ...] = ((((), 0),), (), ())
+
+
+class SpoolCollector(RowCollector):
+    """Each account's spool backlog, and how old its oldest message is."""
+
+    families = (SPOOL_MESSAGES, SPOOL_OLDEST, SPOOL_OLDEST_AGE)
+
+    def __init__(self, spool: Spool, accounts: Sequence[str]) -> None:
+        self._spool = spool
+        self._accounts = accounts
+
+    def rows(self) -> Iterator[AccountRow]:
+        backlog = self._spool.backlog()
+        now = self._spool.now()
         for account in self._accounts:
             entry = backlog.get(account)
-            depth.add_metric((account,), entry.messages if entry else 0)
-            if entry is not None and entry.oldest_enqueued_at is not None:
-                oldest.add_metric((account,), entry.oldest_enqueued_at)
-                oldest_age.add_metric((account,), max(0.0, now - entry.oldest_enqueued_at))
-        yield from (written, failed, latency, depth, oldest, oldest_age)
+            if entry is None:
+                yield account, _EMPTY_SPOOL
+                continue
+            oldest = entry.oldest_enqueued_at
+            yield (
+                account,
+                (
+                    (((), entry.messages),),
+                    () if oldest is None else (((), oldest),),
+                    () if oldest is None else (((), max(0.0, now - oldest)),),
+                ),
+            )
 
 
 class Storage:
@@ -241,6 +295,9 @@ class Storage:
             "lastErrorAtMs": round(error[1] * 1000) if error else None,
             "lastWriteAtMs": None if last_write is None else round(last_write * 1000),
         }
+
+    def collectors(self, accounts: Sequence[str]) -> list[Collector]:
+        return [StoreCollector(self), SpoolCollector(self.spool, accounts)]
 
     async def writer_context(self, _app: Any) -> AsyncIterator[None]:
         """For aiohttp's ``cleanup_ctx``: the writer runs while the app runs."""

@@ -45,9 +45,9 @@ def find_emulator() -> str:
     gcloud = shutil.which("gcloud")
     if gcloud:
         sdk = Path(gcloud).resolve().parent.parent
-        candidate = sdk / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator"
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
+        bundled = sdk / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
     raise RuntimeError(
         "the Firestore emulator is not installed (looked for cloud_firestore_emulator on PATH and"
         " under the Cloud SDK); the storage tests need it"

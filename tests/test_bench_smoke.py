@@ -1,4 +1,4 @@
-"""The benchmarks run end to end (short, without timing assertions)."""
+"""The event-path and scrape benchmarks run end to end (short, without timing assertions)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,49 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+NUMBER = r"[\d,]+\.\d"
 
 
-def test_scrape_stall_benchmark_runs_and_reports_both_handlers() -> None:
+def run_smoke(module: str) -> str:
     result = subprocess.run(
-        [
-            sys.executable,
-            "bench/scrape_stall.py",
-            "--accounts",
-            "50",
-            "--scrapes",
-            "3",
-            "--no-check",
-        ],
+        [sys.executable, "-m", module, "--smoke"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
-    assert result.returncode == 0, result.stderr
-    rows = {
-        m.group(1): m.groups()[1:]
-        for m in re.finditer(
-            r"^(sidecar|baseline)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", result.stdout, re.MULTILINE
-        )
-    }
-    assert set(rows) == {"sidecar", "baseline"}
-    assert re.search(r"^stall ratio sidecar/baseline: [\d.]+$", result.stdout, re.MULTILINE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def figure(output: str, name: str) -> tuple[float, float, float]:
+    """measured, baseline, ratio of one line of the result table."""
+    found = re.search(
+        rf"^{re.escape(name)}\s+({NUMBER}) \S+\s+({NUMBER})\s+(\d+\.\d+)\s", output, re.MULTILINE
+    )
+    assert found, f"no {name!r} line in:\n{output}"
+    measured, baseline, ratio = (float(g.replace(",", "")) for g in found.groups())
+    return measured, baseline, ratio
+
+
+def test_event_path_benchmark_counts_and_spools_every_real_message() -> None:
+    output = run_smoke("bench.event_path")
+    counted = re.search(r"real messages counted ([\d,]+), spooled ([\d,]+)", output)
+    assert counted
+    assert counted.group(1) == counted.group(2) == "1,500"
+    rate, decode_rate, _ = figure(output, "events/s (decode alone as baseline)")
+    assert 0 < rate < decode_rate
+    per_event, decode_per_event, ratio = figure(output, "µs per event (decode alone as baseline)")
+    assert ratio > 1
+    assert per_event > decode_per_event
+
+
+def test_scrape_benchmark_reports_both_handlers() -> None:
+    output = run_smoke("bench.scrape")
+    rows = re.findall(
+        r"^\s+50 (sidecar|baseline)\s+[\d.]+\s+[\d.]+\s+[\d.]+$", output, re.MULTILINE
+    )
+    assert sorted(rows) == ["baseline", "sidecar"]
+    p99, baseline_p99, _ = figure(output, "50 accounts: p99 ms")
+    assert p99 > 0
+    assert baseline_p99 > 0

@@ -151,6 +151,19 @@ def test_the_handler_moves_a_full_journal_into_sqlite_itself(tmp_path: Path) -> 
     assert spool.backlog()["sales"].messages == FLUSH_EVERY
 
 
+def test_the_batch_behind_one_in_flight_skips_its_messages_and_threads(tmp_path: Path) -> None:
+    clock = FakeTime()
+    spool = Spool(tmp_path, thread_interval_s=0.0, now=clock)
+    for i in range(5):
+        spool.enqueue(*records(f"m{i}", f"M{i}", i))
+    in_flight = spool.take(limit=3)  # one thread update and the two oldest messages
+    assert [d.message_id for _, d in in_flight.messages] == ["M0", "M1"]
+    behind = spool.take(after=in_flight)
+    assert [d.message_id for _, d in behind.messages] == ["M2", "M3", "M4"]
+    assert behind.threads == []  # its thread is being written already
+    assert [d.message_id for _, d in spool.take().messages][:2] == ["M0", "M1"]  # nothing acked
+
+
 def test_merge_is_by_message_time_per_group_of_fields() -> None:
     older = {
         "lastMessageAtMs": 5,

@@ -77,9 +77,10 @@ async def require_token(request: web.Request, handler: _Handler) -> web.StreamRe
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text, or OpenMetrics when asked. Built on a worker thread so a
     scrape of thousands of accounts does not stall the event loop."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    registry = request.app[SIDECAR].registry
-    body = await asyncio.get_running_loop().run_in_executor(None, encoder, registry)
+    _, content_type = choose_encoder(request.headers.get("Accept", ""))
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    render = request.app[SIDECAR].exposition.render
+    body = await asyncio.get_running_loop().run_in_executor(None, render, openmetrics)
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response

@@ -709,7 +709,7 @@ def _lease_keeper(
         database=config.store.firestore.database,
     )
     keeper = LeaseKeeper(leases, list(sidecar.states), start, stop)
-    sidecar.registry.register(LeaseCollector(keeper, list(sidecar.states)))
+    sidecar.register_collector(LeaseCollector(keeper, list(sidecar.states)))
     log.info("replica %s shares accounts through leases (ttl %.0f s)", replica, config.leases.ttl)
     return keeper
 

@@ -159,7 +159,7 @@ class Spool:
         self.path = state_dir / self.FILENAME
         self.journal_path = state_dir / self.JOURNAL
         self._thread_interval = thread_interval_s
-        self._now = now
+        self.now = now  # the clock enqueue times and ages are read from
         self._lock = threading.Lock()
         self._pending: list[_Entry] = []
         try:
@@ -171,7 +171,7 @@ class Spool:
 
     def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None:
         """Make one message (and its thread update) durable before returning."""
-        entry = _Entry.of(doc, patch, self._now())
+        entry = _Entry.of(doc, patch, self.now())
         line = entry.encode()
         with self._lock:
             try:
@@ -283,10 +283,13 @@ class Spool:
             (encode_fields(fields), now, patch.thread_id),
         )
 
-    def take(self, limit: int = MAX_BATCH_OPS) -> Batch:
-        """The oldest messages and the thread updates that are due, at most ``limit`` in all."""
-        now = self._now()
+    def take(self, limit: int = MAX_BATCH_OPS, *, after: Batch | None = None) -> Batch:
+        """The oldest messages and the thread updates that are due, at most ``limit`` in all;
+        past what ``after`` (a batch still being written) holds."""
+        now = self.now()
         batch = Batch()
+        busy_threads = {t.patch.thread_id for t in after.threads} if after else set()
+        after_seq = max((seq for seq, _ in after.messages), default=0) if after else 0
         with self._lock:
             self._try_flush()
             due_before = now - self._thread_interval
@@ -295,6 +298,8 @@ class Spool:
                 " WHERE pending = 1 ORDER BY enqueued_at",
             ).fetchall()
             for thread_id, account_id, patch, version, last_written in rows:
+                if thread_id in busy_threads:
+                    continue
                 if last_written is not None and last_written > due_before:
                     wait = last_written - due_before
                     batch.next_due_s = (
@@ -308,8 +313,8 @@ class Spool:
                 )
             for seq, account_id, thread_id, message_id, doc, merge in self._db.execute(
                 "SELECT seq, account_id, thread_id, message_id, doc, merge FROM spool_messages"
-                " ORDER BY seq LIMIT ?",
-                (limit - len(batch.threads),),
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit - len(batch.threads)),
             ):
                 batch.messages.append(
                     (
@@ -324,7 +329,7 @@ class Spool:
     def ack(self, batch: Batch) -> None:
         """The store has confirmed ``batch``: forget its messages; mark its threads written
         unless a newer update arrived for them meanwhile."""
-        now = self._now()
+        now = self.now()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -36,7 +36,8 @@ class FirestoreStore:
             timeout=timeout_s,
         )
 
-    async def write(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> Any:
+        """The batched write, encoded (the costly part: ~0.1 ms per document)."""
         writes = self._client.batch()
         for _, doc in batch.messages:
             ref = self._client.collection("threads").document(doc.thread_id)
@@ -51,6 +52,9 @@ class FirestoreStore:
                 _firestore_values(thread.patch.fields),
                 merge=True,
             )
+        return writes
+
+    async def commit(self, writes: Any) -> None:
         await writes.commit(retry=self._retry, timeout=self._timeout)
 
     async def close(self) -> None:

@@ -44,7 +44,10 @@ class SqliteMessageStore:
         self._db = open_private(self.path, SCHEMA, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
 
-    async def write(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> Batch:
+        return batch  # encoded inside the transaction: nothing to gain apart
+
+    async def commit(self, batch: Batch) -> None:
         await asyncio.to_thread(self._write, batch)
 
     def _write(self, batch: Batch) -> None:
