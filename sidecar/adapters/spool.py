@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -145,6 +146,30 @@ class _Entry:
         return cls(doc, patch, float(at), doc_json)
 
 
+@dataclass(slots=True)
+class _Thread:
+    """A row of ``spool_threads``, mirrored in memory so that merging an update costs
+    no read and no decode. Rows no longer pending leave once their pacing is over."""
+
+    account_id: str
+    fields: dict[str, Any]
+    version: int
+    pending: bool
+    enqueued_at: float
+    last_written_at: float | None
+
+    def row(self, thread_id: str) -> tuple[object, ...]:
+        return (
+            thread_id,
+            self.account_id,
+            encode_fields(self.fields),
+            self.version,
+            int(self.pending),
+            self.enqueued_at,
+            self.last_written_at,
+        )
+
+
 class Spool:
     FILENAME = "spool.sqlite3"
     JOURNAL = "spool.journal"
@@ -162,8 +187,10 @@ class Spool:
         self.now = now  # the clock enqueue times and ages are read from
         self._lock = threading.Lock()
         self._pending: list[_Entry] = []
+        self._threads: dict[str, _Thread] = {}
         try:
             self._db = open_private(self.path, SCHEMA)
+            self._load_threads()
             self._journal = os.open(self.journal_path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o600)
             self._generation = self._recover()
         except (OSError, sqlite3.Error, ValueError) as exc:
@@ -189,6 +216,24 @@ class Spool:
         """Move journaled messages into SQLite now (the writer's ``take`` also does)."""
         with self._lock:
             self._try_flush()
+
+    def _load_threads(self) -> None:
+        for (
+            thread_id,
+            account_id,
+            patch,
+            version,
+            pending,
+            enqueued_at,
+            written,
+        ) in self._db.execute(
+            "SELECT thread_id, account_id, patch, version, pending, enqueued_at, last_written_at"
+            " FROM spool_threads WHERE pending = 1 OR last_written_at > ?",
+            (self.now() - self._thread_interval,),
+        ):
+            self._threads[thread_id] = _Thread(
+                account_id, decode_fields(patch), version, bool(pending), enqueued_at, written
+            )
 
     def _recover(self) -> int:
         """Move what a previous process journaled but never flushed; return the generation
@@ -233,16 +278,25 @@ class Spool:
         entries = self._pending
         if not entries:
             return
-        threads: dict[str, tuple[ThreadPatch, float]] = {}
+        merged: dict[str, _Thread] = {}  # applied to the mirror only once committed
         for entry in entries:
             patch = entry.patch
             if patch is None:
                 continue
-            known = threads.get(patch.thread_id)
-            if known is not None:
-                merged = merge_thread_fields(known[0].fields, patch.fields)
-                patch = ThreadPatch(patch.account_id, patch.thread_id, merged)
-            threads[patch.thread_id] = (patch, known[1] if known else entry.enqueued_at)
+            known = merged.get(patch.thread_id) or self._threads.get(patch.thread_id)
+            if known is None:
+                merged[patch.thread_id] = _Thread(
+                    patch.account_id, patch.fields, 1, True, entry.enqueued_at, None
+                )
+                continue
+            merged[patch.thread_id] = _Thread(
+                known.account_id,
+                merge_thread_fields(known.fields, patch.fields) if known.pending else patch.fields,
+                known.version + 1,
+                True,
+                known.enqueued_at if known.pending else entry.enqueued_at,
+                known.last_written_at,
+            )
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -251,37 +305,19 @@ class Spool:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [_message_row(e) for e in entries],
             )
-            for patch, first_at in threads.values():
-                self._merge_thread(patch, first_at)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO spool_threads (thread_id, account_id, patch, version,"
+                " pending, enqueued_at, last_written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [thread.row(thread_id) for thread_id, thread in merged.items()],
+            )
             self._db.execute("UPDATE spool_journal SET flushed_generation = ?", (generation,))
             self._db.execute("COMMIT")
         except sqlite3.Error:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        self._threads.update(merged)
         self._pending = []
-
-    def _merge_thread(self, patch: ThreadPatch, now: float) -> None:
-        row = self._db.execute(
-            "SELECT patch, pending FROM spool_threads WHERE thread_id = ?", (patch.thread_id,)
-        ).fetchone()
-        if row is None:
-            self._db.execute(
-                "INSERT INTO spool_threads"
-                " (thread_id, account_id, patch, version, pending, enqueued_at)"
-                " VALUES (?, ?, ?, 1, 1, ?)",
-                (patch.thread_id, patch.account_id, encode_fields(patch.fields), now),
-            )
-            return
-        fields = (
-            merge_thread_fields(decode_fields(row[0]), patch.fields) if row[1] else patch.fields
-        )
-        self._db.execute(
-            "UPDATE spool_threads SET patch = ?, version = version + 1,"
-            " enqueued_at = CASE WHEN pending THEN enqueued_at ELSE ? END, pending = 1"
-            " WHERE thread_id = ?",
-            (encode_fields(fields), now, patch.thread_id),
-        )
 
     def take(self, limit: int = MAX_BATCH_OPS, *, after: Batch | None = None) -> Batch:
         """The oldest messages and the thread updates that are due, at most ``limit`` in all;
@@ -293,13 +329,18 @@ class Spool:
         with self._lock:
             self._try_flush()
             due_before = now - self._thread_interval
-            rows = self._db.execute(
-                "SELECT thread_id, account_id, patch, version, last_written_at FROM spool_threads"
-                " WHERE pending = 1 ORDER BY enqueued_at",
-            ).fetchall()
-            for thread_id, account_id, patch, version, last_written in rows:
+            waiting = sorted(
+                (
+                    (t.enqueued_at, thread_id, t)
+                    for thread_id, t in self._threads.items()
+                    if t.pending
+                ),
+                key=lambda item: item[0],
+            )
+            for _, thread_id, thread in waiting:
                 if thread_id in busy_threads:
                     continue
+                last_written = thread.last_written_at
                 if last_written is not None and last_written > due_before:
                     wait = last_written - due_before
                     batch.next_due_s = (
@@ -309,7 +350,9 @@ class Spool:
                 if len(batch.threads) >= limit // 2:
                     break
                 batch.threads.append(
-                    SpooledThread(ThreadPatch(account_id, thread_id, decode_fields(patch)), version)
+                    SpooledThread(
+                        ThreadPatch(thread.account_id, thread_id, thread.fields), thread.version
+                    )
                 )
             for seq, account_id, thread_id, message_id, doc, merge in self._db.execute(
                 "SELECT seq, account_id, thread_id, message_id, doc, merge FROM spool_messages"
@@ -331,33 +374,49 @@ class Spool:
         unless a newer update arrived for them meanwhile."""
         now = self.now()
         with self._lock:
+            written = []
+            for spooled in batch.threads:
+                thread = self._threads.get(spooled.patch.thread_id)
+                if thread is not None:
+                    still_pending = thread.pending and thread.version != spooled.version
+                    written.append((spooled.patch.thread_id, thread, still_pending))
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
                     "DELETE FROM spool_messages WHERE seq = ?",
                     [(seq,) for seq, _ in batch.messages],
                 )
-                for thread in batch.threads:
-                    self._db.execute(
-                        "UPDATE spool_threads SET last_written_at = ?,"
-                        " pending = CASE WHEN version = ? THEN 0 ELSE pending END"
-                        " WHERE thread_id = ?",
-                        (now, thread.version, thread.patch.thread_id),
-                    )
+                self._db.executemany(
+                    "UPDATE spool_threads SET last_written_at = ?, pending = ? WHERE thread_id = ?",
+                    [(now, int(pending), thread_id) for thread_id, _, pending in written],
+                )
+                # rows whose pacing is over matter no more
+                self._db.execute(
+                    "DELETE FROM spool_threads WHERE pending = 0 AND last_written_at <= ?",
+                    (now - self._thread_interval,),
+                )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise SpoolError(f"cannot update the spool {self.path}: {exc}") from exc
+            for _, thread, pending in written:
+                thread.last_written_at, thread.pending = now, pending
+            done_before = now - self._thread_interval
+            for thread_id in [
+                thread_id
+                for thread_id, thread in self._threads.items()
+                if not thread.pending
+                and thread.last_written_at is not None
+                and thread.last_written_at <= done_before
+            ]:
+                del self._threads[thread_id]
 
     def is_empty(self) -> bool:
         """No message and no thread update waits to be written."""
         with self._lock:
-            if self._pending:
+            if self._pending or any(thread.pending for thread in self._threads.values()):
                 return False
-            row = self._db.execute(
-                "SELECT (SELECT COUNT(*) FROM spool_messages)"
-                " + (SELECT COUNT(*) FROM spool_threads WHERE pending = 1)"
-            ).fetchone()
+            row = self._db.execute("SELECT COUNT(*) FROM spool_messages").fetchone()
         return bool(row[0] == 0)
 
     def backlog(self) -> dict[str, Backlog]:

@@ -1,0 +1,35 @@
+"""The detection benchmark runs end to end with real servers (smoke: short waits,
+no timing assertions)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def seconds_after_onset(stdout: str, figure: str) -> float:
+    match = re.search(rf"^{re.escape(figure)}\s+([\d,.]+) s\b", stdout, re.MULTILINE)
+    assert match, f"no {figure!r} line in:\n{stdout}"
+    return float(match.group(1).replace(",", ""))
+
+
+def test_detection_smoke_run_pages_the_deaf_account_and_reports_each_stage() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.detection", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdict = seconds_after_onset(result.stdout, "onset -> sidecar verdict")
+    firing = seconds_after_onset(result.stdout, "onset -> Prometheus firing")
+    received = seconds_after_onset(result.stdout, "onset -> receiver (page)")
+    assert received > 0
+    assert verdict <= firing <= received
+    assert re.search(r"^healthy control: pages\s+0\.0\b", result.stdout, re.MULTILINE)
+    assert re.search(r"overhead -?[\d.]+ s, ratio [\d.]+$", result.stdout, re.MULTILINE)
