@@ -130,6 +130,9 @@ SILENCE_THRESHOLD = Family(
 )
 
 _NO_SAMPLES: tuple[Sample, ...] = ()
+#: An unchanged account's snapshot is reused for this long; then read afresh, so that
+#: what depends on the time of day (the learned silence threshold) moves on.
+REREAD_S = 60.0
 
 
 class SidecarCollector(RowCollector):
@@ -163,29 +166,29 @@ class SidecarCollector(RowCollector):
         self._accounts = accounts
         self._clock = clock
         self._verdict = verdict
+        # per account: its last snapshot, when it was taken, and the samples read from it
+        self._stable: dict[str, tuple[AccountSnapshot, float, tuple[Sequence[Sample], ...]]] = {}
 
     def rows(self) -> Iterator[AccountRow]:
         now = self._clock.now()
+        cache = self._stable
         for settings, state in self._accounts:
-            yield settings.account_id, self._row(settings, state.snapshot(now), now)
+            account = settings.account_id
+            known = cache.get(account)
+            if known is None or known[0].version != state.version or now - known[1] > REREAD_S:
+                snap = state.snapshot(now)
+                known = cache[account] = (snap, now, self._stable_samples(settings, snap))
+            yield account, self._row(settings, known[0], known[2], now)
 
-    def _row(
-        self, settings: AccountSettings, snap: AccountSnapshot, now: float
+    def _stable_samples(
+        self, settings: AccountSettings, snap: AccountSnapshot
     ) -> tuple[Sequence[Sample], ...]:
-        verdict = self._verdict(snap, settings, now)
-        evidence = verdict.evidence or gather_evidence(snap, settings, now)
-        connected_quiet = snap.status is Status.CONNECTED and evidence.quiet
+        """The families that change only when the account's state does."""
         has_probe, expects = settings.probe is not None, settings.expects_probes is not None
-        last_real = snap.last_real_at
         return (
             _message_samples(snap.message_counts),
-            _NO_SAMPLES if last_real is None else (((), last_real),),
-            _NO_SAMPLES if last_real is None else (((), max(0.0, now - last_real)),),
+            _NO_SAMPLES if snap.last_real_at is None else (((), snap.last_real_at),),
             _STATE_SAMPLES[snap.status],
-            _FLAG[verdict.degraded],
-            _reason_samples(verdict.reasons),
-            _FLAG[connected_quiet and not verdict.degraded],
-            (((), evidence.threshold_s),),
             (((), snap.probes_sent),) if has_probe else _NO_SAMPLES,
             tuple(((r,), snap.probe_failures.get(r, 0)) for r in PROBE_FAILURE_REASONS)
             if has_probe or expects
@@ -198,6 +201,35 @@ class SidecarCollector(RowCollector):
             tuple(((e,), v) for e, v in _with_initial(snap.event_errors).items()),
             (((), snap.reconnects),),
             (((), settings.silence_threshold_s),),
+        )
+
+    def _row(
+        self,
+        settings: AccountSettings,
+        snap: AccountSnapshot,
+        stable: tuple[Sequence[Sample], ...],
+        now: float,
+    ) -> tuple[Sequence[Sample], ...]:
+        """Every family, in order: the stable ones and those that move with the clock."""
+        verdict = self._verdict(snap, settings, now)
+        evidence = verdict.evidence or gather_evidence(snap, settings, now)
+        connected_quiet = snap.status is Status.CONNECTED and evidence.quiet
+        last_real = snap.last_real_at
+        messages, last_real_samples, state, *probes, events, errors, reconnects, threshold = stable
+        return (
+            messages,
+            last_real_samples,
+            _NO_SAMPLES if last_real is None else (((), max(0.0, now - last_real)),),
+            state,
+            _FLAG[verdict.degraded],
+            _reason_samples(verdict.reasons),
+            _FLAG[connected_quiet and not verdict.degraded],
+            (((), evidence.threshold_s),),
+            *probes,
+            events,
+            errors,
+            reconnects,
+            threshold,
         )
 
 

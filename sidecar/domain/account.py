@@ -109,6 +109,7 @@ class AccountSnapshot:
     last_probe_success_at: float | None = None
     probe_latency_counts: tuple[int, ...] = ()
     probe_latency_sum: float = 0.0
+    version: int = 0
 
     def class_total(self, message_class: MessageClass) -> int:
         return sum(n for (cls, _), n in self.message_counts.items() if cls is message_class)
@@ -167,6 +168,8 @@ class AccountState:
     paired_at: float | None = None
     needs_repair: bool = False
     dirty: bool = False
+    #: Bumped by every change, so a reader can tell its last snapshot is still current.
+    version: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -175,6 +178,7 @@ class AccountState:
 
     def restore(self, persisted: PersistedState) -> None:
         with self.lock:
+            self.version += 1
             self.last_real_at = persisted.last_real_at
             self.last_protocol_at = persisted.last_protocol_at
             if persisted.gaps:
@@ -187,14 +191,17 @@ class AccountState:
 
     def record_event(self, event_name: str) -> None:
         with self.lock:
+            self.version += 1
             self.event_counts[event_name] += 1
 
     def record_event_error(self, event_name: str) -> None:
         with self.lock:
+            self.version += 1
             self.event_errors[event_name] += 1
 
     def record_message(self, classification: Classification, received_at: float) -> None:
         with self.lock:
+            self.version += 1
             self.message_counts[(classification.message_class, classification.kind)] += 1
             if classification.message_class is MessageClass.REAL:
                 self._gap_model().record(received_at)
@@ -210,11 +217,13 @@ class AccountState:
 
     def record_connect_attempt(self) -> None:
         with self.lock:
+            self.version += 1
             self.connect_attempts += 1
 
     def set_status(self, status: Status, at: float) -> StatusChange | None:
         """Move to ``status``; returns the change, or None when nothing changed."""
         with self.lock:
+            self.version += 1
             old = self.status
             if status is not Status.CONNECTED:
                 self.keepalive_failing_since = None
@@ -230,6 +239,7 @@ class AccountState:
 
     def set_keepalive_failing(self, failing: bool, at: float) -> None:
         with self.lock:
+            self.version += 1
             if not failing:
                 self.keepalive_failing_since = None
             elif self.keepalive_failing_since is None:
@@ -237,6 +247,7 @@ class AccountState:
 
     def set_offline_sync(self, sync: OfflineSync, at: float) -> None:
         with self.lock:
+            self.version += 1
             self.offline_sync = sync
             if (
                 sync is OfflineSync.COMPLETED
@@ -248,6 +259,7 @@ class AccountState:
     def record_probe_sent(self, ok: bool, reason: str | None) -> None:
         """This account tried to send a probe to its peer (``reason`` is for the log)."""
         with self.lock:
+            self.version += 1
             self.probes_sent += 1
             if ok:
                 self.probe_send_failures_in_a_row = 0
@@ -259,6 +271,7 @@ class AccountState:
         """The peer sent a probe to this account. Earlier ones still missing past
         their timeout are counted as not received."""
         with self.lock:
+            self.version += 1
             expected = self.settings.expects_probes
             for index, record in enumerate(self.probes_received):
                 overdue = expected is not None and sent_at - record.sent_at > expected.timeout_s
@@ -272,6 +285,7 @@ class AccountState:
     def record_probe_delivery(self, probe_id: str, received_at: float) -> float | None:
         """A probe arrived; returns its delivery latency when it was expected."""
         with self.lock:
+            self.version += 1
             for index, record in enumerate(self.probes_received):
                 if record.probe_id == probe_id and record.received_at is None:
                     self.probes_received[index] = ProbeRecord(probe_id, record.sent_at, received_at)
@@ -287,17 +301,20 @@ class AccountState:
     def set_qr(self, code: str | None, at: float) -> None:
         """The newest pairing QR code (held for the re-pair page; never logged)."""
         with self.lock:
+            self.version += 1
             self.qr_code = code
             self.qr_at = at
 
     def set_paired(self, platform: str, at: float) -> None:
         with self.lock:
+            self.version += 1
             self.qr_code = None
             self.paired_platform = platform
             self.paired_at = at
 
     def set_needs_repair(self, value: bool) -> None:
         with self.lock:
+            self.version += 1
             self.needs_repair = value
 
     def pairing_view(self) -> tuple[str, str | None, float | None, str | None, float | None]:
@@ -313,6 +330,7 @@ class AccountState:
 
     def count_probe_failure(self, reason: str) -> None:
         with self.lock:
+            self.version += 1
             self.probe_failures[reason] += 1
 
     def take_persisted(self) -> PersistedState | None:
@@ -349,6 +367,7 @@ class AccountState:
                 last_probe_success_at=self.last_probe_success_at,
                 probe_latency_counts=tuple(self.probe_latency_counts),
                 probe_latency_sum=self.probe_latency_sum,
+                version=self.version,
             )
 
     def _learned_gap(self, now: float | None) -> float | None:

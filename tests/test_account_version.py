@@ -1,0 +1,61 @@
+"""Every change to an account bumps its version: the scrape reuses a snapshot while the
+version stands, so a change that forgot to bump it would never reach /metrics."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sidecar.domain.account import (
+    AccountSettings,
+    AccountState,
+    PersistedState,
+    ProbeSettings,
+    Status,
+)
+from sidecar.domain.classify import Classification, MessageClass
+
+PROBES = ProbeSettings(peer="b", interval_s=300, timeout_s=120, misses=2)
+
+CHANGES: dict[str, Callable[[AccountState], Any]] = {
+    "restore": lambda s: s.restore(PersistedState(5.0, 6.0)),
+    "record_event": lambda s: s.record_event("MessageEv"),
+    "record_event_error": lambda s: s.record_event_error("MessageEv"),
+    "record_message": lambda s: s.record_message(
+        Classification(MessageClass.REAL, "conversation"), 10.0
+    ),
+    "record_connect_attempt": lambda s: s.record_connect_attempt(),
+    "set_status": lambda s: s.set_status(Status.CONNECTED, 10.0),
+    "set_keepalive_failing": lambda s: s.set_keepalive_failing(True, 10.0),
+    "set_offline_sync": lambda s: s.set_offline_sync(s.offline_sync.COMPLETED, 10.0),
+    "record_probe_sent": lambda s: s.record_probe_sent(False, "timeout"),
+    "expect_probe": lambda s: s.expect_probe("p1", 10.0),
+    "record_probe_delivery": lambda s: s.record_probe_delivery("p1", 11.0),
+    "set_qr": lambda s: s.set_qr("2@code", 10.0),
+    "set_paired": lambda s: s.set_paired("android", 10.0),
+    "set_needs_repair": lambda s: s.set_needs_repair(True),
+    "count_probe_failure": lambda s: s.count_probe_failure("unexpected"),
+}
+#: Methods that read, or change only what no snapshot shows (the "dirty" flag).
+READERS = {"snapshot", "pairing_view", "take_persisted"}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_each_change_bumps_the_version(change: str) -> None:
+    state = AccountState(AccountSettings("a", 300, "UTC", expects_probes=PROBES))
+    before = state.snapshot(10.0)
+    CHANGES[change](state)
+    after = state.snapshot(10.0)
+    assert after.version > before.version
+
+
+def test_every_public_method_is_known_as_a_change_or_a_read() -> None:
+    methods = {
+        name
+        for name, member in inspect.getmembers(AccountState, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    assert methods == set(CHANGES) | READERS
