@@ -36,10 +36,11 @@ from google.cloud import firestore
 
 from sidecar import testing as build
 from sidecar.adapters.spool import Spool
-from sidecar.adapters.store_firestore import FirestoreStore, _firestore_values
+from sidecar.adapters.store_firestore import FirestoreStore
 from sidecar.domain.classify import classify
 from sidecar.domain.records import MessageDoc, ThreadPatch, build_records
 from sidecar.storage import Storage
+from sidecar.testing import firestore_library_values
 from tests.services import firestore_emulator
 
 from .common import Result, median, report
@@ -132,9 +133,11 @@ async def one_write_per_message(project: str, records: Records) -> Side:
     started = time.perf_counter()
     for doc, patch in records:
         message = threads.document(doc.thread_id).collection("messages").document(doc.message_id)
-        await message.set(_firestore_values(doc.fields), merge=doc.merge)
+        await message.set(firestore_library_values(doc.fields), merge=doc.merge)
         if patch is not None:
-            await threads.document(patch.thread_id).set(_firestore_values(patch.fields), merge=True)
+            await threads.document(patch.thread_id).set(
+                firestore_library_values(patch.fields), merge=True
+            )
     seconds = time.perf_counter() - started
     messages_landed, threads_landed = await count_documents(client)
     client.close()  # type: ignore[no-untyped-call]

@@ -1,9 +1,12 @@
-"""Prometheus metrics, built fresh at every scrape from the account snapshots.
+"""Prometheus metrics, read at every scrape from the account snapshots.
 
-One custom collector, as prometheus/client_python recommends for state that
+Custom collectors, as prometheus/client_python recommends for state that
 lives elsewhere: clock-dependent values (ages, the degraded verdict) are
 computed at scrape time, no ``_created`` series exist, and every configured
-account has its series from start-up.
+account has its series from start-up. The per-account series are rows of
+plain tuples (:class:`sidecar.exposition.RowCollector`), which the /metrics
+exposition renders with a per-account cache; an account whose state did not
+change keeps its snapshot between scrapes.
 """
 
 from __future__ import annotations

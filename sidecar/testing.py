@@ -181,3 +181,22 @@ def keepalive_restored() -> Any:
 
 def undecryptable(**info: Any) -> Any:
     return UndecryptableMessageEv(Info=message_info(**info), IsUnavailable=False, DecryptFailMode=1)
+
+
+def firestore_library_values(value: Any) -> Any:
+    """A record's fields in the Firestore client library's own types, for its ``set()``:
+    the oracle the raw-protobuf store is checked against, and the drain benchmark's
+    baseline."""
+    from datetime import UTC, datetime
+
+    from google.cloud import firestore
+
+    from sidecar.domain.records import SERVER_TIME, Timestamp
+
+    if isinstance(value, Timestamp):
+        return datetime.fromtimestamp(value.ms / 1000, tz=UTC)
+    if value is SERVER_TIME:
+        return firestore.SERVER_TIMESTAMP
+    if isinstance(value, dict):
+        return {k: firestore_library_values(v) for k, v in value.items()}
+    return value
