@@ -134,10 +134,19 @@ class FirebaseAuthConfig(_Strict):
     required_claim: RequiredClaim | None = None
 
 
+class RateLimitConfig(_Strict):
+    """Failed bearer tokens allowed per client address: ``failures`` per ``window``
+    (beyond that, 429 with Retry-After until the address has earned another try)."""
+
+    failures: Annotated[int, Field(ge=1, le=100_000)] = 10
+    window: Duration = 60.0
+
+
 class AuthConfig(_Strict):
     tokens_file: Path | None = None
     tokens_env: str | None = None
     firebase: FirebaseAuthConfig | None = None
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
 
 
 class ProbeConfig(_Strict):

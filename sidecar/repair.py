@@ -111,8 +111,11 @@ class Repairs:
     async def on_alerts(self, payload: dict[str, Any], who: str) -> dict[str, list[str]]:
         started: list[str] = []
         skipped: list[str] = []
-        for alert in payload.get("alerts", []):
-            labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+        alerts = payload.get("alerts")
+        for alert in alerts if isinstance(alerts, list) else []:
+            labels = alert.get("labels") if isinstance(alert, dict) else None
+            if not isinstance(labels, dict):
+                continue
             account = labels.get("account")
             if labels.get("alertname") != DEGRADED_ALERT or not isinstance(account, str):
                 continue

@@ -206,3 +206,19 @@ async def test_webhook_ladder_reconnects_then_marks_needs_repair(
     )
     bad = await harness.client.post("/api/alertmanager/webhook", headers=AUTH, json={"nope": 1})
     assert bad.status == 400
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"alerts": "x"},
+        {"alerts": [1, "two", None]},
+        {"alerts": [{"labels": "x"}, {"labels": ["account", "sales"]}]},
+        {"alerts": [{"labels": {"alertname": "WhatsappSessionDegraded", "account": 5}}]},
+    ],
+)
+async def test_webhook_payloads_of_the_wrong_shape_start_nothing(
+    harness: Harness, payload: dict[str, Any]
+) -> None:
+    assert await harness.repairs.on_alerts(payload, "test") == {"started": [], "skipped": []}
+    assert harness.control.requests == []
