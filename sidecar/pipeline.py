@@ -20,6 +20,7 @@ from neonize.proto.Neonize_pb2 import ConnectFailureReason
 from sidecar.domain.account import AccountState, OfflineSync, Status, StatusChange
 from sidecar.domain.classify import UNDECODABLE, Classification, MessageClass, classify
 from sidecar.domain.probes import ProbeSent, probe_id_of
+from sidecar.domain.records import text_of
 
 PROBE = Classification(MessageClass.PROTOCOL, "probe")
 #: Probes are plain texts; only messages classified as one of these can be a probe.
@@ -136,7 +137,7 @@ class EventPipeline:
             else None
         )
         classification = classify(message)
-        probe_id = probe_id_of(message) if classification.kind in PROBE_KINDS else None
+        probe_id = _probe_id(message) if classification.kind in PROBE_KINDS else None
         if probe_id is not None:
             if state.record_probe_delivery(probe_id, received_at) is None:
                 state.count_probe_failure("unexpected")
@@ -169,14 +170,14 @@ class EventPipeline:
 
     def _on_qr(self, state: AccountState, event: Any, at: float) -> None:
         if event.Codes:
-            state.set_qr(event.Codes[0], at)
+            state.set_qr(text_of(event.Codes[0]), at)
         self.set_status(state, Status.QR_PENDING, at)
 
     def _on_pair_status(self, state: AccountState, event: Any, at: float) -> None:
         # A successful pairing is followed by a fresh connection.
         paired = event.Status == neonize_events.PairStatusEv.PStatus.SUCCESS
         if paired:
-            state.set_paired(event.Platform or "unknown", at)
+            state.set_paired(text_of(event.Platform) or "unknown", at)
         self.set_status(state, Status.CONNECTING if paired else Status.QR_PENDING, at)
 
     def _status(self, status: Status) -> _Handler:
@@ -198,6 +199,16 @@ class EventPipeline:
             state.set_offline_sync(sync, at)
 
         return handler
+
+
+def _probe_id(message: Any) -> str | None:
+    """The probe id of a text message, or None. A text that is not valid UTF-8 reaches
+    Python as ``bytes`` (Go does not check proto2 strings): it is no probe, and it must
+    still be counted as the real message it is."""
+    try:
+        return probe_id_of(message)
+    except TypeError:  # bytes.startswith(str); see the issue note for probes.py
+        return None
 
 
 def _log_handler_fault(account_id: str, event: str, exc: BaseException) -> None:

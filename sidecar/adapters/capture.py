@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,9 @@ from sidecar.domain.probes import PROBE_SENT, ProbeSent
 from sidecar.pipeline import EVENT_CLASSES, event_name
 
 TICK = "tick"
+#: ``t`` is Unix seconds from 1970 up to 2100: the clock, the learned hourly rates and
+#: the health JSON all turn it into dates, and a date past year 9999 does not exist.
+MIN_T, MAX_T = 0.0, 4_102_444_800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ class CaptureRecord:
         if self.event == PROBE_SENT:
             try:
                 return ProbeSent.from_json(json.loads(self.payload))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise CaptureDecodeError(self.line, f"not a valid ProbeSent: {exc}") from None
         try:
             decoded: ProtoMessage = EVENT_CLASSES[self.event].FromString(self.payload)
@@ -78,13 +81,17 @@ def read_capture(stream: IO[bytes]) -> Iterator[CaptureRecord | CaptureError]:
 def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:
     try:
         data: Any = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError, UnicodeDecodeError, an integer of more than 4,300 digits (all
+        # ValueErrors) and nesting deeper than the interpreter's stack (RecursionError)
         return CaptureError(line, f"not JSON: {exc.__class__.__name__}")
     if not isinstance(data, dict):
         return CaptureError(line, "a record must be a JSON object")
     t = data.get("t")
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+    if isinstance(t, bool) or not isinstance(t, int | float):
         return CaptureError(line, "'t' must be a number (Unix seconds)")
+    if not MIN_T <= t <= MAX_T:  # also NaN and infinities; never float() of a huge int
+        return CaptureError(line, "'t' is not a Unix time between 1970 and 2100")
     event = data.get("event")
     if event == TICK:
         return CaptureRecord(line, float(t), TICK, None, b"")
@@ -92,8 +99,13 @@ def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:
         account = data.get("account")
         if not isinstance(account, str) or not account:
             return CaptureError(line, "'account' is missing")
+        try:
+            probe = ProbeSent.from_json(data.get("probe"))
+        except ValueError as exc:
+            return CaptureError(line, f"not a valid ProbeSent: {exc}")
+        # only what ProbeSent keeps is passed on: a flat object, whatever the line held
         return CaptureRecord(
-            line, float(t), PROBE_SENT, account, json.dumps(data.get("probe")).encode()
+            line, float(t), PROBE_SENT, account, json.dumps(probe.to_json()).encode()
         )
     if not isinstance(event, str) or event not in EVENT_CLASSES:
         return CaptureError(line, "'event' is not a neonize event class name or 'tick'")
@@ -157,10 +169,12 @@ def _blank(message: ProtoMessage) -> None:
 
 
 class CaptureWriter:
-    """Appends records in the capture format."""
+    """Appends records in the capture format. A new capture is created owner-only
+    (0600): it holds message texts, JIDs and phone numbers."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("a", encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, t: float, account: str | None, event: ProtoMessage | ProbeSent | None) -> None:
         self._file.write(encode_record(t, account, event) + "\n")

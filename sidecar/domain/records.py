@@ -8,15 +8,18 @@ for "when the store received it"; each backend turns them into its own types.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 
-from sidecar.domain.classify import Classification, unwrap
+from sidecar.domain.classify import MAX_WRAPPER_DEPTH, WRAPPER_FIELDS, Classification, unwrap
 
 PREVIEW_LENGTH = 100
 _WHITESPACE = re.compile(r"\s+")
@@ -55,6 +58,12 @@ _MEDIA_KINDS = frozenset(
 )
 EDIT_KIND = "protocolMessage.MESSAGE_EDIT"
 
+#: Firestore's limit on a document id's length (the SQLite store uses the same ids).
+MAX_ID_BYTES = 1500
+_RESERVED_ID = re.compile(r"__.*__", re.DOTALL)
+#: The instants Firestore can hold, 0001-01-01 to 9999-12-31, in Unix milliseconds.
+MIN_MS, MAX_MS = -62_135_596_800_000, 253_402_300_799_999
+
 
 @dataclass(frozen=True, slots=True)
 class Timestamp:
@@ -88,13 +97,47 @@ class ThreadPatch:
     fields: dict[str, Any]
 
 
+def text_of(value: Any) -> str:
+    """A protobuf string field as text. Go does not check proto2 strings for UTF-8, and
+    the Python binding hands one that is not valid UTF-8 over as ``bytes``: it becomes
+    text with replacement characters, not ``b'...'`` (and not a value JSON refuses)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def jid_string(jid: Any) -> str:
     """``user@server`` without the device part (chat JIDs never carry one)."""
-    return f"{jid.User}@{jid.Server}" if jid.User else jid.Server
+    user, server = text_of(jid.User), text_of(jid.Server)
+    return f"{user}@{server}" if user else server
+
+
+def document_id(value: str) -> str:
+    """``value`` itself when Firestore takes it as a document id, else a stable stand-in.
+
+    Message ids are chosen by the sending client and JIDs come off the wire: an empty
+    id, a ``/``, ``.``/``..``, ``__...__`` or more than 1,500 bytes would make every
+    write of the batch fail, again and again, and hold up the whole spool behind it.
+    """
+    encoded = value.encode("utf-8", "surrogatepass")
+    if (
+        value
+        and "/" not in value
+        and value not in (".", "..")
+        and not _RESERVED_ID.fullmatch(value)
+        and len(encoded) <= MAX_ID_BYTES
+    ):
+        return value
+    return "~" + hashlib.sha256(encoded).hexdigest()
 
 
 def thread_id(account_id: str, chat_jid: str) -> str:
-    return f"{account_id}__{chat_jid}"
+    return document_id(f"{account_id}__{chat_jid}")
+
+
+def timestamp_ms(value: int) -> int:
+    """A message's own timestamp (from the sender's side), held to what a store can keep."""
+    return min(MAX_MS, max(MIN_MS, int(value)))
 
 
 def preview(text: str) -> str:
@@ -115,21 +158,23 @@ def build_records(
     if source.Chat.Server in NOT_A_CHAT_SERVERS:
         return None
     message = event.Message if event.HasField("Message") else event.Raw
-    content = unwrap(message)
+    kind = classification.kind
+    content = _content(message, kind)
     chat = jid_string(source.Chat)
     tid = thread_id(account_id, chat)
     direction = "outbound" if source.IsFromMe else "inbound"
-    kind = classification.kind
+    message_id = text_of(info.ID)
+    ts_ms = timestamp_ms(info.Timestamp)
     if kind == EDIT_KIND:
         edited = content.protocolMessage
         return (
             MessageDoc(
                 account_id,
                 tid,
-                edited.key.ID or info.ID,
+                document_id(text_of(edited.key.ID) or message_id),
                 {
                     "body": _body(edited.editedMessage, _first_kind(edited.editedMessage)),
-                    "editedAt": Timestamp(info.Timestamp),
+                    "editedAt": Timestamp(ts_ms),
                     "updatedAt": SERVER_TIME,
                 },
                 merge=True,
@@ -145,11 +190,11 @@ def build_records(
         "body": body,
         "messageType": _MESSAGE_TYPES.get(kind, kind),
         "media": _media(content, kind),
-        "tsClient": Timestamp(info.Timestamp),
+        "tsClient": Timestamp(ts_ms),
         "createdAt": SERVER_TIME,
         "updatedAt": SERVER_TIME,
         "key": {
-            "id": info.ID,
+            "id": message_id,
             "remoteJid": chat,
             "fromMe": bool(source.IsFromMe),
             "participant": jid_string(source.Sender) if source.IsGroup else None,
@@ -157,9 +202,40 @@ def build_records(
     }
     if source.IsGroup:
         fields["senderJid"] = jid_string(source.Sender)
-    return MessageDoc(account_id, tid, info.ID, fields), _thread_patch(
-        account_id, tid, chat, source, direction, info.Timestamp, body
+    return MessageDoc(account_id, tid, document_id(message_id), fields), _thread_patch(
+        account_id, tid, chat, source, direction, ts_ms, body
     )
+
+
+def _content(message: WAMessage, kind: str) -> WAMessage:
+    """The (possibly wrapped) message that holds the content ``kind`` names, looked for
+    in the order :func:`~sidecar.domain.classify.classify` looks: a text beside a wrapped
+    image is the text, not the image's missing caption."""
+    field, _, protocol_type = kind.partition(".")
+    if field not in WAMessage.DESCRIPTOR.fields_by_name:
+        return unwrap(message)
+    wanted = ProtocolMessage.Type.Value(protocol_type) if protocol_type else None
+
+    def holds(candidate: WAMessage) -> bool:
+        return candidate.HasField(field) and (
+            wanted is None or candidate.protocolMessage.type == wanted
+        )
+
+    found = _find(message, holds, 0)
+    return unwrap(message) if found is None else found
+
+
+def _find(message: WAMessage, holds: Callable[[WAMessage], bool], depth: int) -> WAMessage | None:
+    if holds(message):
+        return message
+    if depth >= MAX_WRAPPER_DEPTH:
+        return None
+    for field, value in message.ListFields():
+        if field.name in WRAPPER_FIELDS and value.HasField("message"):
+            found = _find(value.message, holds, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _thread_patch(
@@ -175,7 +251,7 @@ def _thread_patch(
         "updatedAt": SERVER_TIME,
     }
     if source.Chat.Server == "s.whatsapp.net" and not source.IsGroup:
-        fields["phoneE164"] = f"+{source.Chat.User}"
+        fields["phoneE164"] = f"+{text_of(source.Chat.User)}"
     if direction == "inbound":
         fields |= {
             "lastInboundAt": Timestamp(ts_ms),
@@ -210,20 +286,20 @@ def _first_kind(message: WAMessage) -> str:
 
 def _body(content: WAMessage, kind: str) -> str:
     if kind == "conversation":
-        return str(content.conversation)
+        return text_of(content.conversation)
     if kind == "extendedTextMessage":
-        return str(content.extendedTextMessage.text)
+        return text_of(content.extendedTextMessage.text)
     if kind in ("imageMessage", "videoMessage", "ptvMessage", "documentMessage"):
-        return str(getattr(content, kind).caption)
+        return text_of(getattr(content, kind).caption)
     if kind.startswith("pollCreationMessage"):
-        return str(getattr(content, kind).name)
+        return text_of(getattr(content, kind).name)
     if kind == "reactionMessage":
-        return str(content.reactionMessage.text)
+        return text_of(content.reactionMessage.text)
     if kind in ("locationMessage", "liveLocationMessage"):
         location = getattr(content, kind)
-        return str(getattr(location, "name", "") or getattr(location, "caption", ""))
+        return text_of(getattr(location, "name", "") or getattr(location, "caption", ""))
     if kind in ("contactMessage", "contactsArrayMessage"):
-        return str(getattr(content, kind).displayName)
+        return text_of(getattr(content, kind).displayName)
     return ""
 
 
@@ -233,9 +309,9 @@ def _media(content: WAMessage, kind: str) -> dict[str, Any] | None:
     media = getattr(content, kind)
     return {
         "type": _MESSAGE_TYPES[kind],
-        "mimetype": media.mimetype or None,
-        "caption": (media.caption or None) if hasattr(media, "caption") else None,
-        "filename": (media.fileName or None) if kind == "documentMessage" else None,
+        "mimetype": text_of(media.mimetype) or None,
+        "caption": (text_of(media.caption) or None) if hasattr(media, "caption") else None,
+        "filename": (text_of(media.fileName) or None) if kind == "documentMessage" else None,
     }
 
 
