@@ -137,7 +137,7 @@ class EventPipeline:
             else None
         )
         classification = classify(message)
-        probe_id = _probe_id(message) if classification.kind in PROBE_KINDS else None
+        probe_id = probe_id_of(message) if classification.kind in PROBE_KINDS else None
         if probe_id is not None:
             if state.record_probe_delivery(probe_id, received_at) is None:
                 state.count_probe_failure("unexpected")
@@ -199,16 +199,6 @@ class EventPipeline:
             state.set_offline_sync(sync, at)
 
         return handler
-
-
-def _probe_id(message: Any) -> str | None:
-    """The probe id of a text message, or None. A text that is not valid UTF-8 reaches
-    Python as ``bytes`` (Go does not check proto2 strings): it is no probe, and it must
-    still be counted as the real message it is."""
-    try:
-        return probe_id_of(message)
-    except TypeError:  # bytes.startswith(str); see the issue note for probes.py
-        return None
 
 
 def _log_handler_fault(account_id: str, event: str, exc: BaseException) -> None:

@@ -746,8 +746,12 @@ def _deliverer(
         if recorder is not None:
             try:
                 recorder.write(now, account_id, event)
-            except Exception:
-                log.exception("account=%s cannot record an event; handling it", account_id)
+            except Exception as exc:  # its text may quote the event: the kind only
+                log.error(
+                    "account=%s cannot record an event (%s); handling it",
+                    account_id,
+                    type(exc).__name__,
+                )
         sidecar.pipeline.handle(account_id, event, now)
 
     return deliver

@@ -63,7 +63,9 @@ def probe_id_of(message: WAMessage | None) -> str | None:
         text = content.extendedTextMessage.text
     else:
         return None
-    if not text.startswith(PROBE_PREFIX):
+    # A text that is not valid UTF-8 reaches Python as bytes (Go does not check proto2
+    # strings): it is no probe, and must still count as the real message it is.
+    if not isinstance(text, str) or not text.startswith(PROBE_PREFIX):
         return None
     probe_id = text[len(PROBE_PREFIX) :].strip()
     return probe_id or None
