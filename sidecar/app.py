@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, FirebaseVerifier, StaticTokens
 from sidecar.adapters.http import READY, create_app
 from sidecar.adapters.neonize_live import LiveControl, live_source
-from sidecar.adapters.spool import Spool
+from sidecar.adapters.spool import Failures, Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.adapters.store_sqlite import SqliteMessageStore
 from sidecar.clock import Clock, ReplayClock, SystemClock
@@ -61,9 +62,17 @@ def build_store(loaded: LoadedConfig) -> MessageStore:
 
 
 def build_sidecar(loaded: LoadedConfig, clock: Clock) -> Sidecar:
+    """Open the state under ``state_dir``. A corrupt spool or SQLite message store raises
+    CorruptDatabaseError (the CLI says what to do); a corrupt account state is moved
+    aside by SqliteStateStore, with a WARNING."""
     state_dir = loaded.config.state_dir
-    storage = Storage(Spool(state_dir), build_store(loaded))
-    return Sidecar(loaded, clock, SqliteStateStore(state_dir), storage=storage)
+    spool = Spool(state_dir)
+    try:
+        storage = Storage(spool, build_store(loaded))
+        return Sidecar(loaded, clock, SqliteStateStore(state_dir), storage=storage)
+    except BaseException:
+        spool.close()
+        raise
 
 
 def freeze_startup_objects() -> None:
@@ -84,6 +93,10 @@ def periodic(
     """A background task for ``cleanup_ctx``: started with the app, cancelled and
     awaited at cleanup."""
 
+    # one line when it starts failing (the error's kind: texts can quote values), at most
+    # one a minute while it goes on (a full disk fails the state flush every second)
+    failures = Failures(log, f"background task {name!r}", "; it runs again", level=logging.ERROR)
+
     async def loop_forever() -> None:
         while True:
             await asyncio.sleep(interval)
@@ -92,8 +105,12 @@ def periodic(
                     await asyncio.get_running_loop().run_in_executor(None, action)
                 else:
                     action()
-            except Exception:
-                log.exception("background task %r failed; it will run again", name)
+            except Exception as exc:
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                failures.failed(exc, f"{frame.name}@{Path(frame.filename).name}:{frame.lineno}")
+                log.debug("background task %r failure detail", name, exc_info=exc)
+            else:
+                failures.succeeded()
 
     async def context(_app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(loop_forever(), name=name)
@@ -181,10 +198,27 @@ async def serve(
         app[READY].clear()
         await repairs.close()
         await runner.cleanup()
-        sidecar.flush_state()
-        if sidecar.storage is not None:
-            await sidecar.storage.close()
-        sidecar.close()
+        await _close(sidecar)
+
+
+async def _close(sidecar: Sidecar) -> None:
+    """Save state and close every part; a step that fails (a full disk) does not keep
+    the others from running. The first failure is raised at the end (exit code 1)."""
+    failed: BaseException | None = None
+    steps: list[tuple[str, Callable[[], object]]] = [("saving account state", sidecar.flush_state)]
+    if sidecar.storage is not None:
+        steps.append(("closing the store and the spool", sidecar.storage.close))
+    steps.append(("closing the state database", sidecar.close))
+    for what, step in steps:
+        try:
+            result = step()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:
+            log.error("on the way out, %s failed: %s", what, exc)
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 def _format_address(address: object) -> str:

@@ -1,6 +1,7 @@
-"""``wa-sidecar``: run, check-config, replay.
+"""``wa-sidecar``: run, check-config, replay, pair, recover-db.
 
-Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
+Exit codes: 0 ok, 2 bad config or arguments, 1 anything else (a corrupt spool
+or message store among them: the error names the file and the recovery).
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar import __version__
+from sidecar.adapters.sqlite_files import RUNBOOK, CorruptDatabaseError
 from sidecar.config import ConfigError, LoadedConfig, load_config
 
 EXIT_OK = 0
@@ -86,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep serving HTTP this long after the last record, then exit 0",
     )
+
+    recover = commands.add_parser(
+        "recover-db",
+        help="replace each corrupt SQLite file under state_dir by its readable rows"
+        " (with the sidecar stopped)",
+    )
+    recover.add_argument("--config", required=True, type=Path, metavar="FILE")
     return parser
 
 
@@ -115,6 +125,84 @@ def _pair(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sidecar_running(loaded: LoadedConfig) -> bool:
+    """Whether something answers on the configured HTTP address (a running sidecar)."""
+    listen = loaded.config.http.listen
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host  # noqa: S104
+    host = "::1" if host == "::" else host
+    try:
+        socket.create_connection((host, listen.port), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
+def _recover_db(loaded: LoadedConfig, config: Path) -> int:
+    """Check the sidecar's SQLite files; move each corrupt one aside and put in its place
+    a new file holding every row that can still be read. Intact files are not touched."""
+    from sidecar.adapters.spool import SCHEMA as SPOOL_SCHEMA
+    from sidecar.adapters.spool import Spool
+    from sidecar.adapters.sqlite_files import integrity_problem, salvage
+    from sidecar.adapters.sqlite_state import SCHEMA as STATE_SCHEMA
+    from sidecar.adapters.sqlite_state import SqliteStateStore
+    from sidecar.adapters.store_sqlite import SCHEMA as STORE_SCHEMA
+    from sidecar.adapters.store_sqlite import SqliteMessageStore
+
+    if _sidecar_running(loaded):
+        listen = loaded.config.http.listen
+        print(
+            f"wa-sidecar recover-db: something answers on {listen.host}:{listen.port}; stop the"
+            " sidecar first (its files must not change while they are recovered)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    state_dir = loaded.config.state_dir
+    files = (
+        (Spool.FILENAME, SPOOL_SCHEMA),
+        (SqliteMessageStore.FILENAME, STORE_SCHEMA),
+        (SqliteStateStore.FILENAME, STATE_SCHEMA),
+    )
+    status = EXIT_OK
+    for filename, schema in files:
+        path = state_dir / filename
+        if not path.exists():
+            print(f"{path}: absent")
+            continue
+        try:
+            problem = integrity_problem(path)
+            if problem is None:
+                print(f"{path}: ok")
+                continue
+            saved = salvage(path, schema)
+        except Exception as exc:
+            print(f"{path}: cannot recover it: {exc}", file=sys.stderr)
+            status = EXIT_FAILURE
+            continue
+        rows = ", ".join(f"{table} {count}" for table, count in saved.rows.items())
+        print(
+            f"{path}: corrupt ({' '.join(problem.split())}); moved to {saved.aside.name};"
+            f" the new file holds the {saved.total} rows that could be read ({rows})"
+        )
+    if status == EXIT_OK:
+        print(f"done; start the sidecar again (wa-sidecar run --config {config})")
+    return status
+
+
+def _corrupt(command: str, exc: CorruptDatabaseError, config: Path) -> int:
+    holds = f"; it holds {exc.holds}" if exc.holds else ""
+    log.error(
+        "wa-sidecar %s: %s is corrupt (%s)%s, so the sidecar does not start. Stop it, run"
+        " `wa-sidecar recover-db --config %s`, and start it again; see %s",
+        command,
+        exc.path,
+        exc.detail,
+        holds,
+        config,
+        RUNBOOK,
+    )
+    return EXIT_FAILURE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -135,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "pair":
         return _pair(loaded, args)
+    if args.command == "recover-db":
+        return _recover_db(loaded, args.config)
     if args.command == "replay" and not args.capture.is_file():
         print(f"wa-sidecar replay: no such capture file: {args.capture}", file=sys.stderr)
         return EXIT_USAGE
@@ -149,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run(loaded, args.record, blank_record_text=args.record_blank_text))
     except KeyboardInterrupt:
         return EXIT_OK
+    except CorruptDatabaseError as exc:
+        return _corrupt(args.command, exc, args.config)
     except Exception as exc:
         log.error("wa-sidecar %s failed: %s", args.command, exc)
         log.debug("failure detail", exc_info=exc)

@@ -4,6 +4,14 @@ The event handler only commits to the local spool (fast, durable); the
 :class:`SpoolWriter` moves batches to the configured store, retrying with
 capped exponential backoff and jitter for as long as the store is down, and
 deletes spool rows only once the store confirmed them.
+
+A real message the spool cannot take (a full or failing disk under
+``state_dir``) is not stored: it is counted per account in
+``whatsapp_spool_write_errors_total``, shown in the health object's ``store``,
+and logged on one ERROR line (error kind only; repeats are summed, at most one
+line a minute). The handler returns normally and the process keeps running.
+The writer outlives every error of the spool or the store: it logs, backs off
+and tries again.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from sidecar.adapters.spool import Batch, Spool
+from sidecar.adapters.spool import Batch, Failures, Spool, SpoolError
+from sidecar.adapters.sqlite_files import error_kind
 from sidecar.domain.classify import Classification
 from sidecar.domain.records import build_records
 from sidecar.domain.supervision import Backoff
@@ -63,6 +72,12 @@ class StoreStats:
         self.latency_sum = 0.0
         self.last_error: dict[str, tuple[str, float]] = {}
         self.last_write_at: dict[str, float] = {}
+        #: Real messages per account that the spool could not take (not stored).
+        self.spool_rejected: dict[str, int] = {}
+
+    def rejected(self, account: str) -> None:
+        with self._lock:
+            self.spool_rejected[account] = self.spool_rejected.get(account, 0) + 1
 
     def succeeded(self, batch: Batch, seconds: float) -> None:
         now = time.time()
@@ -87,10 +102,11 @@ class StoreStats:
 
 
 def describe_error(exc: BaseException) -> str:
-    """The error's kind only: store errors quote document paths, which hold JIDs."""
+    """The error's kind only: store errors quote document paths, which hold JIDs.
+    gRPC errors name their status, SQLite errors their result code, OS errors their errno."""
     code = getattr(exc, "grpc_status_code", None) or getattr(exc, "code", None)
     name = getattr(code, "name", None)
-    return f"{type(exc).__name__} ({name})" if isinstance(name, str) else type(exc).__name__
+    return f"{type(exc).__name__} ({name})" if isinstance(name, str) else error_kind(exc)
 
 
 class SpoolWriter:
@@ -103,6 +119,9 @@ class SpoolWriter:
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=60.0)
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._spool_failures = Failures(
+            log, "spool writer: taking or confirming a batch", "; it tries again"
+        )
 
     def wake(self) -> None:
         """Something was spooled; safe from any thread."""
@@ -116,7 +135,13 @@ class SpoolWriter:
         self._wakeup = asyncio.Event()
         while True:
             self._wakeup.clear()
-            next_due = await self.drain()
+            try:
+                next_due = await self.drain()
+            except Exception as exc:  # the spool failed (the store's errors stay in _commit)
+                self._spool_failures.failed(exc)
+                await asyncio.sleep(self._backoff.next_delay())
+                continue
+            self._spool_failures.succeeded()
             timeout = IDLE_POLL_S if next_due is None else min(IDLE_POLL_S, next_due)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
@@ -175,17 +200,32 @@ class SpoolWriter:
             await asyncio.sleep(delay)
             return False
         self._stats.succeeded(batch, time.perf_counter() - started)
-        await asyncio.to_thread(self._spool.ack, batch)
+        try:
+            await asyncio.to_thread(self._spool.ack, batch)
+        except SpoolError as exc:
+            # Written but still spooled: written again later, as documents keyed by
+            # message id, which leaves one document each.
+            self._spool_failures.failed(exc)
+            await asyncio.sleep(self._backoff.next_delay())
+            return False
         self._backoff.reset()
         return True
+
+    @property
+    def spool_error(self) -> tuple[str, float] | None:
+        """The error reading or updating the spool fails with now (None: it works)."""
+        return self._spool_failures.last
 
 
 class StorageListener:
     """The pipeline's hook: real messages are spooled before the handler returns."""
 
-    def __init__(self, spool: Spool, writer: SpoolWriter) -> None:
+    def __init__(self, spool: Spool, writer: SpoolWriter, stats: StoreStats) -> None:
         self._spool = spool
         self._writer = writer
+        self._stats = stats
+        self._failures: dict[str, Failures] = {}
+        self._lock = threading.Lock()
 
     def on_message(
         self, account_id: str, event: Any, classification: Classification, received_at: float
@@ -193,8 +233,36 @@ class StorageListener:
         records = build_records(account_id, event, classification)
         if records is None:
             return
-        self._spool.enqueue(*records)
+        failures = self._failures.get(account_id)
+        try:
+            self._spool.enqueue(*records)
+        except SpoolError as exc:
+            # It cannot be made durable, so it is not stored: say so, and go on with
+            # the next event (its counts and times are recorded already).
+            self._stats.rejected(account_id)
+            if failures is None:
+                failures = self._failures_of(account_id)
+            failures.failed(exc)
+            return
+        if failures is not None:
+            failures.succeeded()
         self._writer.wake()
+
+    def _failures_of(self, account_id: str) -> Failures:
+        with self._lock:
+            failures = self._failures.get(account_id)
+            if failures is None:
+                failures = self._failures[account_id] = Failures(
+                    log,
+                    f"account={account_id} spool: making a real message durable",
+                    "; it is not stored (whatsapp_spool_write_errors_total)",
+                    level=logging.ERROR,
+                )
+            return failures
+
+    def spool_error(self, account_id: str) -> tuple[str, float] | None:
+        failures = self._failures.get(account_id)
+        return None if failures is None else failures.last
 
 
 class StoreCollector(Collector):
@@ -240,25 +308,37 @@ SPOOL_OLDEST_AGE = Family(
     "Age of the oldest spooled message, at scrape time; absent when empty.",
     "gauge",
 )
-_EMPTY_SPOOL: tuple[tuple[Sample, ...], ...] = ((((), 0),), (), ())
+SPOOL_WRITE_ERRORS = Family(
+    "whatsapp_spool_write_errors",
+    "Real messages the local spool could not take (disk full or failing) or keep (a damaged"
+    " row): they are not stored.",
+    "counter",
+)
+_NO_ERRORS: tuple[Sample, ...] = (((), 0),)
+_EMPTY_SPOOL: tuple[tuple[Sample, ...], ...] = ((((), 0),), (), (), _NO_ERRORS)
 
 
 class SpoolCollector(RowCollector):
-    """Each account's spool backlog, and how old its oldest message is."""
+    """Each account's spool backlog, how old its oldest message is, and the messages
+    the spool could not take."""
 
-    families = (SPOOL_MESSAGES, SPOOL_OLDEST, SPOOL_OLDEST_AGE)
+    families = (SPOOL_MESSAGES, SPOOL_OLDEST, SPOOL_OLDEST_AGE, SPOOL_WRITE_ERRORS)
 
-    def __init__(self, spool: Spool, accounts: Sequence[str]) -> None:
+    def __init__(self, spool: Spool, accounts: Sequence[str], stats: StoreStats) -> None:
         self._spool = spool
         self._accounts = accounts
+        self._stats = stats
 
     def rows(self) -> Iterator[AccountRow]:
         backlog = self._spool.backlog()
+        rejected, dropped = self._stats.spool_rejected, self._spool.dropped
         now = self._spool.now()
         for account in self._accounts:
             entry = backlog.get(account)
+            lost = rejected.get(account, 0) + dropped.get(account, 0) if rejected or dropped else 0
+            errors = (((), lost),) if lost else _NO_ERRORS
             if entry is None:
-                yield account, _EMPTY_SPOOL
+                yield account, (_EMPTY_SPOOL if lost == 0 else (*_EMPTY_SPOOL[:3], errors))
                 continue
             oldest = entry.oldest_enqueued_at
             yield (
@@ -267,6 +347,7 @@ class SpoolCollector(RowCollector):
                     (((), entry.messages),),
                     () if oldest is None else (((), oldest),),
                     () if oldest is None else (((), max(0.0, now - oldest)),),
+                    errors,
                 ),
             )
 
@@ -279,14 +360,32 @@ class Storage:
         self.store = store
         self.stats = StoreStats()
         self.writer = SpoolWriter(spool, store, self.stats)
-        self.listener = StorageListener(spool, self.writer)
+        self.listener = StorageListener(spool, self.writer, self.stats)
+
+    def spool_error(self, account_id: str) -> tuple[str, float] | None:
+        """What the spool fails with now for this account (None: it works): taking its
+        messages, moving them into SQLite, reading or updating them."""
+        failing = [
+            error
+            for error in (
+                self.listener.spool_error(account_id),
+                self.spool.error(),
+                self.writer.spool_error,
+            )
+            if error is not None
+        ]
+        return max(failing, key=lambda kind_at: kind_at[1]) if failing else None
 
     def health(self, account_id: str) -> dict[str, Any]:
+        """The health object's ``store``. ``lastError`` is the store's (writes retried);
+        ``spoolError`` the local spool's; ``spoolWriteErrors`` counts the real messages
+        the spool could not take, which are not stored."""
         backlog = self.spool.backlog().get(account_id)
         now = time.time()
         error = self.stats.last_error.get(account_id)
         last_write = self.stats.last_write_at.get(account_id)
         oldest = backlog.oldest_enqueued_at if backlog else None
+        spool_error = self.spool_error(account_id)
         return {
             "backend": self.store.backend,
             "backlog": backlog.messages if backlog else 0,
@@ -294,10 +393,14 @@ class Storage:
             "lastError": error[0] if error else None,
             "lastErrorAtMs": round(error[1] * 1000) if error else None,
             "lastWriteAtMs": None if last_write is None else round(last_write * 1000),
+            "spoolError": spool_error[0] if spool_error else None,
+            "spoolErrorAtMs": round(spool_error[1] * 1000) if spool_error else None,
+            "spoolWriteErrors": self.stats.spool_rejected.get(account_id, 0)
+            + self.spool.dropped.get(account_id, 0),
         }
 
     def collectors(self, accounts: Sequence[str]) -> list[Collector]:
-        return [StoreCollector(self), SpoolCollector(self.spool, accounts)]
+        return [StoreCollector(self), SpoolCollector(self.spool, accounts, self.stats)]
 
     async def writer_context(self, _app: Any) -> AsyncIterator[None]:
         """For aiohttp's ``cleanup_ctx``: the writer runs while the app runs."""
@@ -308,5 +411,7 @@ class Storage:
             await task
 
     async def close(self) -> None:
-        await self.store.close()
-        self.spool.close()
+        try:
+            await self.store.close()
+        finally:
+            self.spool.close()

@@ -8,13 +8,23 @@ written survives a killed process, as a WAL commit with
 SQLite (WAL) in one transaction each, off the handler's critical path, and
 the journal starts over. A restart moves whatever the journal still holds
 before anything else. Rows leave SQLite only after the store confirmed them.
+
 Thread updates are coalesced per thread and written at most once per
 ``thread_interval_s``, which keeps a busy chat under Firestore's sustained
 rate of one write per second per document.
+
+When the disk is full, a message the journal cannot take is refused with
+:class:`SpoolError` (the caller counts and logs it: it is not stored); a move
+into SQLite that fails leaves the entries in the journal and is tried again.
+A spool database that is corrupt is refused at start
+(:class:`~sidecar.adapters.sqlite_files.CorruptDatabaseError`): it may hold
+messages that are in no other place, so an operator decides (docs/runbook.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -28,7 +38,12 @@ from typing import Any
 
 import orjson
 
-from sidecar.adapters.sqlite_files import open_private
+from sidecar.adapters.sqlite_files import (
+    CorruptDatabaseError,
+    error_kind,
+    is_corruption,
+    open_private,
+)
 from sidecar.domain.records import (
     MessageDoc,
     ThreadPatch,
@@ -71,10 +86,67 @@ MAX_BATCH_OPS = 500  # Firestore's limit for one batched write
 #: Journal entries that make the handler move them into SQLite itself; below this
 #: the writer's next ``take`` moves them (it runs after every enqueue it is woken for).
 FLUSH_EVERY = 512
+#: After a failed move into SQLite, the handler leaves the next tries to the writer this long.
+FLUSH_RETRY_S = 1.0
+#: What the spool database holds, for the error that refuses a corrupt one.
+HOLDS = "real messages not yet written to the store"
 
 
 class SpoolError(Exception):
     """The spool database cannot be opened or written."""
+
+
+class Failures:
+    """One operation's failures, logged on one line when they start, at most once per
+    ``every_s`` while they last (with how many there were), and once when they end.
+    Only error kinds are logged, never error texts (they can quote values)."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        consequence: str = "",
+        *,
+        level: int = logging.WARNING,
+        every_s: float = 60.0,
+    ) -> None:
+        self._log = logger
+        self._level = level
+        self._what = what
+        self._consequence = consequence
+        self._every = every_s
+        self._lock = threading.Lock()
+        self.last: tuple[str, float] | None = None  # (kind, Unix time) while failing
+        self._failures = 0  # since the operation last worked
+        self._unlogged = 0
+        self._logged_at = 0.0
+
+    def failed(self, exc: BaseException, where: str = "") -> None:
+        """Count one failure; ``where`` (e.g. ``function@file:line``) is logged with it."""
+        kind = error_kind(exc)
+        now = time.monotonic()
+        with self._lock:
+            changed = self.last is None or self.last[0] != kind
+            self.last = (kind, time.time())
+            self._failures += 1
+            self._unlogged += 1
+            if not changed and now - self._logged_at < self._every:
+                return
+            count, self._unlogged, self._logged_at = self._unlogged, 0, now
+        times = "" if count == 1 else f" ({count} times since the last report)"
+        at = f" at {where}" if where else ""
+        self._log.log(
+            self._level, "%s failed: %s%s%s%s", self._what, kind, at, times, self._consequence
+        )
+
+    def succeeded(self) -> None:
+        if self.last is None:  # the common case: no lock
+            return
+        with self._lock:
+            if self.last is None:
+                return
+            failures, self.last, self._failures, self._unlogged = self._failures, None, 0, 0
+        self._log.warning("%s works again, after %d failures", self._what, failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,29 +260,76 @@ class Spool:
         self._lock = threading.Lock()
         self._pending: list[_Entry] = []
         self._threads: dict[str, _Thread] = {}
+        self._generation = 0
+        self._journal_ready = False  # it holds a whole header line of ``_generation``
+        self._torn_tail = False  # a torn line could not be taken back: start on a new line
+        self._flush_retry_at = 0.0
+        #: Messages per account whose spooled rows were damaged, and dropped (not stored).
+        self.dropped: dict[str, int] = {}
+        self.move_failures = Failures(
+            log,
+            f"spool: moving journaled messages into {self.FILENAME}",
+            "; the journal keeps them",
+        )
+        self.journal_failures = Failures(log, f"spool: starting a new {self.JOURNAL}")
         try:
-            self._db = open_private(self.path, SCHEMA)
+            self._db = open_private(self.path, SCHEMA, check=True)
+        except CorruptDatabaseError as exc:
+            raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+        try:
             self._load_threads()
             self._journal = os.open(self.journal_path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o600)
-            self._generation = self._recover()
-        except (OSError, sqlite3.Error, ValueError) as exc:
+            try:
+                self._recover()
+            except BaseException:
+                os.close(self._journal)
+                raise
+        except sqlite3.Error as exc:
+            self._db.close()
+            if is_corruption(exc):
+                raise CorruptDatabaseError(self.path, str(exc), holds=HOLDS) from exc
+            raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            self._db.close()
             raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
 
     def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None:
-        """Make one message (and its thread update) durable before returning."""
+        """Make one message (and its thread update) durable before returning; raise
+        :class:`SpoolError` when it cannot be (the message is then not stored)."""
         entry = _Entry.of(doc, patch, self.now())
         line = entry.encode()
         with self._lock:
+            if not self._journal_ready:
+                self._start_journal()
+            if self._torn_tail:
+                line = b"\n" + line
             try:
                 written = os.write(self._journal, line)
             except OSError as exc:
                 raise SpoolError(f"cannot write to the spool {self.journal_path}: {exc}") from exc
             if written != len(line):  # out of space half-way: take the torn line back
-                os.ftruncate(self._journal, os.lseek(self._journal, 0, os.SEEK_END) - written)
-                raise SpoolError(f"cannot write to the spool {self.journal_path}: disk full")
+                self._take_back(written)
+                raise SpoolError(
+                    f"cannot write to the spool {self.journal_path}: disk full"
+                ) from OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._torn_tail = False
             self._pending.append(entry)
-            if len(self._pending) >= FLUSH_EVERY:
+            if len(self._pending) >= FLUSH_EVERY and time.monotonic() >= self._flush_retry_at:
                 self._try_flush()
+
+    def _take_back(self, written: int) -> None:
+        try:
+            os.ftruncate(self._journal, os.lseek(self._journal, 0, os.SEEK_END) - written)
+        except OSError:
+            self._torn_tail = True  # recovery skips the torn line; the next entry starts anew
+
+    def error(self) -> tuple[str, float] | None:
+        """The kind of error the spool's own writes are failing with now, and since when
+        it was last seen (None: they work)."""
+        failing = [f.last for f in (self.move_failures, self.journal_failures) if f.last]
+        return max(failing, key=lambda kind_at: kind_at[1]) if failing else None
 
     def flush(self) -> None:
         """Move journaled messages into SQLite now (the writer's ``take`` also does)."""
@@ -231,35 +350,86 @@ class Spool:
             " FROM spool_threads WHERE pending = 1 OR last_written_at > ?",
             (self.now() - self._thread_interval,),
         ):
+            fields = _decoded(account_id, thread_id, thread_id, patch)
+            numbers_ok = isinstance(version, int) and all(
+                isinstance(v, int | float) for v in (enqueued_at, written or 0.0)
+            )
+            if fields is None or not numbers_ok:
+                # a damaged row (salvaged): the thread's next message mends the thread
+                log.warning("spool: a damaged thread update in %s was skipped", self.FILENAME)
+                continue
             self._threads[thread_id] = _Thread(
-                account_id, decode_fields(patch), version, bool(pending), enqueued_at, written
+                account_id, fields, version, bool(pending), enqueued_at, written
             )
 
-    def _recover(self) -> int:
-        """Move what a previous process journaled but never flushed; return the generation
-        the new journal starts."""
+    def _recover(self) -> None:
+        """Move what a previous process journaled but never flushed, then start the
+        journal of the next generation. If the move fails (a full disk), the journal
+        keeps its entries and the new ones are appended to it."""
         (flushed,) = self._db.execute("SELECT flushed_generation FROM spool_journal").fetchone()
         data = os.pread(self._journal, os.fstat(self._journal).st_size, 0)
         header, _, body = data.partition(b"\n")
-        generation = int(json.loads(header)["generation"]) if header else flushed
-        if generation > flushed and body:
-            entries, torn = [], 0
-            for line in body.splitlines():
-                try:
-                    entries.append(_Entry.decode(line))
-                except (ValueError, KeyError, TypeError, IndexError):
-                    torn += 1
-            if torn:
-                log.warning("spool: %d unreadable journal entries skipped", torn)
-            self._pending = entries
+        generation = _generation_of(header)
+        if generation is None:
+            if header:
+                # Entries already moved would be written again: harmless, documents are
+                # keyed by message id. Losing unmoved ones would not be.
+                log.warning("spool: the journal's header is unreadable; recovering every entry")
+                generation = flushed + 1
+            else:
+                generation = flushed
+        if generation <= flushed or not body:
+            self._generation = max(generation, flushed) + 1
+            self._start_journal_or_log()
+            return
+        entries, torn = [], 0
+        for line in body.splitlines():
+            try:
+                entries.append(_Entry.decode(line))
+            except (ValueError, KeyError, TypeError, IndexError):
+                torn += 1
+        if torn:
+            log.warning("spool: %d unreadable journal entries skipped", torn)
+        if not body.endswith(b"\n"):  # a torn last line must not swallow the next entry
+            self._torn_tail = True
+        self._pending = entries
+        self._generation = generation
+        self._journal_ready = True  # new entries go on in this generation until the move
+        try:
             self._flush(generation)
-            log.info("spool: %d journaled messages recovered", len(entries))
-        return self._start_journal(max(generation, flushed) + 1)
+        except sqlite3.Error as exc:
+            if is_corruption(exc):
+                raise
+            self.move_failures.failed(exc)
+            self._flush_retry_at = time.monotonic() + FLUSH_RETRY_S
+            return
+        log.info("spool: %d journaled messages recovered", len(entries))
+        self._generation = generation + 1
+        self._start_journal_or_log()
 
-    def _start_journal(self, generation: int) -> int:
-        os.ftruncate(self._journal, 0)
-        os.write(self._journal, json.dumps({"generation": generation}).encode() + b"\n")
-        return generation
+    def _start_journal(self) -> None:
+        """Empty the journal and write the header of ``_generation``; the caller holds
+        the lock and has moved every entry. Raises :class:`SpoolError`."""
+        if self._pending:  # never: it would throw entries away
+            raise SpoolError("the spool journal holds entries not yet moved into SQLite")
+        self._journal_ready = False
+        header = json.dumps({"generation": self._generation}).encode() + b"\n"
+        try:
+            os.ftruncate(self._journal, 0)
+            written = os.write(self._journal, header)
+            if written != len(header):
+                os.ftruncate(self._journal, 0)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            self.journal_failures.failed(exc)
+            raise SpoolError(f"cannot start the spool journal {self.journal_path}: {exc}") from exc
+        self._journal_ready, self._torn_tail = True, False
+        self.journal_failures.succeeded()
+
+    def _start_journal_or_log(self) -> None:
+        """As :meth:`_start_journal`; a failure is logged and the next enqueue tries again."""
+        with contextlib.suppress(SpoolError):
+            self._start_journal()
 
     def _try_flush(self) -> None:
         """Flush now if SQLite lets us; the journal keeps the entries if it does not.
@@ -269,9 +439,12 @@ class Spool:
         try:
             self._flush(self._generation)
         except sqlite3.Error as exc:
-            log.warning("spool: moving journaled messages into %s failed: %s", self.path, exc)
+            self.move_failures.failed(exc)
+            self._flush_retry_at = time.monotonic() + FLUSH_RETRY_S
             return
-        self._generation = self._start_journal(self._generation + 1)
+        self.move_failures.succeeded()
+        self._generation += 1
+        self._start_journal_or_log()
 
     def _flush(self, generation: int) -> None:
         """Move the pending entries into SQLite in one transaction (caller holds the lock)."""
@@ -327,7 +500,10 @@ class Spool:
         busy_threads = {t.patch.thread_id for t in after.threads} if after else set()
         after_seq = max((seq for seq, _ in after.messages), default=0) if after else 0
         with self._lock:
-            self._try_flush()
+            if time.monotonic() >= self._flush_retry_at:
+                self._try_flush()
+            if not self._journal_ready and not self._pending:
+                self._start_journal_or_log()  # so the handler need not
             due_before = now - self._thread_interval
             waiting = sorted(
                 (
@@ -354,20 +530,46 @@ class Spool:
                         ThreadPatch(thread.account_id, thread_id, thread.fields), thread.version
                     )
                 )
-            for seq, account_id, thread_id, message_id, doc, merge in self._db.execute(
-                "SELECT seq, account_id, thread_id, message_id, doc, merge FROM spool_messages"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit - len(batch.threads)),
-            ):
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, account_id, thread_id, message_id, doc, merge"
+                    " FROM spool_messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit - len(batch.threads)),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
+            damaged = []
+            for seq, account_id, thread_id, message_id, doc, merge in rows:
+                fields = _decoded(account_id, thread_id, message_id, doc)
+                if fields is None:
+                    damaged.append((seq, account_id))
+                    continue
                 batch.messages.append(
-                    (
-                        seq,
-                        MessageDoc(
-                            account_id, thread_id, message_id, decode_fields(doc), bool(merge)
-                        ),
-                    )
+                    (seq, MessageDoc(account_id, thread_id, message_id, fields, bool(merge)))
                 )
+            if damaged:
+                self._drop_damaged(damaged)
         return batch
+
+    def _drop_damaged(self, damaged: list[tuple[int, object]]) -> None:
+        """Rows that cannot be read back (a damaged page, salvaged): no store could take
+        them, and they must not hold up the others. The caller holds the lock."""
+        try:
+            self._db.executemany(
+                "DELETE FROM spool_messages WHERE seq = ?", [(s,) for s, _ in damaged]
+            )
+        except sqlite3.Error as exc:  # they are skipped again at the next take
+            log.warning("spool: dropping damaged rows failed: %s", error_kind(exc))
+            return
+        for _, account_id in damaged:
+            account = account_id if isinstance(account_id, str) else ""
+            self.dropped[account] = self.dropped.get(account, 0) + 1
+        log.error(
+            "spool: %d damaged rows of %s could not be read and were dropped: those messages"
+            " are not stored (whatsapp_spool_write_errors_total)",
+            len(damaged),
+            self.FILENAME,
+        )
 
     def ack(self, batch: Batch) -> None:
         """The store has confirmed ``batch``: forget its messages; mark its threads written
@@ -380,8 +582,8 @@ class Spool:
                 if thread is not None:
                     still_pending = thread.pending and thread.version != spooled.version
                     written.append((spooled.patch.thread_id, thread, still_pending))
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     "DELETE FROM spool_messages WHERE seq = ?",
                     [(seq,) for seq, _ in batch.messages],
@@ -397,7 +599,8 @@ class Spool:
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back by itself
+                    self._db.execute("ROLLBACK")
                 raise SpoolError(f"cannot update the spool {self.path}: {exc}") from exc
             for _, thread, pending in written:
                 thread.last_written_at, thread.pending = now, pending
@@ -437,9 +640,29 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
-            self._try_flush()
+            self._try_flush()  # what it cannot move, the journal keeps for the next start
             os.close(self._journal)
             self._db.close()
+
+
+def _decoded(account_id: object, thread_id: object, message_id: object, doc: object) -> Any:
+    """A spooled message's fields, or None when its row is damaged."""
+    if not all(isinstance(v, str) and v for v in (account_id, thread_id, message_id, doc)):
+        return None
+    try:
+        fields = decode_fields(doc)  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def _generation_of(header: bytes) -> int | None:
+    """The generation a journal header names (None: no header, or an unreadable one)."""
+    try:
+        generation = json.loads(header)["generation"]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    return generation if isinstance(generation, int) and not isinstance(generation, bool) else None
 
 
 def _message_row(entry: _Entry) -> Sequence[object]:

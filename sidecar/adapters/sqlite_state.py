@@ -3,18 +3,27 @@
 Without it, a restart would forget when the last real message came and a
 deaf session would look fresh again. Writes are batched by the caller
 (see :class:`sidecar.app.Sidecar.flush_state`), so the event path never waits
-on the disk.
+on the disk. A save that fails (a full disk) is kept and written with the
+next one.
+
+A corrupt file is moved aside (``account_state.sqlite3.corrupt-<UTC time>``)
+and replaced by one holding the rows that could still be read, with a
+WARNING: what it holds (last-real times, learned traffic) is worth less than
+a sidecar that does not start, and it is learned again.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from sidecar.adapters.sqlite_files import open_private
+from sidecar.adapters.sqlite_files import RUNBOOK, CorruptDatabaseError, open_private, salvage
 from sidecar.domain.account import PersistedState
+
+log = logging.getLogger(__name__)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS account_state (
@@ -43,10 +52,29 @@ class SqliteStateStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / self.FILENAME
         self._lock = threading.Lock()
+        #: States a failed save could not write, per account: written with the next save.
+        self._unsaved: dict[str, PersistedState] = {}
         try:
-            self._db = open_private(self.path, SCHEMA)
+            try:
+                self._db = open_private(self.path, SCHEMA, check=True)
+            except CorruptDatabaseError as exc:
+                self._db = self._start_over(exc)
         except (OSError, sqlite3.Error) as exc:
             raise StateStoreError(f"cannot open the state database {self.path}: {exc}") from exc
+
+    def _start_over(self, corrupt: CorruptDatabaseError) -> sqlite3.Connection:
+        saved = salvage(self.path, SCHEMA)
+        log.warning(
+            "the state database %s is corrupt (%s): moved it to %s and started a new one with"
+            " the %d rows that could be read; last-real times and learned traffic that were"
+            " lost are learned again (%s)",
+            self.path,
+            corrupt.detail,
+            saved.aside.name,
+            saved.total,
+            RUNBOOK,
+        )
+        return open_private(self.path, SCHEMA, check=True)
 
     def load(self) -> dict[str, PersistedState]:
         with self._lock:
@@ -62,17 +90,30 @@ class SqliteStateStore:
         return states
 
     def save(self, states_in: Iterable[tuple[str, PersistedState]]) -> int:
-        states = list(states_in)
-        rows = [(a, s.last_real_at, s.last_protocol_at) for a, s in states]
-        if not rows:
-            return 0
+        """Write ``states`` (and what earlier failed saves left); returns how many accounts
+        were written. On failure they are kept for the next call, and StateStoreError says
+        why."""
         with self._lock:
+            states = self._unsaved
+            self._unsaved = {}
+            for account_id, state in states_in:
+                known = states.get(account_id)
+                states[account_id] = (
+                    state
+                    if known is None
+                    else PersistedState(
+                        state.last_real_at, state.last_protocol_at, known.gaps | state.gaps
+                    )
+                )
+            if not states:
+                return 0
+            rows = [(a, s.last_real_at, s.last_protocol_at) for a, s in states.items()]
             try:
                 self._db.execute("BEGIN")
                 self._db.executemany(
                     "INSERT INTO traffic_model (account_id, part, model) VALUES (?, ?, ?)"
                     " ON CONFLICT DO UPDATE SET model = excluded.model",
-                    [(a, part, blob) for a, s in states for part, blob in s.gaps.items()],
+                    [(a, part, blob) for a, s in states.items() for part, blob in s.gaps.items()],
                 )
                 self._db.executemany(
                     "INSERT INTO account_state (account_id, last_real_at, last_protocol_at)"
@@ -86,6 +127,7 @@ class SqliteStateStore:
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                self._unsaved = states
                 raise StateStoreError(
                     f"cannot write the state database {self.path}: {exc}"
                 ) from exc

@@ -4,6 +4,11 @@
 each a JSON document with the same field names as in Firestore; instants
 are Unix milliseconds. It lets the main job run on a machine with no cloud
 account, and the same tests run against both backends.
+
+A file SQLite reports as corrupt when it opens is refused
+(:class:`~sidecar.adapters.sqlite_files.CorruptDatabaseError`): it is the
+message store itself. Damage found later fails the writes it touches, which
+the writer retries and reports (``DatabaseError (SQLITE_CORRUPT)``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.adapters.spool import Batch
-from sidecar.adapters.sqlite_files import open_private
+from sidecar.adapters.sqlite_files import CorruptDatabaseError, open_private
 from sidecar.domain.records import SERVER_TIME, Timestamp
 
 SCHEMA = (
@@ -35,13 +40,20 @@ SCHEMA = (
 )
 
 
+HOLDS = "the stored messages (the SQLite message store)"
+
+
 class SqliteMessageStore:
     backend = "sqlite"
     FILENAME = "messages.sqlite3"
 
     def __init__(self, state_dir: Path, *, busy_timeout_s: float = 2.0) -> None:
         self.path = state_dir / self.FILENAME
-        self._db = open_private(self.path, SCHEMA, busy_timeout_s=busy_timeout_s)
+        try:
+            # no quick_check: it reads every page, and this file only grows
+            self._db = open_private(self.path, SCHEMA, busy_timeout_s=busy_timeout_s)
+        except CorruptDatabaseError as exc:
+            raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
         self._lock = threading.Lock()
 
     def prepare(self, batch: Batch) -> Batch:
@@ -85,7 +97,8 @@ class SqliteMessageStore:
                     )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back by itself (SQLITE_FULL)
+                    self._db.execute("ROLLBACK")
                 raise
 
     async def close(self) -> None:
