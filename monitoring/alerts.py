@@ -225,6 +225,20 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
         },
         {
+            "alert": "WhatsappSpoolWriteErrors",
+            "expr": f"sum by (job, instance, account) (increase(whatsapp_spool_write_errors_total{{{job}}}[5m])) > 0",
+            "labels": {"severity": "critical"},
+            "annotations": _annotations(
+                config,
+                "whatsappspoolwriteerrors",
+                "Messages of {{ $labels.account }} are being lost: the spool cannot take them",
+                "{{ $value | printf \"%.0f\" }} real messages of {{ $labels.account }} could not be made"
+                " durable in the last 5 minutes (a full or failing disk under state_dir, or damaged"
+                " spool rows): they will not reach the app.",
+                repair=False,
+            ),
+        },
+        {
             "alert": "WhatsappSpoolBacklogGrowing",
             "expr": (
                 f"whatsapp_spool_messages{{{job}}} > {config.spool_backlog_threshold}"

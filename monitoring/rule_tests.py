@@ -265,12 +265,14 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
             ],
         },
         {
-            "name": "handler errors and store errors",
+            "name": "handler errors, store errors, messages the spool could not take",
             "interval": "1m",
             "input_series": [
                 s("whatsapp_event_errors_total", "0+1x30", account="sales", event="MessageEv"),
                 s("whatsapp_event_errors_total", "0x30", account="quiet", event="MessageEv"),
                 s("whatsapp_store_write_errors_total", "0+3x30", backend="firestore"),
+                s("whatsapp_spool_write_errors_total", "0x10 1x20", account="full-disk"),
+                s("whatsapp_spool_write_errors_total", "0x30", account="fine"),
                 {
                     "series": f'whatsapp_store_write_errors_total{{job="{config.job}",instance="other:9464",backend="sqlite"}}',
                     "values": "0x30",
@@ -285,6 +287,9 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                     "25m",
                     {"job": config.job, "instance": INSTANCE, "backend": "firestore"},
                 ),
+                c.expect("WhatsappSpoolWriteErrors", "9m"),
+                c.expect("WhatsappSpoolWriteErrors", "12m", c.account("full-disk"), value="1"),
+                c.expect("WhatsappSpoolWriteErrors", "25m"),
             ],
         },
         {

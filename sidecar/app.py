@@ -20,7 +20,7 @@ from aiohttp import web
 
 from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, FirebaseVerifier, StaticTokens
-from sidecar.adapters.http import READY, create_app
+from sidecar.adapters.http import READY, HardenedAppRunner, create_app
 from sidecar.adapters.neonize_live import LiveControl, live_source
 from sidecar.adapters.spool import Failures, Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
@@ -155,7 +155,7 @@ async def serve(
     app.cleanup_ctx.append(periodic("verdicts", VERDICT_INTERVAL_S, sidecar.evaluate_verdicts))
     if sidecar.storage is not None:
         app.cleanup_ctx.append(sidecar.storage.writer_context)
-    runner = web.AppRunner(
+    runner = HardenedAppRunner(
         app,
         access_log=logging.getLogger("aiohttp.access") if access_log else None,
         shutdown_timeout=5.0,  # an open pair-event stream ends within one poll

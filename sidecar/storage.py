@@ -180,7 +180,34 @@ class SpoolWriter:
 
     def _prepare_next(self, in_flight: Batch | None) -> tuple[Batch, Any]:
         batch = self._spool.take(after=in_flight)
-        return batch, self._store.prepare(batch) if batch else None
+        if not batch:
+            return batch, None
+        try:
+            return batch, self._store.prepare(batch)
+        except Exception as exc:  # an operation no store will ever take; the others go on
+            unstorable = self._unstorable(batch)
+            self._spool.discard(unstorable, describe_error(exc))
+            rest = Batch(
+                [m for m in batch.messages if m not in unstorable.messages],
+                [t for t in batch.threads if t not in unstorable.threads],
+                batch.next_due_s,
+            )
+            return rest, self._store.prepare(rest) if rest else None
+
+    def _unstorable(self, batch: Batch) -> Batch:
+        """The operations of ``batch`` that cannot even be encoded, each tried alone."""
+
+        def fails(single: Batch) -> bool:
+            try:
+                self._store.prepare(single)
+            except Exception:
+                return True
+            return False
+
+        return Batch(
+            [m for m in batch.messages if fails(Batch(messages=[m]))],
+            [t for t in batch.threads if fails(Batch(threads=[t]))],
+        )
 
     async def _commit(self, batch: Batch, prepared: Any) -> bool:
         started = time.perf_counter()

@@ -63,7 +63,7 @@ def test_promtool_checks_and_unit_tests_pass() -> None:
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 14 rules found" in check.stdout
+    assert "SUCCESS: 15 rules found" in check.stdout
     unit = subprocess.run(
         [tool("promtool"), "test", "rules", "alerts/tests/wa-sidecar.test.yml"],
         cwd=REPO,

@@ -16,6 +16,8 @@ from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.app import build_store
 from sidecar.clock import ReplayClock
+from sidecar.domain.classify import classify
+from sidecar.domain.records import MessageDoc, build_records
 from sidecar.replay import Replayer
 from sidecar.service import Sidecar
 from sidecar.storage import Storage
@@ -419,4 +421,33 @@ async def test_storage_metrics_and_health(tmp_path: Path, make_config: ConfigFac
     )
     assert registry.get_sample_value("whatsapp_spool_messages", {"account": "sales"}) == 0.0
     assert sidecar.health("sales")["store"]["lastWriteAtMs"] is not None
+    await close(sidecar)
+
+
+async def test_an_operation_the_store_refuses_is_set_aside_and_the_rest_lands(
+    tmp_path: Path, make_config: ConfigFactory, emulator_host: str, monkeypatch: Any
+) -> None:
+    """A spooled id Firestore can never take ('/' in it: spooled before ids were made
+    safe) must not hold up the spool forever."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator_host)
+    backend = Backend("firestore", tmp_path / "state", emulator_host)
+    sidecar = make_sidecar(make_config, backend)
+    storage = sidecar.storage
+    assert storage is not None
+    good = build.message_event(build.text("kept"), chat=CUSTOMER, message_id="GOOD1")
+    sidecar.pipeline.handle("sales", good, T0)
+    doc, _ = build_records("sales", good, classify(good.Message)) or (None, None)
+    assert doc is not None
+    poison = MessageDoc("sales", doc.thread_id, "bad/id", dict(doc.fields))
+    storage.spool.enqueue(poison, None)
+    later = build.message_event(build.text("kept too"), chat=CUSTOMER, message_id="GOOD2")
+    sidecar.pipeline.handle("sales", later, T0 + 1)
+    await storage.writer.drain()
+    assert storage.spool.is_empty()
+    [(_, messages)] = backend.read().values()
+    assert sorted(messages) == ["GOOD1", "GOOD2"]
+    assert (
+        sidecar.registry.get_sample_value("whatsapp_spool_write_errors_total", {"account": "sales"})
+        == 1.0
+    )
     await close(sidecar)

@@ -264,7 +264,7 @@ class Spool:
         self._journal_ready = False  # it holds a whole header line of ``_generation``
         self._torn_tail = False  # a torn line could not be taken back: start on a new line
         self._flush_retry_at = 0.0
-        #: Messages per account whose spooled rows were damaged, and dropped (not stored).
+        #: Messages per account dropped unstored: damaged spooled rows, or refused by the store.
         self.dropped: dict[str, int] = {}
         self.move_failures = Failures(
             log,
@@ -569,6 +569,21 @@ class Spool:
             " are not stored (whatsapp_spool_write_errors_total)",
             len(damaged),
             self.FILENAME,
+        )
+
+    def discard(self, batch: Batch, error: str) -> None:
+        """Operations the store can never take (it refuses to encode them): out of the
+        spool, so they do not hold up the others; their messages count as not stored."""
+        self.ack(batch)
+        with self._lock:
+            for _, doc in batch.messages:
+                self.dropped[doc.account_id] = self.dropped.get(doc.account_id, 0) + 1
+        log.error(
+            "spool: the store cannot take %d messages and %d thread updates (%s): they were"
+            " set aside and are not stored (whatsapp_spool_write_errors_total)",
+            len(batch.messages),
+            len(batch.threads),
+            error,
         )
 
     def ack(self, batch: Batch) -> None:
