@@ -51,6 +51,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 from sidecar.adapters.neonize_live import SessionStore
+from sidecar.adapters.spool import Spool
 from sidecar.domain.probes import ProbeSent
 
 from .conftest import TOKEN
@@ -554,7 +555,22 @@ def test_session_store_is_created_owner_only(tmp_path: Path) -> None:
     store.sqlite_path.chmod(0o644)
     store.prepare()
     assert stat.S_IMODE(store.sqlite_path.stat().st_mode) == 0o600
+    # and so is a folder an operator made with the usual umask
+    store.sqlite_path.parent.chmod(0o755)
+    store.prepare()
+    assert stat.S_IMODE(store.sqlite_path.parent.stat().st_mode) == 0o700
     assert SessionStore.for_account(tmp_path, "x", "postgres://u@h/db").sqlite_path is None
+
+
+def test_a_state_dir_open_to_others_is_made_owner_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o755)
+    state_dir.chmod(0o755)
+    Spool(state_dir).close()
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert "was open to group or others (755): now owner-only" in caplog.text
 
 
 def test_live_run_without_network_keeps_its_files_private(

@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sidecar.adapters.sqlite_files import private_dir
+
 
 class AuditLog:
     FILENAME = "audit.log"
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(state_dir)
         self.path = state_dir / self.FILENAME
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
         self._lock = threading.Lock()

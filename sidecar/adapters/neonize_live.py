@@ -35,6 +35,7 @@ from neonize.proto.Neonize_pb2 import ConnectFailureReason, Node
 from neonize.utils.jid import build_jid
 
 from sidecar.adapters.capture import CaptureWriter, blank_text
+from sidecar.adapters.sqlite_files import private_dir
 from sidecar.clock import Clock
 from sidecar.domain.account import ProbeSettings, Status, StatusChange
 from sidecar.domain.probes import ProbeSent, probe_id_of, probe_text
@@ -89,7 +90,7 @@ class SessionStore:
         """Create the SQLite file owner-only before whatsmeow opens it."""
         if self.sqlite_path is None:
             return
-        self.sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.sqlite_path.parent)
         fd = os.open(self.sqlite_path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
         os.chmod(self.sqlite_path, 0o600)
@@ -119,7 +120,7 @@ class AccountLock:
     def acquire(self) -> bool:
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,6 +10,7 @@ not corruption: the file itself is fine and nothing should be moved.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sqlite3
 import time
@@ -17,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: The primary result codes of a damaged file (an extended code keeps them in its low byte).
 _CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -58,6 +61,17 @@ def error_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) mode 0700, or take group and other access away
+    from one that exists: it holds session keys and messages."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(path, mode & 0o700)
+        log.warning("%s was open to group or others (%o): now owner-only", path, mode)
+    return path
+
+
 def open_private(
     path: Path, schema: Iterable[str], *, busy_timeout_s: float = 5.0, check: bool = False
 ) -> sqlite3.Connection:
@@ -69,7 +83,7 @@ def open_private(
     ``check`` runs ``PRAGMA quick_check`` first (it reads every page: for small files).
     Raises :class:`CorruptDatabaseError` when the file is damaged.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     db = sqlite3.connect(
         path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
