@@ -232,7 +232,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
                 config,
                 "whatsappspoolwriteerrors",
                 "Messages of {{ $labels.account }} are being lost: the spool cannot take them",
-                "{{ $value | printf \"%.0f\" }} real messages of {{ $labels.account }} could not be made"
+                '{{ $value | printf "%.0f" }} real messages of {{ $labels.account }} could not be made'
                 " durable in the last 5 minutes (a full or failing disk under state_dir, or damaged"
                 " spool rows): they will not reach the app.",
                 repair=False,
