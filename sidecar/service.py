@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from prometheus_client.registry import Collector
 
 from sidecar import __version__
+from sidecar.adapters.spool import Backlog
 from sidecar.clock import Clock
 from sidecar.config import LoadedConfig
 from sidecar.domain.account import AccountSettings, AccountSnapshot, AccountState, PersistedState
@@ -138,7 +139,9 @@ class Sidecar:
         for account_id in self.states:
             self.judge(account_id, now)
 
-    def health(self, account_id: str) -> dict[str, Any]:
+    def health(
+        self, account_id: str, spool_backlog: dict[str, Backlog] | None = None
+    ) -> dict[str, Any]:
         now = self.clock.now()
         settings = self.settings[account_id]
         snapshot, verdict = self._judge(account_id, now)
@@ -159,11 +162,13 @@ class Sidecar:
         with self._history_lock:
             health["verdictHistory"] = list(self.verdict_history[account_id])
         if self.storage is not None:
-            health["store"] = self.storage.health(account_id)
+            health["store"] = self.storage.health(account_id, spool_backlog)
         return health
 
     def all_health(self) -> list[dict[str, Any]]:
-        return [self.health(account_id) for account_id in self.states]
+        """Every account's health; the spool's backlog is read once for all of them."""
+        backlog = self.storage.spool.backlog() if self.storage is not None else None
+        return [self.health(account_id, backlog) for account_id in self.states]
 
     def flush_state(self) -> int:
         """Write the accounts whose saved state changed. Returns how many."""

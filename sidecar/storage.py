@@ -32,7 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from sidecar.adapters.spool import Batch, Failures, Spool, SpoolError
+from sidecar.adapters.spool import Backlog, Batch, Failures, Spool, SpoolError
 from sidecar.adapters.sqlite_files import error_kind
 from sidecar.domain.classify import Classification
 from sidecar.domain.records import build_records
@@ -403,19 +403,20 @@ class Storage:
         ]
         return max(failing, key=lambda kind_at: kind_at[1]) if failing else None
 
-    def health(self, account_id: str) -> dict[str, Any]:
+    def health(self, account_id: str, backlog: dict[str, Backlog] | None = None) -> dict[str, Any]:
         """The health object's ``store``. ``lastError`` is the store's (writes retried);
         ``spoolError`` the local spool's; ``spoolWriteErrors`` counts the real messages
-        the spool could not take, which are not stored."""
-        backlog = self.spool.backlog().get(account_id)
+        the spool could not take, which are not stored. ``backlog``: the spool's, read
+        once for many accounts."""
+        spooled = (self.spool.backlog() if backlog is None else backlog).get(account_id)
         now = time.time()
         error = self.stats.last_error.get(account_id)
         last_write = self.stats.last_write_at.get(account_id)
-        oldest = backlog.oldest_enqueued_at if backlog else None
+        oldest = spooled.oldest_enqueued_at if spooled else None
         spool_error = self.spool_error(account_id)
         return {
             "backend": self.store.backend,
-            "backlog": backlog.messages if backlog else 0,
+            "backlog": spooled.messages if spooled else 0,
             "oldestSpooledAgeMs": None if oldest is None else round(max(0.0, now - oldest) * 1000),
             "lastError": error[0] if error else None,
             "lastErrorAtMs": round(error[1] * 1000) if error else None,
