@@ -4,11 +4,8 @@ no timing assertions)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from .bench_runs import run_smoke
 
 
 def seconds_after_onset(stdout: str, figure: str) -> float:
@@ -18,18 +15,11 @@ def seconds_after_onset(stdout: str, figure: str) -> float:
 
 
 def test_detection_smoke_run_pages_the_deaf_account_and_reports_each_stage() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.detection", "--smoke"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    verdict = seconds_after_onset(result.stdout, "onset -> sidecar verdict")
-    firing = seconds_after_onset(result.stdout, "onset -> Prometheus firing")
-    received = seconds_after_onset(result.stdout, "onset -> receiver (page)")
+    stdout = run_smoke("bench.detection", timeout=240)
+    verdict = seconds_after_onset(stdout, "onset -> sidecar verdict")
+    firing = seconds_after_onset(stdout, "onset -> Prometheus firing")
+    received = seconds_after_onset(stdout, "onset -> receiver (page)")
     assert received > 0
     assert verdict <= firing <= received
-    assert re.search(r"^healthy control: pages\s+0\.0\b", result.stdout, re.MULTILINE)
-    assert re.search(r"overhead -?[\d.]+ s, ratio [\d.]+$", result.stdout, re.MULTILINE)
+    assert re.search(r"^healthy control: pages\s+0\.0\b", stdout, re.MULTILINE)
+    assert re.search(r"overhead -?[\d.]+ s, ratio [\d.]+$", stdout, re.MULTILINE)

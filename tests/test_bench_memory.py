@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from .bench_runs import run_smoke
+
 NUMBER = r"(-?[\d,]+\.\d)"
 
 
 def test_memory_benchmark_reports_rss_slopes_and_intercept() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "--smoke"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = run_smoke("bench.memory", timeout=300)
 
     points = re.findall(rf"^\s+(\d+)\s+(empty|traffic)\s+{NUMBER}\s+{NUMBER}$", out, re.MULTILINE)
     assert {(int(n), capture) for n, capture, _, _ in points} == {

@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from .bench_runs import run_smoke
+
 NUMBER = r"[\d,]+\.\d"
-
-
-def run_smoke(module: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--smoke"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def figure(output: str, name: str) -> tuple[float, float, float]:
@@ -34,7 +20,7 @@ def figure(output: str, name: str) -> tuple[float, float, float]:
 
 
 def test_event_path_benchmark_counts_and_spools_every_real_message() -> None:
-    output = run_smoke("bench.event_path")
+    output = run_smoke("bench.event_path", timeout=180)
     counted = re.search(r"real messages counted ([\d,]+), spooled ([\d,]+)", output)
     assert counted
     assert counted.group(1) == counted.group(2) == "1,500"
@@ -46,7 +32,7 @@ def test_event_path_benchmark_counts_and_spools_every_real_message() -> None:
 
 
 def test_scrape_benchmark_reports_both_handlers() -> None:
-    output = run_smoke("bench.scrape")
+    output = run_smoke("bench.scrape", timeout=180)
     rows = re.findall(
         r"^\s+50 (sidecar|baseline)\s+[\d.]+\s+[\d.]+\s+[\d.]+$", output, re.MULTILINE
     )

@@ -4,11 +4,9 @@ over 200 accounts) passes its checks and reports fd growth, storage and RSS."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from .bench_runs import run_smoke
+
 NUMBER = r"(-?[\d,]+\.\d)"
 
 
@@ -19,15 +17,7 @@ def figure(output: str, name: str, unit: str = "") -> float:
 
 
 def test_soak_smoke_stores_every_message_and_leaks_no_fds() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--smoke"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )
-    out = result.stdout
-    assert result.returncode == 0, out + result.stderr
+    out = run_smoke("bench.soak", timeout=420)
 
     plan = re.search(r"^soak: 200 accounts .* ([\d,]+) real messages;", out, re.MULTILINE)
     assert plan, out
