@@ -1040,6 +1040,7 @@ async def test_every_response_carries_the_safety_headers(server: Harness) -> Non
         assert reply.headers["X-Frame-Options"] == "DENY"
         assert reply.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
         assert reply.headers["Referrer-Policy"] == "no-referrer"
+        assert reply.headers["Server"] == "wa-sidecar"  # no aiohttp or Python version
 
 
 async def test_pages_ignore_ranges_and_validators(server: Harness) -> None:

@@ -81,6 +81,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
+    # instead of aiohttp's "Python/3.x aiohttp/3.x": no versions to match against advisories
+    "Server": "wa-sidecar",
 }
 #: Errors after which the connection is closed: its body is unread or half read.
 _CLOSING = frozenset({408, 413, 415})
