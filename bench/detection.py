@@ -29,7 +29,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -51,6 +50,7 @@ from bench.common import Result, report
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 from sidecar.config import load_config, parse_duration
+from tests.services import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = REPO / "alerts/wa-sidecar.rules.yml"
@@ -389,12 +389,6 @@ def installed(binary: str) -> str:
             f"{binary} is not installed (apt-get install prometheus prometheus-alertmanager)"
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
