@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import signal
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from bench.common import Result, report
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 from sidecar.config import load_config, parse_duration
-from tests.services import free_port
+from tests.services import free_port, installed
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = REPO / "alerts/wa-sidecar.rules.yml"
@@ -380,15 +379,6 @@ def watch(
 
 
 # -- the servers ---------------------------------------------------------------------
-
-
-def installed(binary: str) -> str:
-    found = shutil.which(binary)
-    if found is None:
-        raise RuntimeError(
-            f"{binary} is not installed (apt-get install prometheus prometheus-alertmanager)"
-        )
-    return found
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from neonize.events import (
     UndecryptableMessageEv,
 )
 from neonize.proto.Neonize_pb2 import JID, MessageInfo, MessageSource, Node
+from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 
@@ -100,6 +101,17 @@ def message_event(content: WAMessage | None = None, **info: Any) -> Any:
 
 def text(body: str) -> WAMessage:
     return WAMessage(conversation=body)
+
+
+def edit(message_id: str, chat_jid: str, new_text: str) -> WAMessage:
+    """The edit of message ``message_id`` in chat ``chat_jid`` (``user@server``)."""
+    return WAMessage(
+        protocolMessage=ProtocolMessage(
+            type=ProtocolMessage.MESSAGE_EDIT,
+            key=MessageKey(ID=message_id, remoteJID=chat_jid),
+            editedMessage=WAMessage(conversation=new_text),
+        )
+    )
 
 
 def protocol(kind: int) -> WAMessage:

@@ -22,6 +22,17 @@ EMULATOR_CANDIDATES = (
 )
 
 
+def installed(binary: str) -> str:
+    """The path of a Debian-packaged server or tool the tests run; fail loudly without it."""
+    found = shutil.which(binary)
+    if found is None:
+        raise RuntimeError(
+            f"{binary} is not installed (Debian: prometheus, prometheus-alertmanager);"
+            " scripts/test installs them"
+        )
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

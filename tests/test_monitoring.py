@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -30,20 +29,11 @@ from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 from sidecar.domain.probes import ProbeSent, probe_text
 
-from .services import free_port, wait_for
+from .services import free_port, installed, wait_for
 from .test_replay import REPO, get, sidecar_cli, wait_ready
 
 PROMETHEUS = "prometheus"
 ALERTMANAGER = "prometheus-alertmanager"
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(
-            f"{name} is not installed (Debian: prometheus / prometheus-alertmanager); scripts/test installs it"
-        )
-    return found
 
 
 def test_generated_files_are_up_to_date() -> None:
@@ -57,7 +47,7 @@ def test_generated_files_are_up_to_date() -> None:
 
 def test_promtool_checks_and_unit_tests_pass() -> None:
     check = subprocess.run(
-        [tool("promtool"), "check", "rules", "alerts/wa-sidecar.rules.yml"],
+        [installed("promtool"), "check", "rules", "alerts/wa-sidecar.rules.yml"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -65,7 +55,7 @@ def test_promtool_checks_and_unit_tests_pass() -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 15 rules found" in check.stdout
     unit = subprocess.run(
-        [tool("promtool"), "test", "rules", "alerts/tests/wa-sidecar.test.yml"],
+        [installed("promtool"), "test", "rules", "alerts/tests/wa-sidecar.test.yml"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -130,7 +120,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case_and_the_required_annotations(
 
 def test_amtool_accepts_the_alertmanager_config() -> None:
     result = subprocess.run(
-        [tool("amtool"), "check-config", "alertmanager/alertmanager.yml"],
+        [installed("amtool"), "check-config", "alertmanager/alertmanager.yml"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -211,7 +201,7 @@ def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
     config.write_text(yaml.safe_dump(alertmanager_config_for(webhook.url)))
     port = free_port()
     args = [
-        tool(ALERTMANAGER),
+        installed(ALERTMANAGER),
         f"--config.file={config}",
         f"--storage.path={tmp_path / 'am-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -433,7 +423,7 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
                 )
             )
             args = [
-                tool(PROMETHEUS),
+                installed(PROMETHEUS),
                 f"--config.file={prom_config}",
                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{prom_port}",

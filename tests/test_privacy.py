@@ -34,7 +34,6 @@ from neonize.events import (
     ReceiptEv,
 )
 from neonize.proto.Neonize_pb2 import Node
-from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
     ContactMessage,
     DocumentMessage,
@@ -43,7 +42,6 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
     ImageMessage,
     LocationMessage,
     PollCreationMessage,
-    ProtocolMessage,
     ReactionMessage,
 )
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
@@ -156,13 +154,7 @@ def source(phone: str) -> Any:
 def privacy_story() -> list[tuple[float, str | None, Any]]:
     """(t, account, event): every kind of content, on both accounts; the number of message
     events per account is in :data:`MESSAGES`."""
-    edit = WAMessage(
-        protocolMessage=ProtocolMessage(
-            type=ProtocolMessage.MESSAGE_EDIT,
-            key=MessageKey(ID=MESSAGE_ID, remoteJID=f"{CHAT_PHONE}@s.whatsapp.net"),
-            editedMessage=WAMessage(conversation=EDITED_TEXT),
-        )
-    )
+    edit = build.edit(MESSAGE_ID, f"{CHAT_PHONE}@s.whatsapp.net", EDITED_TEXT)
     sales: list[Any] = [
         QREv(Codes=[QR_CODE, QR_CODE + "-2"]),
         PairStatusEv(

@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
 from sidecar import testing as build
@@ -101,13 +100,7 @@ def story() -> list[tuple[float, str | None, Any]]:
             T0 + 6,
             "sales",
             build.message_event(
-                M(
-                    protocolMessage=e2e.ProtocolMessage(
-                        key=MessageKey(ID="IN1", remoteJID="12025550123@s.whatsapp.net"),
-                        type=e2e.ProtocolMessage.MESSAGE_EDIT,
-                        editedMessage=M(conversation="Hello, is my order ready now?"),
-                    )
-                ),
+                build.edit("IN1", "12025550123@s.whatsapp.net", "Hello, is my order ready now?"),
                 chat=CUSTOMER,
                 message_id="EDIT1",
                 timestamp_ms=ts(T0 + 6),

@@ -14,7 +14,6 @@ import pytest
 from google.api_core.exceptions import GoogleAPIError
 from google.cloud import firestore
 from google.cloud.firestore_v1 import types
-from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
 from sidecar import testing as build
@@ -84,13 +83,7 @@ def events() -> list[Any]:
             IsDocumentWithCaption=True,
         ),
         build.message_event(
-            M(
-                protocolMessage=e2e.ProtocolMessage(
-                    key=MessageKey(ID="IN1", remoteJID="12025550123@s.whatsapp.net"),
-                    type=e2e.ProtocolMessage.MESSAGE_EDIT,
-                    editedMessage=M(conversation="Hello, is my order ready now?"),
-                )
-            ),
+            build.edit("IN1", "12025550123@s.whatsapp.net", "Hello, is my order ready now?"),
             chat=CUSTOMER,
             message_id="EDIT1",
             timestamp_ms=TS + 5005,
