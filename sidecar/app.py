@@ -20,9 +20,10 @@ from aiohttp import web
 
 from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, FirebaseVerifier, StaticTokens
+from sidecar.adapters.failures import Failures
 from sidecar.adapters.http import READY, HardenedAppRunner, create_app
 from sidecar.adapters.neonize_live import LiveControl, live_source
-from sidecar.adapters.spool import Failures, Spool
+from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.adapters.store_sqlite import SqliteMessageStore
 from sidecar.clock import Clock, ReplayClock, SystemClock

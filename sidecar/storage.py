@@ -32,7 +32,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from sidecar.adapters.spool import Backlog, Batch, Failures, Spool, SpoolError
+from sidecar.adapters.failures import Failures
+from sidecar.adapters.spool import Backlog, Batch, Spool, SpoolError
 from sidecar.adapters.sqlite_files import error_kind
 from sidecar.domain.classify import Classification
 from sidecar.domain.records import build_records
