@@ -15,8 +15,8 @@ from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 
 from .conftest import TOKEN
-from .services import free_port, wait_for
-from .test_monitoring import ALERTMANAGER, post_alerts, process, tool, wait_http
+from .services import free_port, installed, wait_for
+from .test_monitoring import ALERTMANAGER, post_alerts, process, wait_http
 from .test_replay import get, sidecar_cli, wait_ready
 
 
@@ -89,7 +89,7 @@ def test_alertmanager_webhook_runs_the_ladder_to_needs_repair(
         )
     )
     args = [
-        tool(ALERTMANAGER),
+        installed(ALERTMANAGER),
         f"--config.file={am_config}",
         f"--storage.path={tmp_path / 'am'}",
         f"--web.listen-address=127.0.0.1:{am_port}",
