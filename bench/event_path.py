@@ -28,10 +28,10 @@ from neonize.events import MessageEv
 from bench.common import Result, median, report
 from sidecar import testing as build
 from sidecar.app import build_sidecar
-from sidecar.clock import SystemClock
+from sidecar.core.clock import SystemClock
 from sidecar.config import load_config
 from sidecar.domain.classify import MessageClass
-from sidecar.service import Sidecar
+from sidecar.core.service import Sidecar
 
 ACCOUNT = "bench"
 MIN_EVENTS_PER_S = 50_000
@@ -75,7 +75,7 @@ def time_decode(payloads: list[bytes]) -> float:
 
 
 def time_pipeline(sidecar: Sidecar) -> Callable[[list[bytes]], float]:
-    decode, handle = MessageEv.FromString, sidecar.pipeline.handle
+    decode, handle = MessageEv.FromString, sidecar.handle
     assert sidecar.storage is not None
     spool = sidecar.storage.spool
 

@@ -34,10 +34,10 @@ from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, StaticTokens
 from sidecar.adapters.http import create_app
 from sidecar.app import build_sidecar, freeze_startup_objects
-from sidecar.clock import SystemClock
+from sidecar.core.clock import SystemClock
 from sidecar.config import load_config
 from sidecar.repair import RecordingControl, RepairCollector, Repairs
-from sidecar.service import Sidecar
+from sidecar.core.service import Sidecar
 
 MAX_P99_S = 0.300
 MAX_STALL_S = 0.050
@@ -64,11 +64,11 @@ def make_sidecar(accounts: int, state_dir: Path) -> Sidecar:
     shapes = [build.history_sync_notification(), build.app_state_key_share()]
     protocol = [build.message_event(s) for s in shapes]
     for index, account in enumerate(sidecar.states):
-        sidecar.pipeline.handle(account, build.connected(), now)
+        sidecar.handle(account, build.connected(), now)
         for event in protocol:
-            sidecar.pipeline.handle(account, event, now)
+            sidecar.handle(account, event, now)
         if index % 10 == 0:
-            sidecar.pipeline.handle(account, build.message_event(build.text("x")), now)
+            sidecar.handle(account, build.message_event(build.text("x")), now)
     return sidecar
 
 

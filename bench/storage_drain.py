@@ -39,7 +39,7 @@ from sidecar.adapters.spool import Spool
 from sidecar.adapters.store_firestore import FirestoreStore
 from sidecar.domain.classify import classify
 from sidecar.domain.records import MessageDoc, ThreadPatch, build_records
-from sidecar.storage import Storage
+from sidecar.core.storage import Storage
 from sidecar.testing import firestore_library_values
 from tests.services import firestore_emulator
 

@@ -1,4 +1,5 @@
-"""The one place that wires the parts together and runs them.
+"""Lifecycle: serve what :mod:`sidecar.compose` built, until a signal or the end of
+the event source, then close every part in order.
 
 ``run`` and ``replay`` differ only in their event source; everything else
 (HTTP, metrics, saved state, periodic summaries) is the same code.
@@ -12,26 +13,27 @@ import gc
 import logging
 import signal
 import traceback
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
-from sidecar.adapters.audit import AuditLog
-from sidecar.adapters.auth import Authenticator, FirebaseVerifier, StaticTokens
-from sidecar.adapters.failures import Failures
-from sidecar.adapters.http import READY, HardenedAppRunner, create_app
-from sidecar.adapters.neonize_live import LiveControl, live_source
-from sidecar.adapters.spool import Spool
-from sidecar.adapters.sqlite_state import SqliteStateStore
-from sidecar.adapters.store_sqlite import SqliteMessageStore
-from sidecar.clock import Clock, ReplayClock, SystemClock
+from sidecar.adapters.http import READY, HardenedAppRunner
+from sidecar.compose import (
+    Assembly,
+    EventSource,
+    assemble,
+    build_app,
+    build_authenticator,
+    build_repairs,
+    live_source,
+    replay_control,
+    replay_source,
+)
 from sidecar.config import LoadedConfig
-from sidecar.repair import AccountControl, RecordingControl, RepairCollector, Repairs
-from sidecar.replay import Replayer
-from sidecar.service import Sidecar
-from sidecar.storage import MessageStore, Storage
+from sidecar.core.clock import ReplayClock, SystemClock
+from sidecar.core.failures import Failures
+from sidecar.core.ports import AccountControl
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +46,6 @@ SUMMARY_INTERVAL_S = 60.0
 
 #: How long a source may take to wind down after ``stop`` is set.
 SOURCE_STOP_GRACE_S = 8.0
-
-#: An event source runs until it is done or ``stop`` is set.
-EventSource = Callable[[Sidecar, asyncio.Event], Coroutine[Any, Any, None]]
-
-
-def build_store(loaded: LoadedConfig) -> MessageStore:
-    config = loaded.config
-    if config.store.backend == "firestore":
-        from sidecar.adapters.store_firestore import FirestoreStore
-
-        assert config.store.firestore is not None  # the config refuses it otherwise
-        firestore = config.store.firestore
-        return FirestoreStore(
-            firestore.project, database=firestore.database, timeout_s=firestore.write_timeout
-        )
-    return SqliteMessageStore(config.state_dir)
-
-
-def build_sidecar(loaded: LoadedConfig, clock: Clock) -> Sidecar:
-    """Open the state under ``state_dir``. A corrupt spool or SQLite message store raises
-    CorruptDatabaseError (the CLI says what to do); a corrupt account state is moved
-    aside by SqliteStateStore, with a WARNING."""
-    state_dir = loaded.config.state_dir
-    spool = Spool(state_dir)
-    try:
-        storage = Storage(spool, build_store(loaded))
-        return Sidecar(loaded, clock, SqliteStateStore(state_dir), storage=storage)
-    except BaseException:
-        spool.close()
-        raise
 
 
 def freeze_startup_objects() -> None:
@@ -123,39 +95,31 @@ def periodic(
     return context
 
 
-def build_authenticator(loaded: LoadedConfig) -> Authenticator:
-    firebase = loaded.config.auth.firebase if loaded.config.auth else None
-    verifier = None
-    if firebase is not None:
-        claim = firebase.required_claim
-        verifier = FirebaseVerifier(
-            firebase.project_id,
-            certs_url=firebase.certs_url,
-            allowed_uids=firebase.allowed_uids,
-            required_claim=None if claim is None else (claim.name, claim.value),
-        )
-    return Authenticator(StaticTokens(loaded.tokens), verifier)
-
-
 async def serve(
-    sidecar: Sidecar,
+    assembly: Assembly,
     source: EventSource,
     control: AccountControl,
     *,
     access_log: bool = False,
 ) -> None:
     """Serve HTTP while ``source`` feeds events; stop on SIGTERM/SIGINT or when it ends."""
-    auth = build_authenticator(sidecar.loaded)
-    repairs = Repairs(sidecar, AuditLog(sidecar.config.state_dir), control)
-    sidecar.register_collector(RepairCollector(repairs))
-    app = create_app(sidecar, auth, repairs)
+    sidecar = assembly.sidecar
+    auth = build_authenticator(assembly.loaded)
+    repairs = build_repairs(assembly, control)
+    app = build_app(assembly, auth=auth, repairs=repairs)
     app.cleanup_ctx.append(
         periodic("state-flush", STATE_FLUSH_INTERVAL_S, sidecar.flush_state, in_thread=True)
     )
     app.cleanup_ctx.append(periodic("summary", SUMMARY_INTERVAL_S, sidecar.log_summaries))
     app.cleanup_ctx.append(periodic("verdicts", VERDICT_INTERVAL_S, sidecar.evaluate_verdicts))
-    if sidecar.storage is not None:
-        app.cleanup_ctx.append(sidecar.storage.writer_context)
+    if assembly.storage is not None:
+        writer = assembly.storage.running
+
+        async def writer_context(_app: web.Application) -> AsyncIterator[None]:
+            async with writer():
+                yield
+
+        app.cleanup_ctx.append(writer_context)
     runner = HardenedAppRunner(
         app,
         access_log=logging.getLogger("aiohttp.access") if access_log else None,
@@ -163,7 +127,7 @@ async def serve(
     )
     await runner.setup()
     freeze_startup_objects()
-    listen = sidecar.config.http.listen
+    listen = assembly.loaded.config.http.listen
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -176,7 +140,7 @@ async def serve(
             log.info("listening on %s", _format_address(address))
         if not auth.configured:
             log.warning("no auth configured: the /api/ endpoints refuse every request")
-        source_task = asyncio.create_task(source(sidecar, stop), name="event-source")
+        source_task = asyncio.create_task(source(stop), name="event-source")
         stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
@@ -199,17 +163,19 @@ async def serve(
         app[READY].clear()
         await repairs.close()
         await runner.cleanup()
-        await _close(sidecar)
+        await _close(assembly)
 
 
-async def _close(sidecar: Sidecar) -> None:
+async def _close(assembly: Assembly) -> None:
     """Save state and close every part; a step that fails (a full disk) does not keep
     the others from running. The first failure is raised at the end (exit code 1)."""
     failed: BaseException | None = None
-    steps: list[tuple[str, Callable[[], object]]] = [("saving account state", sidecar.flush_state)]
-    if sidecar.storage is not None:
-        steps.append(("closing the store and the spool", sidecar.storage.close))
-    steps.append(("closing the state database", sidecar.close))
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("saving account state", assembly.sidecar.flush_state)
+    ]
+    if assembly.storage is not None:
+        steps.append(("closing the store and the spool", assembly.storage.close))
+    steps.append(("closing the state database", assembly.close))
     for what, step in steps:
         try:
             result = step()
@@ -229,29 +195,19 @@ def _format_address(address: object) -> str:
     return str(address)
 
 
-def replay_source(capture: Path, clock: ReplayClock, linger: float) -> EventSource:
-    async def source(sidecar: Sidecar, stop: asyncio.Event) -> None:
-        report = await Replayer(sidecar, clock).run(capture, stop)
-        print(report.summary(capture.name), flush=True)
-        sidecar.log_summaries()
-        if linger > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=linger)
-
-    return source
-
-
 async def replay(loaded: LoadedConfig, capture: Path, speed: float, linger: float) -> None:
     clock = ReplayClock(speed)
-    sidecar = build_sidecar(loaded, clock)
-    await serve(sidecar, replay_source(capture, clock, linger), RecordingControl())
+    assembly = assemble(loaded, clock)
+    await serve(assembly, replay_source(assembly, capture, clock, linger), replay_control())
 
 
 async def run(
     loaded: LoadedConfig, record: Path | None = None, *, blank_record_text: bool = False
 ) -> None:
-    clock = SystemClock()
-    sidecar = build_sidecar(loaded, clock)
-    control = LiveControl()
-    source = live_source(clock, record, blank_record_text=blank_record_text, control=control)
-    await serve(sidecar, source, control)
+    assembly = assemble(loaded, SystemClock())
+    try:
+        source, control = live_source(assembly, record, blank_record_text=blank_record_text)
+    except BaseException:
+        await _close(assembly)
+        raise
+    await serve(assembly, source, control)

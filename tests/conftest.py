@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar.adapters.sqlite_state import SqliteStateStore
-from sidecar.clock import ReplayClock
+from sidecar.compose import Assembly, assemble
 from sidecar.config import LoadedConfig, load_config
-from sidecar.service import Sidecar
+from sidecar.core.clock import ReplayClock
+from sidecar.core.service import Sidecar
 
 from .services import firestore_emulator
 
@@ -57,18 +57,28 @@ def clock() -> ReplayClock:
     return clock
 
 
-@pytest.fixture
-def make_sidecar(clock: ReplayClock) -> Iterator[Callable[[LoadedConfig], Sidecar]]:
-    made: list[Sidecar] = []
+AssemblyFactory = Callable[[LoadedConfig], Assembly]
 
-    def factory(loaded: LoadedConfig) -> Sidecar:
-        sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
-        made.append(sidecar)
-        return sidecar
+
+@pytest.fixture
+def make_assembly(clock: ReplayClock) -> Iterator[AssemblyFactory]:
+    """The composed sidecar (core, metrics) without spool or store, on the test clock."""
+    made: list[Assembly] = []
+
+    def factory(loaded: LoadedConfig) -> Assembly:
+        assembly = assemble(loaded, clock, storage=False)
+        made.append(assembly)
+        return assembly
 
     yield factory
-    for sidecar in made:
-        sidecar.close()
+    for assembly in made:
+        assembly.close()
+
+
+@pytest.fixture
+def make_sidecar(make_assembly: AssemblyFactory) -> Callable[[LoadedConfig], Sidecar]:
+    """Just the core of :func:`make_assembly`, for tests that need no metrics or HTTP."""
+    return lambda loaded: make_assembly(loaded).sidecar
 
 
 # -- storage backends under test ---------------------------------------------------

@@ -12,9 +12,9 @@ from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
 from sidecar import testing as build
+from sidecar.core.pipeline import EventPipeline
 from sidecar.domain.account import AccountSettings, AccountState
 from sidecar.domain.classify import WRAPPER_FIELDS, Classification, MessageClass, classify
-from sidecar.pipeline import EventPipeline
 
 M = e2e.Message
 PM = e2e.ProtocolMessage

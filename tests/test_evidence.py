@@ -9,12 +9,12 @@ import pytest
 
 from sidecar import testing as build
 from sidecar.config import LoadedConfig
+from sidecar.core.pipeline import EventPipeline
+from sidecar.core.service import Sidecar
 from sidecar.domain.account import AccountSettings, AccountState, ProbeSettings
 from sidecar.domain.gaps import GapModel
 from sidecar.domain.probes import ProbeSent, probe_text
 from sidecar.domain.verdict import evidence_verdict
-from sidecar.pipeline import EventPipeline
-from sidecar.service import Sidecar
 
 from .conftest import ConfigFactory
 
@@ -205,8 +205,8 @@ def test_learned_model_survives_a_restart(
     first = make_sidecar(loaded)
     for day in range(5):
         for n in range(40):
-            first.pipeline.handle("sales", build.connected(), T0 - 5 * 86400)
-            first.pipeline.handle(
+            first.handle("sales", build.connected(), T0 - 5 * 86400)
+            first.handle(
                 "sales", build.message_event(build.text("x")), T0 - (5 - day) * 86400 + n * 90
             )
     before = first.states["sales"].snapshot(T0).learned_gap_s
@@ -221,7 +221,7 @@ def test_verdict_history_records_changes_with_reasons(
     make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar], clock
 ) -> None:
     sidecar = make_sidecar(make_config())
-    handle = sidecar.pipeline.handle
+    handle = sidecar.handle
     T0 = clock.now()
     handle("sales", build.connected(), T0)
     handle("sales", build.offline_sync_completed(), T0 + 1)

@@ -6,18 +6,18 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from sidecar.repair import RecordingControl, RepairCollector, Repairs
 
 from sidecar import testing as build
 from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.adapters.store_sqlite import SqliteMessageStore
-from sidecar.clock import ReplayClock
+from sidecar.core.clock import ReplayClock
+from sidecar.core.service import Sidecar
+from sidecar.core.storage import Storage
 from sidecar.domain.probes import ProbeSent, probe_text
-from sidecar.exposition import Exposition, Family, RowCollector
-from sidecar.repair import RecordingControl, RepairCollector, Repairs
-from sidecar.service import Sidecar
-from sidecar.storage import Storage
+from sidecar.metrics.exposition import Exposition, Family, RowCollector
 
 from .conftest import ConfigFactory
 
@@ -44,7 +44,7 @@ def assert_same_as_prometheus_client(sidecar: Sidecar) -> None:
 def test_every_scrape_matches_prometheus_client_byte_for_byte(
     sidecar: Sidecar, clock: ReplayClock
 ) -> None:
-    handle = sidecar.pipeline.handle
+    handle = sidecar.handle
     clock.advance_to(T0)
     assert_same_as_prometheus_client(sidecar)  # nothing happened yet
     for account in ("sales", "support", "quiet"):

@@ -37,10 +37,10 @@ from sidecar.adapters.spool import Batch, Spool, SpoolError
 from sidecar.adapters.sqlite_files import integrity_problem
 from sidecar.adapters.sqlite_state import SqliteStateStore, StateStoreError
 from sidecar.adapters.store_sqlite import SqliteMessageStore
+from sidecar.core.storage import Storage
 from sidecar.domain.account import PersistedState
 from sidecar.domain.classify import classify
 from sidecar.domain.records import build_records
-from sidecar.storage import Storage
 
 from .conftest import TOKEN, Backend
 from .services import free_port, wait_for
@@ -504,7 +504,7 @@ def test_a_full_state_disk_refuses_what_it_cannot_journal_and_recovers(
     refused = [line for line in err.splitlines() if "making a real message durable" in line]
     assert len(refused) == 2, refused
     assert refused[0].endswith(
-        "ERROR sidecar.storage account=sales spool: making a real message durable failed:"
+        "ERROR sidecar.core.storage account=sales spool: making a real message durable failed:"
         " OSError (ENOSPC); it is not stored (whatsapp_spool_write_errors_total)"
     )
     assert refused[1].endswith(f"works again, after {int(rejected)} failures")

@@ -36,13 +36,15 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import testing as build
-from sidecar.adapters.capture import CaptureError, encode_record, parse_line
-from sidecar.adapters.spool import Spool
-from sidecar.adapters.sqlite_state import SqliteStateStore
-from sidecar.adapters.store_sqlite import SqliteMessageStore
-from sidecar.clock import ReplayClock
+from sidecar.adapters.capture import CaptureError, capture_records, encode_record, parse_line
+from sidecar.adapters.health_json import health_json
+from sidecar.adapters.http import pairing_view
+from sidecar.compose import assemble
 from sidecar.config import LoadedConfig
-from sidecar.domain.account import Status
+from sidecar.core.clock import ReplayClock
+from sidecar.core.pipeline import EVENT_CLASSES
+from sidecar.core.replay import Replayer
+from sidecar.domain.account import AccountSnapshot, Status
 from sidecar.domain.classify import (
     MAX_WRAPPER_DEPTH,
     PROTOCOL_FIELDS,
@@ -54,10 +56,6 @@ from sidecar.domain.classify import (
 )
 from sidecar.domain.probes import PROBE_PREFIX, PROBE_SENT, ProbeSent
 from sidecar.domain.records import build_records, encode_fields
-from sidecar.pipeline import EVENT_CLASSES, EventPipeline
-from sidecar.replay import Replayer
-from sidecar.service import Sidecar
-from sidecar.storage import Storage
 
 from .conftest import ConfigFactory
 
@@ -321,25 +319,28 @@ class Fed:
     def __init__(self, loaded: LoadedConfig, *, storage: bool = True) -> None:
         self.clock = ReplayClock(speed=0)
         self.clock.start(T0)
-        state_dir = loaded.config.state_dir
-        self.storage = Storage(Spool(state_dir), SqliteMessageStore(state_dir)) if storage else None
-        self.sidecar = Sidecar(
-            loaded, self.clock, SqliteStateStore(state_dir), storage=self.storage
-        )
-        self.pipeline: EventPipeline = self.sidecar.pipeline
+        self.assembly = assemble(loaded, self.clock, storage=storage)
+        self.sidecar = self.assembly.sidecar
+        self.storage = self.assembly.storage
+
+    def state(self, account: str) -> AccountSnapshot:
+        return self.sidecar.snapshot(account)
+
+    def states(self) -> list[AccountSnapshot]:
+        return [self.sidecar.snapshot(account) for account in self.sidecar.account_ids]
 
     def total(self, counts: str) -> int:
         """Sum of one of the per-account counters over every account."""
-        return sum(sum(getattr(state, counts).values()) for state in self.sidecar.states.values())
+        return sum(sum(getattr(state, counts).values()) for state in self.states())
 
     def value(self, name: str, **labels: str) -> float:
-        found = self.sidecar.registry.get_sample_value(name, labels)
+        found = self.assembly.metrics.registry.get_sample_value(name, labels)
         return 0.0 if found is None else found
 
     def close(self) -> None:
         if self.storage is not None:
             asyncio.run(self.storage.close())
-        self.sidecar.close()
+        self.assembly.close()
 
 
 @pytest.fixture
@@ -377,9 +378,9 @@ def feed_one(fed: Fed, account: str, event: Any, name: str) -> None:
         fed.total("event_errors"),
         fed.total("message_counts"),
     )
-    fed.pipeline.handle(account, event, fed.clock.now())  # raises nothing
+    fed.sidecar.handle(account, event, fed.clock.now())  # raises nothing
     assert fed.total("event_counts") == events + 1
-    assert fed.sidecar.states[account].event_counts[name] >= 1
+    assert fed.state(account).event_counts[name] >= 1
     # a decodable event is never a handler fault: the store took it, whatever it held
     assert fed.total("event_errors") == errors
     if isinstance(event, MESSAGE_EVENTS):
@@ -408,7 +409,7 @@ def test_every_event_class_random_valid_instances_are_handled(fed: Fed, name: st
     for seed in range(20):
         event = ProtoBuilder(RandomChooser(EVENT_NAMES.index(name) * 1000 + seed)).event(name)
         feed_one(fed, ACCOUNTS[seed % 2], event, name)
-    assert sum(state.event_counts[name] for state in fed.sidecar.states.values()) == 20
+    assert sum(state.event_counts.get(name, 0) for state in fed.states()) == 20
     assert fed.value("whatsapp_events_total", account="sales", event=name) == 10.0
     assert fed.total("event_errors") == 0
 
@@ -540,8 +541,8 @@ def test_text_that_is_not_utf8_is_counted_stored_and_shown_as_text(fed: Fed) -> 
     data = invalid_utf8_message_event()
     event = MessageEv.FromString(data)
     assert isinstance(event.Message.conversation, bytes)  # what the binding does
-    fed.pipeline.handle("sales", event, T0)
-    state = fed.sidecar.states["sales"]
+    fed.sidecar.handle("sales", event, T0)
+    state = fed.state("sales")
     assert state.message_counts[(MessageClass.REAL, "conversation")] == 1
     assert state.last_real_at == T0
     assert sum(state.event_errors.values()) == 0
@@ -568,13 +569,13 @@ def test_text_that_is_not_utf8_is_counted_stored_and_shown_as_text(fed: Fed) -> 
             b"@@PLAT@@",
         )
     )
-    fed.pipeline.handle("support", qr, T0)
-    assert state.qr_code is None  # the other account's
-    support = fed.sidecar.states["support"]
-    assert support.qr_code == "\ufffd\ufffdQRQR@@"
-    fed.pipeline.handle("support", paired, T0 + 1)
-    assert support.paired_platform == "\ufffd\ufffdPLAT@@"
-    json.dumps(support.pairing_view())  # what the pair page sends
+    fed.sidecar.handle("support", qr, T0)
+    assert fed.sidecar.pairing_view("sales").qr_code is None  # the other account's
+    assert fed.sidecar.pairing_view("support").qr_code == "\ufffd\ufffdQRQR@@"
+    fed.sidecar.handle("support", paired, T0 + 1)
+    view = fed.sidecar.pairing_view("support")
+    assert view.platform == "\ufffd\ufffdPLAT@@"
+    json.dumps(pairing_view(fed.sidecar, "support"))  # what the pair page sends
     assert fed.total("event_errors") == 0
 
 
@@ -748,7 +749,8 @@ HOSTILE_LINES = (
 
 async def replay_lines(fed: Fed, path: Path, lines: Sequence[bytes]) -> Any:
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return await Replayer(fed.sidecar, fed.clock).run(path)
+    replayer = Replayer(fed.sidecar, fed.clock, fed.assembly.replay_errors)
+    return await replayer.run(capture_records(path))
 
 
 def test_hostile_capture_lines_are_counted_once_each(fed: Fed, tmp_path: Path) -> None:
@@ -791,8 +793,8 @@ async def test_lines_that_stopped_replay_are_bad_records(fed: Fed, tmp_path: Pat
     )
     # the clock went nowhere strange, and everything that turns it into dates still works
     assert fed.clock.now() == T0 + 5
-    assert fed.sidecar.health("sales")["lastRealMessageMs"] == round((T0 + 5) * 1000)
-    assert b"whatsapp_session_degraded" in fed.sidecar.exposition.render()
+    assert fed.sidecar.health("sales").last_real_message_ms == round((T0 + 5) * 1000)
+    assert b"whatsapp_session_degraded" in fed.assembly.metrics.render()
     for raw in HOSTILE_LINES:
         assert isinstance(parse_line(raw, 1), CaptureError)
 
@@ -817,31 +819,29 @@ def failing_status_listener(change: Any) -> None:
 def test_handler_faults_are_counted_once_and_logged_without_content(
     fed: Fed, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fed.pipeline.add_message_listener(FailingListener())
-    fed.pipeline.add_status_listener(failing_status_listener)
+    fed.sidecar.add_message_listener(FailingListener())
+    fed.sidecar.add_status_listener(failing_status_listener)
     caplog.set_level(logging.INFO)
-    state = fed.sidecar.states["sales"]
     faults = 0
     for seed in range(400):
         name = EVENT_NAMES[seed % len(EVENT_NAMES)] if seed % 3 else "MessageEv"
         event: Any = ProtoBuilder(RandomChooser(seed)).event(name)
         if isinstance(event, MessageEv):
             event.Info.Pushname = SECRET_TEXT
-        errors_before, status_before = state.event_errors[name], state.status
-        messages_before = sum(state.message_counts.values())
-        fed.pipeline.handle("sales", event, T0 + seed)  # raises nothing
+        before = fed.state("sales")
+        fed.sidecar.handle("sales", event, T0 + seed)  # raises nothing
+        after = fed.state("sales")
         # the message listener always fails; the status listener when the status moved
-        fault = isinstance(event, MESSAGE_EVENTS) or state.status is not status_before
+        fault = isinstance(event, MESSAGE_EVENTS) or after.status is not before.status
         faults += fault
-        assert state.event_errors[name] == errors_before + fault
-        assert (
-            fed.value("whatsapp_event_errors_total", account="sales", event=name)
-            == (state.event_errors[name])
+        assert after.event_errors.get(name, 0) == before.event_errors.get(name, 0) + fault
+        assert fed.value("whatsapp_event_errors_total", account="sales", event=name) == (
+            after.event_errors.get(name, 0)
         )
         if isinstance(event, MESSAGE_EVENTS):  # counted before the listeners ran
-            assert sum(state.message_counts.values()) == messages_before + 1
+            assert sum(after.message_counts.values()) == sum(before.message_counts.values()) + 1
     assert faults > 100
-    assert sum(state.event_errors.values()) == faults
+    assert sum(fed.state("sales").event_errors.values()) == faults
     failures = [r for r in caplog.records if "handler failed" in r.getMessage()]
     assert len(failures) == faults
     assert all(r.levelno == logging.ERROR for r in failures)
@@ -903,11 +903,11 @@ def test_memory_stays_flat_over_thousands_of_hostile_events(
 
     def run(seeds: range) -> None:
         for seed in seeds:
-            fed.pipeline.handle(ACCOUNTS[seed % 2], events[seed], T0 + seed)
+            fed.sidecar.handle(ACCOUNTS[seed % 2], events[seed], T0 + seed)
             if seed % 500 == 0:
-                fed.sidecar.exposition.render(openmetrics=bool(seed % 1000))
+                fed.assembly.metrics.render(openmetrics=bool(seed % 1000))
                 fed.sidecar.evaluate_verdicts()
-                fed.sidecar.all_health()
+                [health_json(h) for h in fed.sidecar.all_health()]
 
     try:
         tracemalloc.start(8)
@@ -927,7 +927,7 @@ def test_memory_stays_flat_over_thousands_of_hostile_events(
     assert grown < 64 * 1024, f"{grown} bytes kept after 6,000 more events; " + "; ".join(
         f"{change.size_diff} B at {change.traceback.format()[-4:]}" for change in changes[:3]
     )
-    for state in fed.sidecar.states.values():
+    for state in fed.states():
         assert {kind for _, kind in state.message_counts} <= KNOWN_KINDS
         assert set(state.event_counts) <= set(EVENT_CLASSES) | {PROBE_SENT}
         assert set(state.probe_failures) <= {"send_failed", "not_received", "unexpected"}
@@ -935,6 +935,6 @@ def test_memory_stays_flat_over_thousands_of_hostile_events(
     assert sum(fed.total(c) for c in ("event_counts",)) == 8000
     assert fed.total("event_errors") == 0
     for openmetrics in (False, True):
-        exposition = fed.sidecar.exposition.render(openmetrics=openmetrics)
+        exposition = fed.assembly.metrics.render(openmetrics=openmetrics)
         assert label_values_outside_the_schema(exposition, accounts) == set()
     fed.close()

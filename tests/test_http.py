@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sidecar.repair import RecordingControl, Repairs
 
 from sidecar import testing as build
 from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, StaticTokens
 from sidecar.adapters.http import READY, create_app
-from sidecar.clock import ReplayClock
 from sidecar.config import LoadedConfig
-from sidecar.repair import RecordingControl, Repairs
-from sidecar.service import Sidecar
+from sidecar.core.clock import ReplayClock
+from sidecar.core.service import Sidecar
 
 from .conftest import TOKEN, ConfigFactory
 
@@ -98,11 +98,9 @@ async def test_unknown_path_and_wrong_method_are_json_errors(client: Client) -> 
 async def test_health_object_value_by_value(
     client: Client, sidecar: Sidecar, clock: ReplayClock
 ) -> None:
-    sidecar.pipeline.handle("sales", build.connected(), T0)
-    sidecar.pipeline.handle("sales", build.message_event(build.text("hi")), T0 + 0.25)
-    sidecar.pipeline.handle(
-        "sales", build.message_event(build.history_sync_notification()), T0 + 100
-    )
+    sidecar.handle("sales", build.connected(), T0)
+    sidecar.handle("sales", build.message_event(build.text("hi")), T0 + 0.25)
+    sidecar.handle("sales", build.message_event(build.history_sync_notification()), T0 + 100)
     clock.advance_to(T0 + 360.25)
     response = await client.get("/api/whatsapp/accounts/sales/health", headers=AUTH)
     assert response.status == 200
@@ -175,7 +173,7 @@ async def test_scrape_of_a_thousand_accounts_has_every_account(
 ) -> None:
     sidecar = make_sidecar(make_config([{"id": f"acct-{i:04d}"} for i in range(1000)]))
     for i in range(0, 1000, 7):
-        sidecar.pipeline.handle(f"acct-{i:04d}", build.message_event(build.text("x")), T0)
+        sidecar.handle(f"acct-{i:04d}", build.message_event(build.text("x")), T0)
     client = await aiohttp_client(
         create_app(sidecar, Authenticator(StaticTokens(sidecar.loaded.tokens)))
     )

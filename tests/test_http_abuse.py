@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import SecretStr
+from sidecar.repair import RecordingControl, Repairs
 
 from sidecar import testing as build
 from sidecar.adapters.audit import AuditLog
@@ -37,8 +38,7 @@ from sidecar.adapters.http import (
 )
 from sidecar.adapters.ratelimit import FailureLimiter, client_key
 from sidecar.config import LoadedConfig
-from sidecar.repair import RecordingControl, Repairs
-from sidecar.service import Sidecar
+from sidecar.core.service import Sidecar
 
 from .conftest import TOKEN, ConfigFactory
 
@@ -862,7 +862,7 @@ async def test_an_open_event_stream_outlives_a_brute_force_from_its_address(
     for guess in ("a", "b", "c", "d"):
         await exchange(server.port, request("GET", "/api/whatsapp/accounts", token=guess))
     assert (await exchange(server.port, request("GET", "/api/whatsapp/accounts"))).status == 429
-    sidecar.pipeline.handle("sales", build.qr_with_code("2@code,for-the-test"), sidecar.clock.now())
+    sidecar.handle("sales", build.qr_with_code("2@code,for-the-test"), sidecar.clock.now())
     view = await next_view()
     assert view["status"] == "qr_pending"
     assert view["qrSvg"].startswith("<svg")

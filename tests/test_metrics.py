@@ -2,42 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from sidecar import testing as build
-from sidecar.clock import ReplayClock
-from sidecar.config import LoadedConfig
+from sidecar.compose import Assembly
+from sidecar.core.clock import ReplayClock
 from sidecar.domain.account import Status
-from sidecar.service import Sidecar
 
-from .conftest import ConfigFactory
+from .conftest import AssemblyFactory, ConfigFactory
 
 T0 = 1_764_068_400.0
 
 
-def sample(sidecar: Sidecar, name: str, **labels: str) -> float | None:
-    return sidecar.registry.get_sample_value(name, labels)
+def sample(assembly: Assembly, name: str, **labels: str) -> float | None:
+    return assembly.metrics.registry.get_sample_value(name, labels)
 
 
 def test_every_account_has_its_series_from_start_up(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
+    make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> None:
-    sidecar = make_sidecar(make_config([{"id": "sales"}, {"id": "support"}]))
+    assembly = make_assembly(make_config([{"id": "sales"}, {"id": "support"}]))
+    sidecar = assembly.sidecar
     for account in ("sales", "support"):
         for status in Status:
             expected = 1.0 if status is Status.CONNECTING else 0.0
             assert (
-                sample(sidecar, "whatsapp_connection_state", account=account, state=status.value)
+                sample(assembly, "whatsapp_connection_state", account=account, state=status.value)
                 == expected
             )
-        assert sample(sidecar, "whatsapp_session_degraded", account=account) == 0.0
-        assert sample(sidecar, "whatsapp_reconnects_total", account=account) == 0.0
-        assert sample(sidecar, "whatsapp_events_total", account=account, event="MessageEv") == 0.0
+        assert sample(assembly, "whatsapp_session_degraded", account=account) == 0.0
+        assert sample(assembly, "whatsapp_reconnects_total", account=account) == 0.0
+        assert sample(assembly, "whatsapp_events_total", account=account, event="MessageEv") == 0.0
         assert (
-            sample(sidecar, "whatsapp_event_errors_total", account=account, event="MessageEv")
+            sample(assembly, "whatsapp_event_errors_total", account=account, event="MessageEv")
             == 0.0
         )
         for cls, kind in [
@@ -47,7 +45,7 @@ def test_every_account_has_its_series_from_start_up(
         ]:
             assert (
                 sample(
-                    sidecar,
+                    assembly,
                     "whatsapp_messages_received_total",
                     account=account,
                     **{"class": cls, "kind": kind},
@@ -56,12 +54,13 @@ def test_every_account_has_its_series_from_start_up(
             )
         # no sample before the first real message
         assert (
-            sample(sidecar, "whatsapp_last_real_message_timestamp_seconds", account=account) is None
+            sample(assembly, "whatsapp_last_real_message_timestamp_seconds", account=account)
+            is None
         )
-        assert sample(sidecar, "whatsapp_last_real_message_age_seconds", account=account) is None
-    assert sample(sidecar, "whatsapp_replay_errors_total") == 0.0
+        assert sample(assembly, "whatsapp_last_real_message_age_seconds", account=account) is None
+    assert sample(assembly, "whatsapp_replay_errors_total") == 0.0
     assert (
-        sidecar.registry.get_sample_value(
+        assembly.metrics.registry.get_sample_value(
             "whatsapp_sidecar_build_info", {"version": __import__("sidecar").__version__}
         )
         == 1.0
@@ -69,43 +68,47 @@ def test_every_account_has_its_series_from_start_up(
 
 
 def test_no_created_series_in_either_format(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
+    make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> None:
-    sidecar = make_sidecar(make_config())
-    sidecar.pipeline.handle("sales", build.message_event(build.text("x")), T0)
-    for text in (generate_latest(sidecar.registry), generate_openmetrics(sidecar.registry)):
+    assembly = make_assembly(make_config())
+    sidecar = assembly.sidecar
+    sidecar.handle("sales", build.message_event(build.text("x")), T0)
+    for text in (
+        generate_latest(assembly.metrics.registry),
+        generate_openmetrics(assembly.metrics.registry),
+    ):
         assert b"_created" not in text
         assert b"whatsapp_messages_received_total{" in text
 
 
 def test_age_and_verdict_are_computed_at_scrape_time(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar], clock: ReplayClock
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
 ) -> None:
-    sidecar = make_sidecar(make_config())
-    sidecar.pipeline.handle("sales", build.connected(), T0)
-    sidecar.pipeline.handle("sales", build.message_event(build.text("x")), T0 + 10)
+    assembly = make_assembly(make_config())
+    sidecar = assembly.sidecar
+    sidecar.handle("sales", build.connected(), T0)
+    sidecar.handle("sales", build.message_event(build.text("x")), T0 + 10)
     # protocol traffic during the silence: what makes silence evidence of deafness
-    sidecar.pipeline.handle(
-        "sales", build.message_event(build.history_sync_notification()), T0 + 20
-    )
+    sidecar.handle("sales", build.message_event(build.history_sync_notification()), T0 + 20)
     clock.advance_to(T0 + 70)
     assert (
-        sample(sidecar, "whatsapp_last_real_message_timestamp_seconds", account="sales") == T0 + 10
+        sample(assembly, "whatsapp_last_real_message_timestamp_seconds", account="sales") == T0 + 10
     )
-    assert sample(sidecar, "whatsapp_last_real_message_age_seconds", account="sales") == 60.0
-    assert sample(sidecar, "whatsapp_session_degraded", account="sales") == 0.0
+    assert sample(assembly, "whatsapp_last_real_message_age_seconds", account="sales") == 60.0
+    assert sample(assembly, "whatsapp_session_degraded", account="sales") == 0.0
     clock.advance_to(T0 + 311)  # no event in between: only the clock moved
-    assert sample(sidecar, "whatsapp_last_real_message_age_seconds", account="sales") == 301.0
-    assert sample(sidecar, "whatsapp_session_degraded", account="sales") == 1.0
-    assert sample(sidecar, "whatsapp_connection_state", account="sales", state="connected") == 1.0
-    assert sample(sidecar, "whatsapp_connection_state", account="sales", state="connecting") == 0.0
+    assert sample(assembly, "whatsapp_last_real_message_age_seconds", account="sales") == 301.0
+    assert sample(assembly, "whatsapp_session_degraded", account="sales") == 1.0
+    assert sample(assembly, "whatsapp_connection_state", account="sales", state="connected") == 1.0
+    assert sample(assembly, "whatsapp_connection_state", account="sales", state="connecting") == 0.0
 
 
 def test_counts_by_class_and_kind(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
+    make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> None:
-    sidecar = make_sidecar(make_config())
-    handle = sidecar.pipeline.handle
+    assembly = make_assembly(make_config())
+    sidecar = assembly.sidecar
+    handle = sidecar.handle
     for _ in range(3):
         handle("sales", build.message_event(build.history_sync_notification()), T0)
     handle("sales", build.message_event(build.app_state_key_share()), T0)
@@ -114,7 +117,7 @@ def test_counts_by_class_and_kind(
 
     def received(cls: str, kind: str) -> float | None:
         return sample(
-            sidecar,
+            assembly,
             "whatsapp_messages_received_total",
             account="sales",
             **{"class": cls, "kind": kind},
@@ -124,18 +127,19 @@ def test_counts_by_class_and_kind(
     assert received("protocol", "protocolMessage.APP_STATE_SYNC_KEY_SHARE") == 1.0
     assert received("real", "conversation") == 1.0
     assert received("other", "empty") == 1.0
-    assert sample(sidecar, "whatsapp_events_total", account="sales", event="MessageEv") == 6.0
+    assert sample(assembly, "whatsapp_events_total", account="sales", event="MessageEv") == 6.0
 
 
 def test_labels_never_carry_jids_or_text(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
+    make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> None:
-    sidecar = make_sidecar(make_config())
+    assembly = make_assembly(make_config())
+    sidecar = assembly.sidecar
     secret_text = "my card number is 4111"
-    sidecar.pipeline.handle(
+    sidecar.handle(
         "sales", build.message_event(build.text(secret_text), message_id="3EB0SECRETID"), T0
     )
-    exposition = generate_latest(sidecar.registry).decode()
+    exposition = generate_latest(assembly.metrics.registry).decode()
     for needle in (
         secret_text,
         build.FICTIONAL_PHONE,
@@ -148,20 +152,21 @@ def test_labels_never_carry_jids_or_text(
 
 def test_minute_summary_line_per_account_without_personal_data(
     make_config: ConfigFactory,
-    make_sidecar: Callable[[LoadedConfig], Sidecar],
+    make_assembly: AssemblyFactory,
     clock: ReplayClock,
     caplog,
 ) -> None:
     import logging
 
-    sidecar = make_sidecar(make_config([{"id": "sales"}, {"id": "support"}]))
-    sidecar.pipeline.handle("sales", build.connected(), T0)
-    sidecar.pipeline.handle("sales", build.message_event(build.text("call 12025550123")), T0 + 1)
-    sidecar.pipeline.handle("sales", build.message_event(build.history_sync_notification()), T0 + 2)
+    assembly = make_assembly(make_config([{"id": "sales"}, {"id": "support"}]))
+    sidecar = assembly.sidecar
+    sidecar.handle("sales", build.connected(), T0)
+    sidecar.handle("sales", build.message_event(build.text("call 12025550123")), T0 + 1)
+    sidecar.handle("sales", build.message_event(build.history_sync_notification()), T0 + 2)
     clock.advance_to(T0 + 400)
-    caplog.set_level(logging.INFO, logger="sidecar.service")
+    caplog.set_level(logging.INFO, logger="sidecar.core.service")
     sidecar.log_summaries()
-    assert [r.getMessage() for r in caplog.records if r.name == "sidecar.service"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "sidecar.core.service"] == [
         "account=sales status=connected real=1 protocol=1 other=0 reconnects=0 last_real_age=399s degraded=yes reasons=silence_with_protocol_traffic",
         "account=support status=connecting real=0 protocol=0 other=0 reconnects=0 last_real_age=never degraded=no",
     ]

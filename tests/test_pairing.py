@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.adapters.neonize_live import AccountLock, SessionStore
+from sidecar.adapters.session_store import FileAccountLock as AccountLock
+from sidecar.adapters.session_store import SessionStore
 from sidecar.cli import main
 
 from .test_replay import REPO, cli_config, free_port

@@ -9,9 +9,9 @@ import pytest
 from neonize.proto.Neonize_pb2 import ConnectFailureReason as Reason
 
 from sidecar import testing as build
+from sidecar.core.pipeline import EventPipeline, UnknownAccountError
 from sidecar.domain.account import AccountSettings, AccountState, OfflineSync, Status
 from sidecar.domain.classify import Classification, MessageClass
-from sidecar.pipeline import EventPipeline, UnknownAccountError
 
 
 def make() -> tuple[EventPipeline, AccountState]:
@@ -171,7 +171,7 @@ def test_handler_exception_is_counted_logged_and_pipeline_goes_on(
 
 def test_status_changes_are_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
     pipeline, _ = make()
-    caplog.set_level(logging.INFO, logger="sidecar.pipeline")
+    caplog.set_level(logging.INFO, logger="sidecar.core.pipeline")
     pipeline.handle("sales", build.connected(), 1.0)
     pipeline.handle("sales", build.connected(), 2.0)
     pipeline.handle("sales", build.logged_out(), 3.0)

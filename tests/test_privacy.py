@@ -48,7 +48,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
-from sidecar.adapters.neonize_live import SessionStore
+from sidecar.adapters.session_store import SessionStore
 from sidecar.adapters.spool import Spool
 from sidecar.domain.probes import ProbeSent
 

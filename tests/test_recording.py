@@ -11,7 +11,7 @@ from neonize.events import MessageEv, QREv
 
 from sidecar import testing as build
 from sidecar.adapters.capture import blank_text
-from sidecar.adapters.neonize_live import Recorder
+from sidecar.adapters.recorder import Recorder
 from sidecar.domain.classify import classify
 
 from .test_classify import CASES

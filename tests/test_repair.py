@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sidecar.repair import RecordingControl, RepairCollector, Repairs
 
 from sidecar import testing as build
 from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, StaticTokens
 from sidecar.adapters.http import READY, create_app
-from sidecar.clock import ReplayClock
 from sidecar.config import LoadedConfig
-from sidecar.repair import RecordingControl, RepairCollector, Repairs
-from sidecar.service import Sidecar
+from sidecar.core.clock import ReplayClock
+from sidecar.core.service import Sidecar
 
 from .conftest import TOKEN, ConfigFactory
 
@@ -106,7 +106,7 @@ async def test_pair_code_validates_and_reports_no_live_session(harness: Harness)
 async def test_pair_events_stream_the_qr_and_the_pairing(
     harness: Harness, clock: ReplayClock
 ) -> None:
-    handle = harness.sidecar.pipeline.handle
+    handle = harness.sidecar.handle
     response = await harness.client.get("/api/whatsapp/accounts/sales/pair/events", headers=AUTH)
     assert response.headers["Content-Type"] == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-store"
@@ -135,7 +135,7 @@ async def test_pair_events_stream_the_qr_and_the_pairing(
 async def test_webhook_ladder_reconnects_then_marks_needs_repair(
     harness: Harness, clock: ReplayClock
 ) -> None:
-    handle = harness.sidecar.pipeline.handle
+    handle = harness.sidecar.handle
     t0 = clock.now()
     for account in ("sales", "support"):
         handle(account, build.connected(), t0)

@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from sidecar import testing as build
-from sidecar.adapters.capture import encode_record
+from sidecar.adapters.capture import capture_records, encode_record
 from sidecar.adapters.sqlite_state import SqliteStateStore
-from sidecar.clock import ReplayClock
-from sidecar.replay import Replayer
-from sidecar.service import Sidecar
+from sidecar.core.clock import ReplayClock
+from sidecar.core.replay import Replayer
+from sidecar.core.service import Sidecar
 
 from .conftest import TOKEN, ConfigFactory
 from .services import free_port
@@ -86,7 +86,7 @@ async def test_replay_into_metrics_value_by_value(
     clock = ReplayClock(speed=0)
     loaded = make_config([{"id": "sales"}, {"id": "support"}])
     sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
-    report = await Replayer(sidecar, clock).run(capture)
+    report = await Replayer(sidecar, clock).run(capture_records(capture))
     assert (report.events, report.ticks, report.errors) == (10, 2, len(BAD_LINES))
 
     def value(name: str, **labels: str) -> float | None:
@@ -133,8 +133,8 @@ async def test_bad_records_are_logged_with_their_line_number(
     loaded = make_config([{"id": "sales"}])
     clock = ReplayClock(speed=0)
     sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
-    caplog.set_level("WARNING", logger="sidecar.replay")
-    await Replayer(sidecar, clock).run(capture)
+    caplog.set_level("WARNING", logger="sidecar.core.replay")
+    await Replayer(sidecar, clock).run(capture_records(capture))
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
         "capture line 2 skipped: not JSON: JSONDecodeError",
@@ -164,7 +164,7 @@ async def test_speed_factor_runs_the_clock_from_the_first_record(
     clock = ReplayClock(speed=10)
     sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
     started = time.monotonic()
-    await Replayer(sidecar, clock).run(capture)
+    await Replayer(sidecar, clock).run(capture_records(capture))
     elapsed = time.monotonic() - started
     assert elapsed >= 0.19  # 2 s of capture at 10x
     assert (

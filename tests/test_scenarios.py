@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.adapters.capture import capture_records
 from sidecar.adapters.sqlite_state import SqliteStateStore
-from sidecar.clock import ReplayClock
 from sidecar.config import load_config
-from sidecar.replay import Replayer
-from sidecar.service import Sidecar
+from sidecar.core.clock import ReplayClock
+from sidecar.core.replay import Replayer
+from sidecar.core.service import Sidecar
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
 INDEX = yaml.safe_load((SCENARIOS / "scenarios.yaml").read_text())["scenarios"]
@@ -48,7 +49,7 @@ async def replay(scenario: dict[str, Any], tmp_path: Path) -> Sidecar:
     loaded = load_config(config)
     clock = ReplayClock(speed=0)
     sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
-    report = await Replayer(sidecar, clock).run(SCENARIOS / scenario["capture"])
+    report = await Replayer(sidecar, clock).run(capture_records(SCENARIOS / scenario["capture"]))
     assert report.errors == 0
     return sidecar
 

@@ -10,16 +10,16 @@ from typing import Any
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
 from sidecar import testing as build
-from sidecar.adapters.capture import encode_record
+from sidecar.adapters.capture import capture_records, encode_record
 from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
-from sidecar.app import build_store
-from sidecar.clock import ReplayClock
+from sidecar.compose import build_store
+from sidecar.core.clock import ReplayClock
+from sidecar.core.replay import Replayer
+from sidecar.core.service import Sidecar
+from sidecar.core.storage import Storage
 from sidecar.domain.classify import classify
 from sidecar.domain.records import MessageDoc, build_records
-from sidecar.replay import Replayer
-from sidecar.service import Sidecar
-from sidecar.storage import Storage
 
 from .conftest import Backend, ConfigFactory
 
@@ -147,7 +147,7 @@ def write_capture(path: Path, records: list[tuple[float, str | None, Any]]) -> P
 async def replay_and_drain(sidecar: Sidecar, capture: Path) -> None:
     clock = ReplayClock(speed=0)
     sidecar.clock = clock
-    await Replayer(sidecar, clock).run(capture)
+    await Replayer(sidecar, clock).run(capture_records(capture))
     storage = sidecar.storage
     assert storage is not None
     for _ in range(100):
@@ -353,7 +353,7 @@ async def test_busy_chat_updates_its_thread_at_most_once_a_second(
             message_id=f"B{i:03d}",
             timestamp_ms=1_764_068_400_000 + i * 50,
         )
-        sidecar.pipeline.handle("sales", event, T0 + i * 0.05)
+        sidecar.handle("sales", event, T0 + i * 0.05)
         await asyncio.sleep(0.05)
     for _ in range(100):
         if storage.spool.is_empty():
@@ -384,7 +384,7 @@ async def test_storage_metrics_and_health(tmp_path: Path, make_config: ConfigFac
         )
         is None
     )
-    sidecar.pipeline.handle(
+    sidecar.handle(
         "sales", build.message_event(build.text("queued"), chat=CUSTOMER, message_id="Q1"), T0
     )
     assert registry.get_sample_value("whatsapp_spool_messages", {"account": "sales"}) == 1.0
@@ -428,13 +428,13 @@ async def test_an_operation_the_store_refuses_is_set_aside_and_the_rest_lands(
     storage = sidecar.storage
     assert storage is not None
     good = build.message_event(build.text("kept"), chat=CUSTOMER, message_id="GOOD1")
-    sidecar.pipeline.handle("sales", good, T0)
+    sidecar.handle("sales", good, T0)
     doc, _ = build_records("sales", good, classify(good.Message)) or (None, None)
     assert doc is not None
     poison = MessageDoc("sales", doc.thread_id, "bad/id", dict(doc.fields))
     storage.spool.enqueue(poison, None)
     later = build.message_event(build.text("kept too"), chat=CUSTOMER, message_id="GOOD2")
-    sidecar.pipeline.handle("sales", later, T0 + 1)
+    sidecar.handle("sales", later, T0 + 1)
     await storage.writer.drain()
     assert storage.spool.is_empty()
     [(_, messages)] = backend.read().values()

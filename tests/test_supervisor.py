@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 from neonize.proto.Neonize_pb2 import ConnectFailureReason as Reason
+from sidecar.adapters.neonize_live import AccountLock, AccountSupervisor
 
 from sidecar import testing as build
-from sidecar.adapters.neonize_live import AccountLock, AccountSupervisor
 from sidecar.config import LoadedConfig
+from sidecar.core.service import Sidecar
 from sidecar.domain.account import Status
 from sidecar.domain.supervision import Backoff, Decision, decide
-from sidecar.service import Sidecar
 
 from .conftest import ConfigFactory
 
@@ -39,7 +39,7 @@ class ScriptedSession:
 
     async def run(self) -> None:
         for event in self._events:
-            self._sidecar.pipeline.handle("sales", event, T0)
+            self._sidecar.handle("sales", event, T0)
             await asyncio.sleep(0)
         if self._hold:
             await self.stopped.wait()
@@ -62,7 +62,7 @@ class Harness:
             device_id=lambda: self.device,
             poll_s=0.01,
         )
-        sidecar.pipeline.add_status_listener(self.supervisor.on_status_change)
+        sidecar.add_status_listener(self.supervisor.on_status_change)
         self.stopping = asyncio.Event()
 
     def next_session(self) -> ScriptedSession:
@@ -120,7 +120,7 @@ async def test_disconnect_while_connected_ends_the_session_and_reconnects(sideca
             await asyncio.sleep(0.005)
     assert harness.started == 1
     # whatsmeow reports the drop on its own thread; the supervisor takes over from there
-    await asyncio.to_thread(sidecar.pipeline.handle, "sales", build.disconnected(), T0 + 1)
+    await asyncio.to_thread(sidecar.handle, "sales", build.disconnected(), T0 + 1)
     async with asyncio.timeout(5):
         while harness.started < 2:
             await asyncio.sleep(0.005)
@@ -270,7 +270,7 @@ class FakeSendingSession(ScriptedSession):
 async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
     make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
 ) -> None:
-    from sidecar.adapters.neonize_live import Prober
+    from sidecar.core.prober import Prober
     from sidecar.domain.probes import probe_text
 
     loaded = make_config(
@@ -285,7 +285,7 @@ async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
 
     def deliver(event: Any) -> None:
         delivered.append(event)
-        sidecar.pipeline.handle("a", event, T0)
+        sidecar.handle("a", event, T0)
 
     settings = sidecar.settings["a"].probe
     assert settings is not None
@@ -350,9 +350,7 @@ async def test_live_control_re_pairing_keeps_the_qr_session_up_until_paired(
     assert store.sqlite_path.stat().st_mode & 0o777 == 0o600
     assert sidecar.states["sales"].pairing_view()[1] == "2@code-one,x"
     assert harness.supervisor.pairing is True
-    await asyncio.to_thread(
-        sidecar.pipeline.handle, "sales", build.pair_status(success=True), T0 + 5
-    )
+    await asyncio.to_thread(sidecar.handle, "sales", build.pair_status(success=True), T0 + 5)
     assert harness.supervisor.pairing is False
     harness.stopping.set()
     harness.supervisor.stop_session()

@@ -20,8 +20,9 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from neonize.events import MessageEv
 
+from sidecar.core.pipeline import EVENT_CLASSES, event_name
+from sidecar.core.replay import RecordDecodeError, Unreadable
 from sidecar.domain.probes import PROBE_SENT, ProbeSent
-from sidecar.pipeline import EVENT_CLASSES, event_name
 
 TICK = "tick"
 #: ``t`` is Unix seconds from 1970 up to 2100: the clock, the learned hourly rates and
@@ -58,17 +59,10 @@ class CaptureRecord:
         return decoded
 
 
-@dataclass(frozen=True, slots=True)
-class CaptureError:
-    line: int
-    reason: str
-
-
-class CaptureDecodeError(Exception):
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
-        self.line = line
-        self.reason = reason
+#: A line that is not a record; the replayer counts it and goes on.
+CaptureError = Unreadable
+#: A record whose payload does not decode as its event.
+CaptureDecodeError = RecordDecodeError
 
 
 def read_capture(stream: IO[bytes]) -> Iterator[CaptureRecord | CaptureError]:
@@ -76,6 +70,12 @@ def read_capture(stream: IO[bytes]) -> Iterator[CaptureRecord | CaptureError]:
         if not raw.strip():
             continue
         yield parse_line(raw, number)
+
+
+def capture_records(path: Path) -> Iterator[CaptureRecord | CaptureError]:
+    """Every record of the capture file at ``path``; the file is closed at the end."""
+    with path.open("rb") as stream:
+        yield from read_capture(stream)
 
 
 def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import segno
 from aiohttp import web
@@ -32,10 +32,18 @@ from multidict import CIMultiDict
 from prometheus_client.exposition import choose_encoder
 
 from sidecar.adapters.auth import Authenticator, Principal
-from sidecar.adapters.ratelimit import FailureLimiter, LimiterCollector, client_key
-from sidecar.config import ACCOUNT_ID_PATTERN, RateLimitConfig
-from sidecar.repair import RepairError, Repairs
-from sidecar.service import Sidecar
+from sidecar.adapters.health_json import health_json
+from sidecar.adapters.ratelimit import FailureLimiter, client_key
+from sidecar.config import ACCOUNT_ID_PATTERN
+from sidecar.core.repair import (
+    NoLiveSession,
+    PairingNotStarted,
+    PairingRefused,
+    RepairError,
+    Repairs,
+    RepairTooSoon,
+)
+from sidecar.core.service import Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,14 @@ class HttpLimits:
     lingering: float = 2.0
 
 
+class Render(Protocol):
+    """Renders /metrics: Prometheus text, or OpenMetrics when asked."""
+
+    def __call__(self, openmetrics: bool = False, /) -> bytes: ...
+
+
 SIDECAR = web.AppKey("sidecar", Sidecar)
+RENDER = web.AppKey("render", Render)
 AUTH = web.AppKey("auth", Authenticator)
 REPAIRS = web.AppKey("repairs", Repairs)
 READY = web.AppKey("ready", asyncio.Event)
@@ -211,7 +226,7 @@ async def metrics(request: web.Request) -> web.Response:
     scrape of thousands of accounts does not stall the event loop."""
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")
-    render = request.app[SIDECAR].exposition.render
+    render = request.app[RENDER]
     body = await asyncio.get_running_loop().run_in_executor(None, render, openmetrics)
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
@@ -229,7 +244,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def list_accounts(request: web.Request) -> web.Response:
-    return web.json_response({"accounts": request.app[SIDECAR].all_health()})
+    accounts = [health_json(health) for health in request.app[SIDECAR].all_health()]
+    return web.json_response({"accounts": accounts})
 
 
 def _account(request: web.Request) -> str:
@@ -244,9 +260,20 @@ def _who(request: web.Request) -> str:
     return f"{principal.kind}:{principal.id}"
 
 
+#: The status code of each kind of failed re-pair request.
+_REPAIR_STATUS: dict[type[RepairError], int] = {
+    RepairTooSoon: 429,
+    PairingNotStarted: 409,
+    PairingRefused: 502,
+    NoLiveSession: 503,
+}
+
+
 def _repair_error(exc: RepairError) -> web.Response:
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else {}
-    return json_error(exc.status, str(exc), **headers)
+    status = _REPAIR_STATUS.get(type(exc), 500)
+    if isinstance(exc, RepairTooSoon) and exc.retry_after:
+        return json_error(status, str(exc), **{"Retry-After": str(max(1, round(exc.retry_after)))})
+    return json_error(status, str(exc))
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -295,7 +322,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def account_health(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SIDECAR].health(_account(request)))
+    return web.json_response(health_json(request.app[SIDECAR].health(_account(request))))
 
 
 async def regenerate_qr(request: web.Request) -> web.Response:
@@ -335,19 +362,15 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
 
 def pairing_view(sidecar: Sidecar, account_id: str) -> dict[str, Any]:
     """What the pair page shows: state, the QR as SVG while one waits, the paired device."""
-    status, code, _, platform, paired_at = sidecar.states[account_id].pairing_view()
-    health = sidecar.health(account_id)
-    qr_svg = None
-    if code is not None and status == "qr_pending":
-        qr_svg = segno.make_qr(code).svg_inline(scale=8)
+    view = sidecar.pairing_view(account_id)
     return {
-        "status": status,
-        "qrSvg": qr_svg,
-        "paired": platform is not None,
-        "platform": platform,
-        "pairedAtMs": None if paired_at is None else round(paired_at * 1000),
-        "lastRealMessageMs": health["lastRealMessageMs"],
-        "isDegraded": health["isDegraded"],
+        "status": view.status,
+        "qrSvg": None if view.qr_code is None else segno.make_qr(view.qr_code).svg_inline(scale=8),
+        "paired": view.platform is not None,
+        "platform": view.platform,
+        "pairedAtMs": view.paired_at_ms,
+        "lastRealMessageMs": view.last_real_message_ms,
+        "isDegraded": view.degraded,
     }
 
 
@@ -493,17 +516,15 @@ def create_app(
     auth: Authenticator,
     repairs: Repairs | None = None,
     *,
+    render: Render,
+    limiter: FailureLimiter,
     limits: HttpLimits | None = None,
-    limiter: FailureLimiter | None = None,
 ) -> web.Application:
     """The aiohttp application; the caller adds background tasks to ``cleanup_ctx``.
 
-    Serve it with :class:`HardenedAppRunner`. ``limiter`` defaults to one built from
-    ``auth.rate_limit``; its counters are exported on /metrics."""
+    Serve it with :class:`HardenedAppRunner`. Built by :func:`sidecar.compose.build_app`,
+    which also exports ``limiter``'s counters."""
     limits = limits or HttpLimits()
-    if limiter is None:
-        rate = sidecar.config.auth.rate_limit if sidecar.config.auth else RateLimitConfig()
-        limiter = FailureLimiter(rate.failures, rate.window)
     app = web.Application(
         middlewares=[respond_safely, require_token, limit_body],
         client_max_size=max(_BODY_LIMITS.values()),
@@ -520,7 +541,7 @@ def create_app(
     app[READY] = asyncio.Event()
     app[LIMITS] = limits
     app[LIMITER] = limiter
-    sidecar.register_collector(LimiterCollector(limiter))
+    app[RENDER] = render
 
     def get(path: str, handler: _Handler) -> None:
         app.router.add_get(path, handler, expect_handler=_expect_nothing_yet)

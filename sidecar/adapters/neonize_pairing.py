@@ -20,7 +20,7 @@ import segno
 from neonize.client import NewClient
 from neonize.events import ConnectedEv, LoggedOutEv, PairStatusEv
 
-from sidecar.adapters.neonize_live import AccountLock, SessionStore
+from sidecar.adapters.session_store import FileAccountLock, SessionStore
 from sidecar.config import LoadedConfig
 
 E164 = re.compile(r"^\+?[1-9]\d{6,14}$")
@@ -66,7 +66,7 @@ def pair(
             exit_code=2,
         )
     state_dir = loaded.config.state_dir
-    lock = AccountLock(state_dir, account_id)
+    lock = FileAccountLock(state_dir, account_id)
     if not lock.acquire():
         raise PairingError(
             f"account {account_id} is connected by another wa-sidecar process"

@@ -9,7 +9,6 @@ not corruption: the file itself is fine and nothing should be moved.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sqlite3
@@ -18,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sidecar.core.failures import error_kind as error_kind
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,6 @@ class CorruptDatabaseError(Exception):
 def is_corruption(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _CORRUPTION_CODES
-
-
-def error_kind(exc: BaseException) -> str:
-    """An error's kind, never its text (which can quote paths or values):
-    ``OperationalError (SQLITE_FULL)``, ``OSError (ENOSPC)``. A wrapper's cause is named
-    (``SpoolError`` from ``OSError`` is ``OSError (ENOSPC)``)."""
-    cause = exc.__cause__
-    if cause is not None and type(exc).__module__.startswith("sidecar"):
-        exc = cause
-    name = getattr(exc, "sqlite_errorname", None)
-    if isinstance(exc, sqlite3.Error) and isinstance(name, str):
-        return f"{type(exc).__name__} ({name})"
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return f"{type(exc).__name__} ({errno.errorcode.get(exc.errno, exc.errno)})"
-    return type(exc).__name__
 
 
 def private_dir(path: Path) -> Path:

@@ -1,13 +1,11 @@
-"""Which replica holds which account: time-limited leases in Firestore.
+"""Which replica runs which account: the lease-keeping policy.
 
 Two replicas connecting the same account make WhatsApp answer StreamReplaced
-and both sessions suffer, so each account has one lease document,
-``wa_sidecar_leases/{accountId}`` = ``{holder, expiresAtMs}``, taken and
-renewed in Firestore transactions. Replicas announce themselves in
-``wa_sidecar_replicas/{replicaId}``; each aims for its fair share (accounts
-divided by live replicas, rounded up), takes free or expired leases up to it
-and gives back what is beyond it, so accounts spread out and move away from
-a replica that dies once its leases expire.
+and both sessions suffer, so each account is run by the replica holding its
+time-limited lease (:class:`~sidecar.core.ports.Leases`). Each replica aims for
+its fair share (accounts divided by live replicas, rounded up), takes free or
+expired leases up to it and gives back what is beyond it, so accounts spread
+out and move away from a replica that dies once its leases expire.
 """
 
 from __future__ import annotations
@@ -18,79 +16,10 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from google.cloud import firestore
+from sidecar.core.ports import Leases
 
 log = logging.getLogger(__name__)
-
-LEASES = "wa_sidecar_leases"
-REPLICAS = "wa_sidecar_replicas"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class FirestoreLeases:
-    def __init__(
-        self, project: str, replica_id: str, ttl_s: float, *, database: str = "(default)"
-    ) -> None:
-        self._client = firestore.AsyncClient(project=project, database=database)
-        self.replica_id = replica_id
-        self.ttl_ms = int(ttl_s * 1000)
-
-    async def heartbeat(self) -> None:
-        await (
-            self._client.collection(REPLICAS)
-            .document(self.replica_id)
-            .set({"expiresAtMs": _now_ms() + self.ttl_ms})
-        )
-
-    async def live_replicas(self) -> int:
-        now = _now_ms()
-        count = 0
-        async for doc in self._client.collection(REPLICAS).stream():
-            if (doc.to_dict() or {}).get("expiresAtMs", 0) > now:
-                count += 1
-        return max(1, count)
-
-    async def try_hold(self, account_id: str) -> bool:
-        """Take or renew the lease when it is free, expired or already ours."""
-        ref = self._client.collection(LEASES).document(account_id)
-        transaction = self._client.transaction()
-
-        @firestore.async_transactional
-        async def take(tx: Any) -> bool:
-            snapshot = await ref.get(transaction=tx)
-            data = snapshot.to_dict() if snapshot.exists else None
-            now = _now_ms()
-            if data and data.get("holder") != self.replica_id and data.get("expiresAtMs", 0) > now:
-                return False
-            tx.set(ref, {"holder": self.replica_id, "expiresAtMs": now + self.ttl_ms})
-            return True
-
-        result: bool = await take(transaction)
-        return result
-
-    async def release(self, account_id: str) -> None:
-        ref = self._client.collection(LEASES).document(account_id)
-        transaction = self._client.transaction()
-
-        @firestore.async_transactional
-        async def give_back(tx: Any) -> None:
-            snapshot = await ref.get(transaction=tx)
-            if snapshot.exists and (snapshot.to_dict() or {}).get("holder") == self.replica_id:
-                tx.delete(ref)
-
-        await give_back(transaction)
-
-    async def leave(self) -> None:
-        await self._client.collection(REPLICAS).document(self.replica_id).delete()
-
-    async def close(self) -> None:
-        self._client.close()  # type: ignore[no-untyped-call]
-
 
 Start = Callable[[str], Awaitable[None]]
 Stop = Callable[[str], Awaitable[None]]
@@ -110,7 +39,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        leases: FirestoreLeases,
+        leases: Leases,
         accounts: Sequence[str],
         start: Start,
         stop: Stop,
@@ -124,6 +53,10 @@ class LeaseKeeper:
         self._renewed_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.lost = 0
+
+    def holding(self) -> set[str]:
+        """The accounts whose lease this replica holds, including those it is handing back."""
+        return self.held | self._leaving
 
     @property
     def ttl_s(self) -> float:
@@ -220,29 +153,3 @@ class LeaseKeeper:
             self._leaving.discard(account)
             self._renewed_at.pop(account, None)
             log.info("account=%s handed back for balance (target %d)", account, target)
-
-
-class LeaseCollector:
-    """``whatsapp_lease_held{account}`` and ``whatsapp_leases_lost_total`` for this replica."""
-
-    def __init__(self, keeper: LeaseKeeper, accounts: Sequence[str]) -> None:
-        self._keeper = keeper
-        self._accounts = accounts
-
-    def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        held = GaugeMetricFamily(
-            "whatsapp_lease_held",
-            "1 when this replica holds the account's lease.",
-            labels=("account",),
-        )
-        for account in self._accounts:
-            holding = account in self._keeper.held or account in self._keeper._leaving
-            held.add_metric((account,), 1.0 if holding else 0.0)
-        lost = CounterMetricFamily(
-            "whatsapp_leases_lost", "Leases this replica lost before giving them back."
-        )
-        lost.add_metric((), self._keeper.lost)
-        yield held
-        yield lost

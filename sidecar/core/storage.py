@@ -22,24 +22,16 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-
-from sidecar.adapters.failures import Failures
-from sidecar.adapters.spool import Backlog, Batch, Spool, SpoolError
-from sidecar.adapters.sqlite_files import error_kind
+from sidecar.core.failures import Failures, error_kind
+from sidecar.core.ports import MessageStore, SpoolPort
+from sidecar.core.spooling import Backlog, Batch, SpoolError
 from sidecar.domain.classify import Classification
+from sidecar.domain.health import StoreStatus, to_ms
 from sidecar.domain.records import build_records
 from sidecar.domain.supervision import Backoff
-from sidecar.exposition import AccountRow, Family, RowCollector, Sample
-from sidecar.metrics import cumulative_buckets
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +41,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 IDLE_POLL_S = 1.0
 
 
-class MessageStore(Protocol):
-    """Writes spool batches. ``prepare`` (encoding; runs on a worker thread) is apart from
-    ``commit`` so the writer can encode the next batch while this one commits."""
-
-    backend: str
-
-    def prepare(self, batch: Batch) -> Any: ...
-
-    async def commit(self, prepared: Any) -> None: ...
-
-    async def close(self) -> None: ...
-
-
 class StoreStats:
     """What the writer did, for metrics and the health API (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
         self._lock = threading.Lock()
         self.writes = 0
         self.errors = 0
@@ -81,7 +61,7 @@ class StoreStats:
             self.spool_rejected[account] = self.spool_rejected.get(account, 0) + 1
 
     def succeeded(self, batch: Batch, seconds: float) -> None:
-        now = time.time()
+        now = self._now()
         with self._lock:
             self.writes += len(batch)
             self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
@@ -91,7 +71,7 @@ class StoreStats:
                 self.last_error.pop(account, None)
 
     def failed(self, batch: Batch, error: str) -> None:
-        now = time.time()
+        now = self._now()
         with self._lock:
             self.errors += 1
             for account in batch.accounts:
@@ -112,7 +92,11 @@ def describe_error(exc: BaseException) -> str:
 
 class SpoolWriter:
     def __init__(
-        self, spool: Spool, store: MessageStore, stats: StoreStats, backoff: Backoff | None = None
+        self,
+        spool: SpoolPort,
+        store: MessageStore,
+        stats: StoreStats,
+        backoff: Backoff | None = None,
     ) -> None:
         self._spool = spool
         self._store = store
@@ -248,7 +232,7 @@ class SpoolWriter:
 class StorageListener:
     """The pipeline's hook: real messages are spooled before the handler returns."""
 
-    def __init__(self, spool: Spool, writer: SpoolWriter, stats: StoreStats) -> None:
+    def __init__(self, spool: SpoolPort, writer: SpoolWriter, stats: StoreStats) -> None:
         self._spool = spool
         self._writer = writer
         self._stats = stats
@@ -293,100 +277,13 @@ class StorageListener:
         return None if failures is None else failures.last
 
 
-class StoreCollector(Collector):
-    """What the writer did: documents written, failed batches, batch latency."""
-
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-
-    def collect(self) -> Iterator[Metric]:
-        backend = self._storage.store.backend
-        writes, errors, buckets, latency_sum = self._storage.stats.snapshot()
-        written = CounterMetricFamily(
-            "whatsapp_store_writes", "Documents written to the message store.", labels=("backend",)
-        )
-        written.add_metric((backend,), writes)
-        failed = CounterMetricFamily(
-            "whatsapp_store_write_errors",
-            "Batched writes to the message store that failed (and were retried).",
-            labels=("backend",),
-        )
-        failed.add_metric((backend,), errors)
-        latency = HistogramMetricFamily(
-            "whatsapp_store_write_duration_seconds",
-            "How long one batched write to the message store took.",
-            labels=("backend",),
-        )
-        latency.add_metric((backend,), cumulative_buckets(LATENCY_BUCKETS, buckets), latency_sum)
-        yield from (written, failed, latency)
-
-
-SPOOL_MESSAGES = Family(
-    "whatsapp_spool_messages",
-    "Real messages committed to the local spool and not yet confirmed by the store.",
-    "gauge",
-)
-SPOOL_OLDEST = Family(
-    "whatsapp_spool_oldest_message_timestamp_seconds",
-    "When the oldest spooled message was committed (Unix time); absent when empty.",
-    "gauge",
-)
-SPOOL_OLDEST_AGE = Family(
-    "whatsapp_spool_oldest_message_age_seconds",
-    "Age of the oldest spooled message, at scrape time; absent when empty.",
-    "gauge",
-)
-SPOOL_WRITE_ERRORS = Family(
-    "whatsapp_spool_write_errors",
-    "Real messages the local spool could not take (disk full or failing) or keep (a damaged"
-    " row): they are not stored.",
-    "counter",
-)
-_NO_ERRORS: tuple[Sample, ...] = (((), 0),)
-_EMPTY_SPOOL: tuple[tuple[Sample, ...], ...] = ((((), 0),), (), (), _NO_ERRORS)
-
-
-class SpoolCollector(RowCollector):
-    """Each account's spool backlog, how old its oldest message is, and the messages
-    the spool could not take."""
-
-    families = (SPOOL_MESSAGES, SPOOL_OLDEST, SPOOL_OLDEST_AGE, SPOOL_WRITE_ERRORS)
-
-    def __init__(self, spool: Spool, accounts: Sequence[str], stats: StoreStats) -> None:
-        self._spool = spool
-        self._accounts = accounts
-        self._stats = stats
-
-    def rows(self) -> Iterator[AccountRow]:
-        backlog = self._spool.backlog()
-        rejected, dropped = self._stats.spool_rejected, self._spool.dropped
-        now = self._spool.now()
-        for account in self._accounts:
-            entry = backlog.get(account)
-            lost = rejected.get(account, 0) + dropped.get(account, 0) if rejected or dropped else 0
-            errors = (((), lost),) if lost else _NO_ERRORS
-            if entry is None:
-                yield account, (_EMPTY_SPOOL if lost == 0 else (*_EMPTY_SPOOL[:3], errors))
-                continue
-            oldest = entry.oldest_enqueued_at
-            yield (
-                account,
-                (
-                    (((), entry.messages),),
-                    () if oldest is None else (((), oldest),),
-                    () if oldest is None else (((), max(0.0, now - oldest)),),
-                    errors,
-                ),
-            )
-
-
 class Storage:
     """Spool, store, writer and their numbers, as one part for the wiring."""
 
-    def __init__(self, spool: Spool, store: MessageStore) -> None:
+    def __init__(self, spool: SpoolPort, store: MessageStore) -> None:
         self.spool = spool
         self.store = store
-        self.stats = StoreStats()
+        self.stats = StoreStats(spool.now)
         self.writer = SpoolWriter(spool, store, self.stats)
         self.listener = StorageListener(spool, self.writer, self.stats)
 
@@ -404,40 +301,45 @@ class Storage:
         ]
         return max(failing, key=lambda kind_at: kind_at[1]) if failing else None
 
-    def health(self, account_id: str, backlog: dict[str, Backlog] | None = None) -> dict[str, Any]:
-        """The health object's ``store``. ``lastError`` is the store's (writes retried);
-        ``spoolError`` the local spool's; ``spoolWriteErrors`` counts the real messages
-        the spool could not take, which are not stored. ``backlog``: the spool's, read
-        once for many accounts."""
+    def backlog(self) -> dict[str, Backlog]:
+        """Every account's spooled messages, in one read of the spool."""
+        return self.spool.backlog()
+
+    def write_errors(self, account_id: str) -> int:
+        """Real messages of the account that the spool could not take or keep."""
+        return self.stats.spool_rejected.get(account_id, 0) + self.spool.dropped.get(account_id, 0)
+
+    def status(self, account_id: str, backlog: dict[str, Backlog] | None = None) -> StoreStatus:
+        """The health object's ``store``. Its times are the spool's clock, the wall
+        clock even in a replay: these writes really happen now. ``backlog``: the
+        spool's, read once for many accounts."""
         spooled = (self.spool.backlog() if backlog is None else backlog).get(account_id)
-        now = time.time()
+        wall = self.spool.now()
         error = self.stats.last_error.get(account_id)
-        last_write = self.stats.last_write_at.get(account_id)
         oldest = spooled.oldest_enqueued_at if spooled else None
         spool_error = self.spool_error(account_id)
-        return {
-            "backend": self.store.backend,
-            "backlog": spooled.messages if spooled else 0,
-            "oldestSpooledAgeMs": None if oldest is None else round(max(0.0, now - oldest) * 1000),
-            "lastError": error[0] if error else None,
-            "lastErrorAtMs": round(error[1] * 1000) if error else None,
-            "lastWriteAtMs": None if last_write is None else round(last_write * 1000),
-            "spoolError": spool_error[0] if spool_error else None,
-            "spoolErrorAtMs": round(spool_error[1] * 1000) if spool_error else None,
-            "spoolWriteErrors": self.stats.spool_rejected.get(account_id, 0)
-            + self.spool.dropped.get(account_id, 0),
-        }
+        return StoreStatus(
+            backend=self.store.backend,
+            backlog=spooled.messages if spooled else 0,
+            oldest_spooled_age_ms=None if oldest is None else round(max(0.0, wall - oldest) * 1000),
+            last_error=error[0] if error else None,
+            last_error_at_ms=to_ms(error[1]) if error else None,
+            last_write_at_ms=to_ms(self.stats.last_write_at.get(account_id)),
+            spool_error=spool_error[0] if spool_error else None,
+            spool_error_at_ms=to_ms(spool_error[1]) if spool_error else None,
+            spool_write_errors=self.write_errors(account_id),
+        )
 
-    def collectors(self, accounts: Sequence[str]) -> list[Collector]:
-        return [StoreCollector(self), SpoolCollector(self.spool, accounts, self.stats)]
-
-    async def writer_context(self, _app: Any) -> AsyncIterator[None]:
-        """For aiohttp's ``cleanup_ctx``: the writer runs while the app runs."""
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The writer runs inside this context, and is cancelled and awaited on exit."""
         task = asyncio.create_task(self.writer.run(), name="spool-writer")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def close(self) -> None:
         try:

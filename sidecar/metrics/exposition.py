@@ -41,20 +41,23 @@ EOF_LINE = "# EOF\n"
 
 @dataclass(frozen=True)
 class Family:
-    """A metric family whose every series carries ``account`` first, then ``labels``
-    (in the sorted order Prometheus text has them)."""
+    """A metric family: with ``per_account``, every series carries ``account`` first,
+    then ``labels`` (in the sorted order Prometheus text has them)."""
 
     name: str
     documentation: str
     kind: Literal["counter", "gauge", "histogram"]
     labels: tuple[str, ...] = ()
+    per_account: bool = True
 
     def __post_init__(self) -> None:
-        if list(self.labels) != sorted(self.labels) or (self.kind == "histogram" and self.labels):
+        histogram_labels = self.per_account and self.kind == "histogram" and self.labels
+        if list(self.labels) != sorted(self.labels) or histogram_labels:
             raise ValueError(f"{self.name}: labels must be sorted (histograms: account only)")
 
     def metric(self) -> Metric:
-        labels = ("account", *self.labels)
+        """A fresh, empty family of samples for one collection."""
+        labels = ("account", *self.labels) if self.per_account else self.labels
         if self.kind == "counter":
             return CounterMetricFamily(self.name, self.documentation, labels=labels)
         if self.kind == "gauge":
@@ -70,6 +73,11 @@ class RowCollector(Collector):
 
     def rows(self) -> Iterable[AccountRow]:
         raise NotImplementedError
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples: the registry checks names before any scrape."""
+        for family in self.families:
+            yield family.metric()
 
     def collect(self) -> Iterator[Metric]:
         metrics: list[Any] = [family.metric() for family in self.families]

@@ -1,9 +1,10 @@
 """Re-pairing and remediation: what the re-pair page and Alertmanager's webhook ask for.
 
-The HTTP side calls :class:`Repairs`; the live event source plugs in an
-:class:`AccountControl` that acts on the real neonize sessions. In replay
-there is nothing to act on, so :class:`RecordingControl` only records the
-requests (named as such).
+The HTTP side calls :class:`Repairs`; the composition root plugs in an
+:class:`~sidecar.core.ports.AccountControl` that acts on the real sessions. In
+replay there is nothing to act on, so :class:`RecordingControl` only records the
+requests (named as such). Errors say what went wrong in the domain's words;
+the HTTP side picks their status codes.
 """
 
 from __future__ import annotations
@@ -14,37 +15,42 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
-from sidecar.adapters.audit import AuditLog
-from sidecar.exposition import AccountRow, Family, RowCollector
-from sidecar.service import Sidecar
+from sidecar.core.ports import AccountControl, Audit
+from sidecar.core.service import Sidecar
 
 log = logging.getLogger(__name__)
 
 DEGRADED_ALERT = "WhatsappSessionDegraded"
 
 
+#: Steps counted per account in ``whatsapp_remediation_steps_total``.
+REMEDIATION_STEP_NAMES = ("repair", "reconnect", "recovered", "needs_repair")
+
+
 class RepairError(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    """A re-pair request that cannot be done; the message is safe to show."""
+
+
+class RepairTooSoon(RepairError):
+    """A re-pair of the account started less than ``repair.interval`` ago."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
-        self.status = status
         self.retry_after = retry_after
 
 
-class AccountControl(Protocol):
-    """What can be done to a live account."""
+class NoLiveSession(RepairError):
+    """There is no live WhatsApp session to act on (a replay)."""
 
-    async def start_pairing(self, account_id: str) -> None:
-        """Log the old device out where possible, drop its session, connect for pairing."""
-        ...
 
-    async def reconnect(self, account_id: str) -> None: ...
+class PairingNotStarted(RepairError):
+    """A phone code was asked for before a re-pair started a pairing session."""
 
-    async def pair_code(self, account_id: str, phone: str) -> str:
-        """A phone pairing code for the account's pairing session."""
-        ...
+
+class PairingRefused(RepairError):
+    """WhatsApp refused the phone pairing request."""
 
 
 class RecordingControl:
@@ -61,18 +67,26 @@ class RecordingControl:
 
     async def pair_code(self, account_id: str, phone: str) -> str:
         self.requests.append(("pair_code", account_id))
-        raise RepairError(
-            503, "no live WhatsApp session to pair with (this sidecar replays a capture)"
+        raise NoLiveSession(
+            "no live WhatsApp session to pair with (this sidecar replays a capture)"
         )
 
 
 class Repairs:
-    def __init__(self, sidecar: Sidecar, audit: AuditLog, control: AccountControl) -> None:
+    def __init__(
+        self,
+        sidecar: Sidecar,
+        audit: Audit,
+        control: AccountControl,
+        *,
+        interval_s: float,
+        grace_s: float,
+    ) -> None:
         self.sidecar = sidecar
         self.audit = audit
         self.control = control
-        self._interval = sidecar.config.repair.interval
-        self._grace = sidecar.config.repair.grace
+        self._interval = interval_s
+        self._grace = grace_s
         self._last_repair: dict[str, float] = {}
         self._lock = threading.Lock()
         self.steps: Counter[tuple[str, str]] = Counter()
@@ -87,13 +101,12 @@ class Repairs:
             if last is not None and now - last < self._interval:
                 retry = self._interval - (now - last)
                 self.audit.record(who, "regenerate_qr", account_id, "refused: too soon")
-                raise RepairError(429, "a re-pair of this account started recently", retry)
+                raise RepairTooSoon("a re-pair of this account started recently", retry)
             self._last_repair[account_id] = now
         self.steps[(account_id, "repair")] += 1
         self.audit.record(who, "regenerate_qr", account_id, "started")
         log.info("account=%s re-pair started by %s", account_id, who)
-        state = self.sidecar.states[account_id]
-        state.set_qr(None, self.sidecar.clock.now())
+        self.sidecar.clear_qr(account_id)
         await self.control.start_pairing(account_id)
         return {"accountId": account_id, "status": "pairing"}
 
@@ -141,7 +154,7 @@ class Repairs:
                 log.info("account=%s recovered after the reconnect", account_id)
                 return
             self.steps[(account_id, "needs_repair")] += 1
-            self.sidecar.states[account_id].set_needs_repair(True)
+            self.sidecar.mark_needs_repair(account_id)
             self.audit.record(who, "remediate_needs_repair", account_id, "marked")
             log.warning(
                 "account=%s still degraded %.0f s after a reconnect: needs_repair,"
@@ -157,30 +170,3 @@ class Repairs:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-REMEDIATION_STEPS = Family(
-    "whatsapp_remediation_steps",
-    "Re-pairs started and remediation steps taken: repair, reconnect, recovered, needs_repair.",
-    "counter",
-    ("step",),
-)
-NEEDS_REPAIR = Family(
-    "whatsapp_account_needs_repair",
-    "1 when a reconnect did not cure a degraded session: a person has to re-pair it.",
-    "gauge",
-)
-STEPS = ("repair", "reconnect", "recovered", "needs_repair")
-
-
-class RepairCollector(RowCollector):
-    families = (REMEDIATION_STEPS, NEEDS_REPAIR)
-
-    def __init__(self, repairs: Repairs) -> None:
-        self._repairs = repairs
-
-    def rows(self) -> Iterator[AccountRow]:
-        counts = dict(self._repairs.steps)
-        for account_id, state in self._repairs.sidecar.states.items():
-            steps = tuple(((step,), counts.get((account_id, step), 0)) for step in STEPS)
-            yield account_id, (steps, (((), 1.0 if state.needs_repair else 0.0),))

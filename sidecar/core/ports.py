@@ -1,0 +1,161 @@
+"""The ports: what the core needs from the outside, as protocols adapters implement.
+
+The core never imports an adapter; the composition root (:mod:`sidecar.compose`)
+hands it objects that fit these shapes. Each port names the adapter that
+implements it in production and, where one exists, the stand-in tests use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from sidecar.core.spooling import Backlog, Batch
+from sidecar.domain.account import PersistedState
+from sidecar.domain.records import MessageDoc, ThreadPatch
+
+
+class StateStore(Protocol):
+    """The account state that survives a restart (:class:`SqliteStateStore`)."""
+
+    def load(self) -> dict[str, PersistedState]: ...
+
+    def save(self, states: Iterable[tuple[str, PersistedState]]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SpoolPort(Protocol):
+    """The local, durable queue between the event path and the store (:class:`Spool`).
+
+    ``enqueue`` is called on the event path and must be durable when it returns;
+    it raises :class:`~sidecar.core.spooling.SpoolError` when it cannot be."""
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Real messages per account the spool lost to damaged rows."""
+        ...
+
+    def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None: ...
+
+    def take(self, limit: int = ..., *, after: Batch | None = None) -> Batch: ...
+
+    def discard(self, batch: Batch, error: str) -> None: ...
+
+    def ack(self, batch: Batch) -> None: ...
+
+    def backlog(self) -> dict[str, Backlog]: ...
+
+    def error(self) -> tuple[str, float] | None: ...
+
+    def now(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
+class MessageStore(Protocol):
+    """Writes spool batches (:class:`FirestoreStore`, :class:`SqliteMessageStore`).
+
+    ``prepare`` (encoding; runs on a worker thread) is apart from ``commit`` so the
+    writer can encode the next batch while this one commits."""
+
+    backend: str
+
+    def prepare(self, batch: Batch) -> Any: ...
+
+    async def commit(self, prepared: Any) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Session(Protocol):
+    """One connection attempt and, if it succeeds, the session that follows
+    (:class:`NeonizeSession`). The blocking methods run on a worker thread."""
+
+    async def run(self) -> None:
+        """Return when the connection is over, for whatever reason."""
+        ...
+
+    def stop(self) -> None:
+        """End the connection; safe from any thread, and more than once."""
+        ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def send_text(self, user: str, text: str) -> None:
+        """Send ``text`` to the phone number ``user`` (blocking)."""
+        ...
+
+    def logout(self) -> None:
+        """Log the device out on WhatsApp's side (best effort; blocking)."""
+        ...
+
+    def pair_phone(self, phone: str) -> str:
+        """A phone pairing code for this unpaired session (blocking)."""
+        ...
+
+
+SessionFactory = Callable[[], Session]
+
+
+class SessionKeys(Protocol):
+    """Where one account's linked-device keys live (:class:`SessionStore`)."""
+
+    def device_id(self) -> str | None:
+        """The paired device's JID, or None when unpaired or unknown (blocking)."""
+        ...
+
+    def forget(self) -> None:
+        """Drop the keys, so the next connection pairs a new device."""
+        ...
+
+
+class AccountLock(Protocol):
+    """One process at a time per account (:class:`FileAccountLock`)."""
+
+    def acquire(self) -> bool: ...
+
+    def holder(self) -> str: ...
+
+    def release(self) -> None: ...
+
+
+class Leases(Protocol):
+    """Time-limited account leases shared by replicas (:class:`FirestoreLeases`)."""
+
+    replica_id: str
+    ttl_ms: int
+
+    async def heartbeat(self) -> None: ...
+
+    async def live_replicas(self) -> int: ...
+
+    async def try_hold(self, account_id: str) -> bool: ...
+
+    async def release(self, account_id: str) -> None: ...
+
+    async def leave(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Audit(Protocol):
+    """Who asked for what (:class:`AuditLog`, a file under state_dir)."""
+
+    def record(self, who: str, action: str, account: str, outcome: str, **details: Any) -> None: ...
+
+
+class AccountControl(Protocol):
+    """What can be done to a live account (:class:`LiveControl`; in replay,
+    :class:`~sidecar.core.repair.RecordingControl`)."""
+
+    async def start_pairing(self, account_id: str) -> None:
+        """Log the old device out where possible, drop its session, connect for pairing."""
+        ...
+
+    async def reconnect(self, account_id: str) -> None: ...
+
+    async def pair_code(self, account_id: str, phone: str) -> str:
+        """A phone pairing code for the account's pairing session."""
+        ...

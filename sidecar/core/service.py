@@ -1,0 +1,196 @@
+"""The sidecar's core as one object: accounts, the event pipeline, verdicts, saved state.
+
+Event sources (live sessions, capture replay) call :meth:`Sidecar.handle`; the
+HTTP side, metrics, supervision and re-pairs ask it through its methods. Its
+dictionaries stay inside: callers get snapshots and typed health objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf.message import Message as ProtoMessage
+
+from sidecar.core.clock import Clock
+from sidecar.core.pipeline import EventPipeline, MessageListener, StatusListener
+from sidecar.core.ports import StateStore
+from sidecar.core.storage import Storage
+from sidecar.domain.account import AccountSettings, AccountSnapshot, AccountState, Status
+from sidecar.domain.classify import MessageClass
+from sidecar.domain.health import AccountHealth, PairingView, VerdictChange, account_health, to_ms
+from sidecar.domain.probes import ProbeSent
+from sidecar.domain.verdict import Verdict, VerdictRule, evidence_verdict
+
+log = logging.getLogger(__name__)
+
+#: The verdict every reader uses. Swap the rule here and nowhere else.
+VERDICT_RULE: VerdictRule = evidence_verdict
+#: Verdict changes remembered per account for the health object.
+VERDICT_HISTORY = 20
+
+
+class Sidecar:
+    def __init__(
+        self,
+        settings: Iterable[AccountSettings],
+        clock: Clock,
+        state_store: StateStore,
+        verdict: VerdictRule = VERDICT_RULE,
+        storage: Storage | None = None,
+    ) -> None:
+        self.clock = clock
+        self.verdict = verdict
+        self.storage = storage
+        self._state_store = state_store
+        self._settings: dict[str, AccountSettings] = {s.account_id: s for s in settings}
+        self._states: dict[str, AccountState] = {
+            account_id: AccountState(s) for account_id, s in self._settings.items()
+        }
+        for account_id, persisted in state_store.load().items():
+            if account_id in self._states:
+                self._states[account_id].restore(persisted)
+        self._pipeline = EventPipeline(self._states)
+        if storage is not None:
+            self._pipeline.add_message_listener(storage.listener)
+        self._history_lock = threading.Lock()
+        self._history: dict[str, deque[VerdictChange]] = {
+            account_id: deque(maxlen=VERDICT_HISTORY) for account_id in self._states
+        }
+
+    # -- accounts ---------------------------------------------------------------
+
+    @property
+    def account_ids(self) -> tuple[str, ...]:
+        return tuple(self._states)
+
+    def has_account(self, account_id: str) -> bool:
+        return account_id in self._states
+
+    def settings(self, account_id: str) -> AccountSettings:
+        return self._settings[account_id]
+
+    def accounts(self) -> Sequence[tuple[AccountSettings, AccountState]]:
+        """Each account's settings and live state, for collectors that read them at
+        every scrape (they check ``state.version`` to skip unchanged accounts)."""
+        return [(self._settings[a], self._states[a]) for a in self._settings]
+
+    def snapshot(self, account_id: str, now: float | None = None) -> AccountSnapshot:
+        return self._states[account_id].snapshot(now)
+
+    # -- events -----------------------------------------------------------------
+
+    def handle(self, account_id: str, event: ProtoMessage | ProbeSent, received_at: float) -> None:
+        """Apply one event (see :meth:`EventPipeline.handle`)."""
+        self._pipeline.handle(account_id, event, received_at)
+
+    def set_status(self, account_id: str, status: Status, at: float) -> None:
+        self._pipeline.set_status(self._states[account_id], status, at)
+
+    def add_status_listener(self, listener: StatusListener) -> None:
+        self._pipeline.add_status_listener(listener)
+
+    def add_message_listener(self, listener: MessageListener) -> None:
+        """Told about every classified message (the storage listens this way)."""
+        self._pipeline.add_message_listener(listener)
+
+    def clear_qr(self, account_id: str) -> None:
+        """Forget the QR code shown for the account (a re-pair waits for a fresh one)."""
+        self._states[account_id].set_qr(None, self.clock.now())
+
+    def mark_needs_repair(self, account_id: str) -> None:
+        self._states[account_id].set_needs_repair(True)
+
+    def needs_repair(self, account_id: str) -> bool:
+        return self._states[account_id].needs_repair
+
+    # -- verdicts and health ------------------------------------------------------
+
+    def judge(self, account_id: str, now: float) -> Verdict:
+        """The account's verdict now; a change is added to its history."""
+        return self._judge(account_id, now)[1]
+
+    def _judge(self, account_id: str, now: float) -> tuple[AccountSnapshot, Verdict]:
+        settings = self._settings[account_id]
+        snapshot = self._states[account_id].snapshot(now)
+        verdict = self.verdict(snapshot, settings, now)
+        change = VerdictChange.of(verdict, snapshot, settings, now)
+        with self._history_lock:
+            history = self._history[account_id]
+            if not change.same_verdict(history[-1] if history else None):
+                history.append(change)
+        return snapshot, verdict
+
+    def evaluate_verdicts(self) -> None:
+        """Judge every account, so verdict changes are seen even when nobody asks."""
+        now = self.clock.now()
+        for account_id in self._states:
+            self.judge(account_id, now)
+
+    def health(self, account_id: str, backlog: dict[str, Any] | None = None) -> AccountHealth:
+        """The account's health now. ``backlog``: the spool's, read once for many accounts."""
+        now = self.clock.now()
+        snapshot, verdict = self._judge(account_id, now)
+        with self._history_lock:
+            history = tuple(self._history[account_id])
+        store = None if self.storage is None else self.storage.status(account_id, backlog)
+        return account_health(snapshot, self._settings[account_id], verdict, now, history, store)
+
+    def all_health(self) -> list[AccountHealth]:
+        """Every account's health; the spool's backlog is read once for all of them."""
+        backlog = self.storage.backlog() if self.storage is not None else None
+        return [self.health(account_id, backlog) for account_id in self._states]
+
+    def pairing_view(self, account_id: str) -> PairingView:
+        status, code, _, platform, paired_at = self._states[account_id].pairing_view()
+        health = self.health(account_id)
+        return PairingView(
+            status=status,
+            qr_code=code if status == Status.QR_PENDING.value else None,
+            platform=platform,
+            paired_at_ms=to_ms(paired_at),
+            last_real_message_ms=health.last_real_message_ms,
+            degraded=health.degraded,
+        )
+
+    # -- saved state and logs -------------------------------------------------------
+
+    def flush_state(self) -> int:
+        """Write the accounts whose saved state changed. Returns how many."""
+        changed = []
+        for account_id, state in self._states.items():
+            persisted = state.take_persisted()
+            if persisted is not None:
+                changed.append((account_id, persisted))
+        return self._state_store.save(changed)
+
+    def log_summaries(self) -> None:
+        """One INFO line per account: state, counts, last-real age, verdict."""
+        now = self.clock.now()
+        for account_id, state in self._states.items():
+            snap = state.snapshot(now)
+            verdict = self.verdict(snap, self._settings[account_id], now)
+            age = (
+                "never"
+                if snap.last_real_at is None
+                else f"{max(0.0, now - snap.last_real_at):.0f}s"
+            )
+            log.info(
+                "account=%s status=%s real=%d protocol=%d other=%d reconnects=%d"
+                " last_real_age=%s degraded=%s%s",
+                account_id,
+                snap.status,
+                snap.class_total(MessageClass.REAL),
+                snap.class_total(MessageClass.PROTOCOL),
+                snap.class_total(MessageClass.OTHER),
+                snap.reconnects,
+                age,
+                "yes" if verdict.degraded else "no",
+                f" reasons={','.join(verdict.reasons)}" if verdict.reasons else "",
+            )
+
+    def close(self) -> None:
+        self._state_store.close()

@@ -1,0 +1,182 @@
+"""Supervision: when an account connects, reconnects, waits or gives up.
+
+One :class:`AccountSupervisor` (an asyncio task) per account asks its
+session factory for a connection, waits for it to end, and decides what next
+(:func:`sidecar.domain.supervision.decide`): reconnect with backoff, wait for
+a newly paired device, or park where a person must act. An account that is
+backing off or parked holds no session and no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from sidecar.core.ports import AccountLock, Session, SessionFactory
+from sidecar.core.service import Sidecar
+from sidecar.domain.account import Status, StatusChange
+from sidecar.domain.supervision import Backoff, Decision, decide
+
+log = logging.getLogger(__name__)
+
+#: A session that stayed up this long earns a fresh backoff schedule.
+STABLE_SESSION_S = 60.0
+#: How often a parked account looks for a newly paired device, or a busy lock.
+PAIRING_POLL_S = 5.0
+#: Status changes after which the supervisor, not whatsmeow, decides what next.
+_END_SESSION_ON = frozenset(
+    {
+        Status.DISCONNECTED,
+        Status.LOGGED_OUT,
+        Status.REPLACED,
+        Status.BANNED,
+        Status.OUTDATED,
+        Status.QR_PENDING,
+    }
+)
+
+
+class AccountSupervisor:
+    """Connects one account, reconnects it with backoff, parks it where a person must act."""
+
+    def __init__(
+        self,
+        account_id: str,
+        sidecar: Sidecar,
+        session_factory: SessionFactory,
+        *,
+        backoff: Backoff | None = None,
+        lock: AccountLock | None = None,
+        device_id: Callable[[], str | None] = lambda: None,
+        poll_s: float = PAIRING_POLL_S,
+    ) -> None:
+        self.account_id = account_id
+        self._sidecar = sidecar
+        self._factory = session_factory
+        self.backoff = backoff or Backoff()
+        self._lock = lock
+        self._device_id = device_id
+        self._poll_s = poll_s
+        self._session: Session | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        #: A re-pair was asked for: QR codes are wanted, not a reason to hang up.
+        self.pairing = False
+        self.decisions: list[Decision] = []
+
+    def on_status_change(self, change: StatusChange) -> None:
+        """Called from whichever thread delivered the event: end the session where
+        the supervisor, not whatsmeow, should decide what happens next."""
+        if change.account_id != self.account_id:
+            return
+        if self.pairing and change.new is Status.CONNECTING:
+            self.pairing = False  # paired: from here on, business as usual
+        if change.new not in _END_SESSION_ON or (self.pairing and change.new is Status.QR_PENDING):
+            return
+        session, loop = self._session, self._loop
+        if session is not None and loop is not None:
+            loop.call_soon_threadsafe(session.stop)
+
+    @property
+    def session(self) -> Session | None:
+        return self._session
+
+    def stop_session(self) -> None:
+        if self._session is not None:
+            self._session.stop()
+
+    def wake(self) -> None:
+        """Cut short a backoff or a wait for pairing (loop thread only)."""
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        while not stopping.is_set():
+            if self._lock is not None and not await self._take_lock(stopping):
+                break
+            started = time.monotonic()
+            try:
+                self._session = self._factory()
+                await self._session.run()
+            finally:
+                self._session = None
+                if self._lock is not None:
+                    self._lock.release()
+            if time.monotonic() - started >= STABLE_SESSION_S:
+                self.backoff.reset()
+            decision = decide(
+                self._sidecar.snapshot(self.account_id).status, stopping=stopping.is_set()
+            )
+            self.decisions.append(decision)
+            if decision is Decision.STOP:
+                break
+            if decision is Decision.PARK:
+                log.warning(
+                    "account=%s is %s: not reconnecting; a person has to act (see README)",
+                    self.account_id,
+                    self._sidecar.snapshot(self.account_id).status,
+                )
+                await stopping.wait()
+                break
+            if self.pairing and not stopping.is_set():
+                continue  # a re-pair: connect again at once, for a fresh QR
+            if decision is Decision.AWAIT_PAIRING:
+                if not await self._await_new_device(stopping):
+                    break
+                self.backoff.reset()
+                continue
+            if await self._pause(stopping, self.backoff.next_delay()):
+                break
+
+    async def _pause(self, stopping: asyncio.Event, seconds: float) -> bool:
+        """Wait ``seconds``, or less when woken; True when stopping."""
+        self._wake.clear()
+        waits = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())}
+        _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return stopping.is_set()
+
+    async def _take_lock(self, stopping: asyncio.Event) -> bool:
+        assert self._lock is not None
+        warned = False
+        while not self._lock.acquire():
+            if not warned:
+                log.warning(
+                    "account=%s is held by another wa-sidecar process (pid %s); waiting",
+                    self.account_id,
+                    self._lock.holder(),
+                )
+                warned = True
+            if await sleep_unless(stopping, self._poll_s):
+                return False
+        return True
+
+    async def _await_new_device(self, stopping: asyncio.Event) -> bool:
+        """Park until a device other than the one that just failed is paired."""
+        loop = asyncio.get_running_loop()
+        old = await loop.run_in_executor(None, self._device_id)
+        log.info(
+            "account=%s needs pairing: run `wa-sidecar pair %s --config FILE`",
+            self.account_id,
+            self.account_id,
+        )
+        while True:
+            if await self._pause(stopping, self._poll_s):
+                return False
+            if self.pairing:
+                return True
+            current = await loop.run_in_executor(None, self._device_id)
+            if current is not None and current != old:
+                log.info("account=%s has a newly paired device; connecting", self.account_id)
+                return True
+
+
+async def sleep_unless(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early on stop. True when stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    return stopping.is_set()

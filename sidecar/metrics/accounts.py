@@ -1,0 +1,200 @@
+"""Every account's series, read at each scrape from the account snapshots.
+
+Custom collectors, as prometheus/client_python recommends for state that
+lives elsewhere: clock-dependent values (ages, the degraded verdict) are
+computed at scrape time, no ``_created`` series exist, and every configured
+account has its series from start-up. The series are rows of plain tuples
+(:class:`~sidecar.metrics.exposition.RowCollector`), which the /metrics
+exposition renders with a per-account cache; an account whose state did not
+change keeps its snapshot between scrapes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+from sidecar.core.service import Sidecar
+from sidecar.domain.account import PROBE_LATENCY_BUCKETS, AccountSettings, AccountSnapshot, Status
+from sidecar.domain.classify import MessageClass
+from sidecar.domain.verdict import REASON_TEXT, gather_evidence
+from sidecar.metrics.buckets import cumulative_buckets
+from sidecar.metrics.exposition import AccountRow, RowCollector, Sample
+from sidecar.metrics.families import (
+    CONNECTION_STATE,
+    DEGRADED,
+    DEGRADED_REASON,
+    EFFECTIVE_THRESHOLD,
+    EVENT_ERRORS,
+    EVENTS,
+    LAST_REAL,
+    LAST_REAL_AGE,
+    MESSAGES,
+    PROBE_DELIVERY,
+    PROBE_FAILURES,
+    PROBE_SUCCESS,
+    PROBES_SENT,
+    QUIET,
+    RECONNECTS,
+    SILENCE_THRESHOLD,
+)
+
+REASONS = tuple(REASON_TEXT)
+PROBE_FAILURE_REASONS = ("send_failed", "not_received", "unexpected")
+
+#: Series that exist for every account before its first event, so that rules
+#: such as ``sum by (account) (rate(...{class="real"}[5m]))`` see zeros
+#: instead of nothing.
+INITIAL_MESSAGE_SERIES: tuple[tuple[MessageClass, str], ...] = (
+    (MessageClass.REAL, "conversation"),
+    (MessageClass.PROTOCOL, "protocolMessage.HISTORY_SYNC_NOTIFICATION"),
+    (MessageClass.OTHER, "empty"),
+)
+INITIAL_EVENT_SERIES: tuple[str, ...] = ("MessageEv",)
+
+_NO_SAMPLES: tuple[Sample, ...] = ()
+#: An unchanged account's snapshot is reused for this long; then read afresh, so that
+#: what depends on the time of day (the learned silence threshold) moves on.
+REREAD_S = 60.0
+
+Samples = Sequence[Sample]
+
+
+class _Stable(NamedTuple):
+    """The samples that change only when the account's state does."""
+
+    messages: Samples
+    last_real: Samples
+    state: Samples
+    probes_sent: Samples
+    probe_failures: Samples
+    probe_delivery: Samples
+    probe_success: Samples
+    events: Samples
+    event_errors: Samples
+    reconnects: Samples
+    silence_threshold: Samples
+
+
+class AccountCollector(RowCollector):
+    """Every account's series, computed from its snapshot and verdict at scrape time."""
+
+    families = (
+        MESSAGES,
+        LAST_REAL,
+        LAST_REAL_AGE,
+        CONNECTION_STATE,
+        DEGRADED,
+        DEGRADED_REASON,
+        QUIET,
+        EFFECTIVE_THRESHOLD,
+        PROBES_SENT,
+        PROBE_FAILURES,
+        PROBE_DELIVERY,
+        PROBE_SUCCESS,
+        EVENTS,
+        EVENT_ERRORS,
+        RECONNECTS,
+        SILENCE_THRESHOLD,
+    )
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self._accounts = sidecar.accounts()
+        self._clock = sidecar.clock
+        self._verdict = sidecar.verdict
+        # per account: its last snapshot, when it was taken, and the samples read from it
+        self._stable: dict[str, tuple[AccountSnapshot, float, _Stable]] = {}
+
+    def rows(self) -> Iterator[AccountRow]:
+        now = self._clock.now()
+        cache = self._stable
+        for settings, state in self._accounts:
+            account = settings.account_id
+            known = cache.get(account)
+            if known is None or known[0].version != state.version or now - known[1] > REREAD_S:
+                snap = state.snapshot(now)
+                known = cache[account] = (snap, now, _stable_samples(settings, snap))
+            yield account, self._row(settings, known[0], known[2], now)
+
+    def _row(
+        self, settings: AccountSettings, snap: AccountSnapshot, stable: _Stable, now: float
+    ) -> tuple[Samples, ...]:
+        """Every family, in the order of :attr:`families`."""
+        verdict = self._verdict(snap, settings, now)
+        evidence = verdict.evidence or gather_evidence(snap, settings, now)
+        connected_quiet = snap.status is Status.CONNECTED and evidence.quiet
+        last_real = snap.last_real_at
+        return (
+            stable.messages,
+            stable.last_real,
+            _NO_SAMPLES if last_real is None else (((), max(0.0, now - last_real)),),
+            stable.state,
+            _FLAG[verdict.degraded],
+            _reason_samples(verdict.reasons),
+            _FLAG[connected_quiet and not verdict.degraded],
+            (((), evidence.threshold_s),),
+            stable.probes_sent,
+            stable.probe_failures,
+            stable.probe_delivery,
+            stable.probe_success,
+            stable.events,
+            stable.event_errors,
+            stable.reconnects,
+            stable.silence_threshold,
+        )
+
+
+def _stable_samples(settings: AccountSettings, snap: AccountSnapshot) -> _Stable:
+    has_probe, expects = settings.probe is not None, settings.expects_probes is not None
+    return _Stable(
+        messages=_message_samples(snap.message_counts),
+        last_real=_NO_SAMPLES if snap.last_real_at is None else (((), snap.last_real_at),),
+        state=_STATE_SAMPLES[snap.status],
+        probes_sent=(((), snap.probes_sent),) if has_probe else _NO_SAMPLES,
+        probe_failures=tuple(((r,), snap.probe_failures.get(r, 0)) for r in PROBE_FAILURE_REASONS)
+        if has_probe or expects
+        else _NO_SAMPLES,
+        probe_delivery=_probe_latency_samples(snap) if expects else _NO_SAMPLES,
+        probe_success=_NO_SAMPLES
+        if snap.last_probe_success_at is None
+        else (((), snap.last_probe_success_at),),
+        events=tuple(((e,), v) for e, v in _with_initial(snap.event_counts).items()),
+        event_errors=tuple(((e,), v) for e, v in _with_initial(snap.event_errors).items()),
+        reconnects=(((), snap.reconnects),),
+        silence_threshold=(((), settings.silence_threshold_s),),
+    )
+
+
+# Samples that take few shapes are built once: a scrape of 10,000 accounts should
+# mostly re-read state, not rebuild the same tuples.
+_FLAG: dict[bool, tuple[Sample, ...]] = {True: (((), 1.0),), False: (((), 0.0),)}
+_STATE_SAMPLES: dict[Status, tuple[Sample, ...]] = {
+    current: tuple(((s.value,), 1.0 if s is current else 0.0) for s in Status) for current in Status
+}
+_MESSAGE_LABELS: dict[tuple[MessageClass, str], tuple[str, str]] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _reason_samples(reasons: tuple[str, ...]) -> tuple[Sample, ...]:
+    return tuple(((r,), 1.0 if r in reasons else 0.0) for r in REASONS)
+
+
+def _message_samples(counts: dict[tuple[MessageClass, str], int]) -> tuple[Sample, ...]:
+    labels = _MESSAGE_LABELS
+    samples = []
+    for key, value in (dict.fromkeys(INITIAL_MESSAGE_SERIES, 0) | counts).items():
+        label = labels.get(key)
+        if label is None:
+            label = labels[key] = (key[0].value, key[1])
+        samples.append((label, value))
+    return tuple(samples)
+
+
+def _probe_latency_samples(snap: AccountSnapshot) -> tuple[Sample, ...]:
+    buckets = tuple(cumulative_buckets(PROBE_LATENCY_BUCKETS, snap.probe_latency_counts))
+    return (((), (buckets, snap.probe_latency_sum)),)
+
+
+def _with_initial(counts: dict[str, int]) -> dict[str, int]:
+    return dict.fromkeys(INITIAL_EVENT_SERIES, 0) | counts

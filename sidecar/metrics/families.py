@@ -1,0 +1,205 @@
+"""Every metric family the sidecar exports, declared once.
+
+Collectors build their samples from these declarations (never from names typed
+again), the reference (docs/reference.md, "Metrics") is checked against
+:data:`ALL`, and a registry refuses a family declared twice. Families whose
+series carry ``account`` are rendered by the fast per-account exposition.
+"""
+
+from __future__ import annotations
+
+from sidecar.metrics.exposition import Family
+
+# -- per account: traffic, state and the verdict ---------------------------------
+
+MESSAGES = Family(
+    "whatsapp_messages_received",
+    "Message events received, by class (real, protocol, other) and content kind.",
+    "counter",
+    ("class", "kind"),
+)
+
+LAST_REAL = Family(
+    "whatsapp_last_real_message_timestamp_seconds",
+    "When the sidecar received the account's last real message (Unix time).",
+    "gauge",
+)
+
+LAST_REAL_AGE = Family(
+    "whatsapp_last_real_message_age_seconds",
+    "Seconds since the account's last real message, at scrape time.",
+    "gauge",
+)
+
+CONNECTION_STATE = Family(
+    "whatsapp_connection_state",
+    "1 for the account's current connection state, 0 for the others.",
+    "gauge",
+    ("state",),
+)
+
+DEGRADED = Family(
+    "whatsapp_session_degraded",
+    "1 when the sidecar judges a connected session deaf (see reasons in the health API).",
+    "gauge",
+)
+
+DEGRADED_REASON = Family(
+    "whatsapp_session_degraded_reason",
+    "1 for each piece of evidence behind the degraded verdict, 0 for the others.",
+    "gauge",
+    ("reason",),
+)
+
+QUIET = Family(
+    "whatsapp_session_quiet",
+    "1 when a connected account is silent with no protocol traffic and no probes:"
+    " quiet, not degraded.",
+    "gauge",
+)
+
+EFFECTIVE_THRESHOLD = Family(
+    "whatsapp_effective_silence_threshold_seconds",
+    "The silence that would count as evidence now: the configured threshold, or the"
+    " account's usual gap at this hour (with a margin) when that is longer.",
+    "gauge",
+)
+
+PROBES_SENT = Family("whatsapp_probes_sent", "Canary probes this account tried to send.", "counter")
+
+PROBE_FAILURES = Family(
+    "whatsapp_probe_failures",
+    "Canary probes that failed: send_failed (sender), not_received, unexpected (receiver).",
+    "counter",
+    ("reason",),
+)
+
+PROBE_DELIVERY = Family(
+    "whatsapp_probe_delivery_seconds",
+    "Time from a probe's send to its arrival at this account.",
+    "histogram",
+)
+
+PROBE_SUCCESS = Family(
+    "whatsapp_probe_last_success_timestamp_seconds",
+    "When this account last received an expected probe (Unix time).",
+    "gauge",
+)
+
+EVENTS = Family("whatsapp_events", "neonize events received, by class name.", "counter", ("event",))
+
+EVENT_ERRORS = Family(
+    "whatsapp_event_errors",
+    "Events whose handling raised an error, by class name.",
+    "counter",
+    ("event",),
+)
+
+RECONNECTS = Family("whatsapp_reconnects", "Connection attempts after the first.", "counter")
+
+SILENCE_THRESHOLD = Family(
+    "whatsapp_silence_threshold_seconds",
+    "The account's configured silence threshold, for rules that judge silence themselves.",
+    "gauge",
+)
+
+SPOOL_MESSAGES = Family(
+    "whatsapp_spool_messages",
+    "Real messages committed to the local spool and not yet confirmed by the store.",
+    "gauge",
+)
+
+SPOOL_OLDEST = Family(
+    "whatsapp_spool_oldest_message_timestamp_seconds",
+    "When the oldest spooled message was committed (Unix time); absent when empty.",
+    "gauge",
+)
+
+SPOOL_OLDEST_AGE = Family(
+    "whatsapp_spool_oldest_message_age_seconds",
+    "Age of the oldest spooled message, at scrape time; absent when empty.",
+    "gauge",
+)
+
+SPOOL_WRITE_ERRORS = Family(
+    "whatsapp_spool_write_errors",
+    "Real messages the local spool could not take (disk full or failing) or keep (a damaged"
+    " row): they are not stored.",
+    "counter",
+)
+
+REMEDIATION_STEPS = Family(
+    "whatsapp_remediation_steps",
+    "Re-pairs started and remediation steps taken: repair, reconnect, recovered, needs_repair.",
+    "counter",
+    ("step",),
+)
+
+NEEDS_REPAIR = Family(
+    "whatsapp_account_needs_repair",
+    "1 when a reconnect did not cure a degraded session: a person has to re-pair it.",
+    "gauge",
+)
+
+# -- the process: store writer, capture replay, HTTP auth, leases, build ---------------
+
+STORE_WRITES = Family(
+    "whatsapp_store_writes",
+    "Documents written to the message store.",
+    "counter",
+    ("backend",),
+    per_account=False,
+)
+STORE_WRITE_ERRORS = Family(
+    "whatsapp_store_write_errors",
+    "Batched writes to the message store that failed (and were retried).",
+    "counter",
+    ("backend",),
+    per_account=False,
+)
+STORE_WRITE_DURATION = Family(
+    "whatsapp_store_write_duration_seconds",
+    "How long one batched write to the message store took.",
+    "histogram",
+    ("backend",),
+    per_account=False,
+)
+REPLAY_ERRORS = Family(
+    "whatsapp_replay_errors",
+    "Capture records that could not be parsed or decoded.",
+    "counter",
+    per_account=False,
+)
+BUILD_INFO = Family(
+    "whatsapp_sidecar_build_info",
+    "Always 1; the version label says which build runs.",
+    "gauge",
+    ("version",),
+    per_account=False,
+)
+HTTP_AUTH_FAILURES = Family(
+    "whatsapp_http_auth_failures",
+    "Requests to /api/ with a bearer token that was not accepted.",
+    "counter",
+    per_account=False,
+)
+HTTP_AUTH_RATE_LIMITED = Family(
+    "whatsapp_http_auth_rate_limited",
+    "Requests to /api/ refused with 429: their address failed too often.",
+    "counter",
+    per_account=False,
+)
+LEASE_HELD = Family(
+    "whatsapp_lease_held", "1 when this replica holds the account's lease.", "gauge"
+)
+LEASES_LOST = Family(
+    "whatsapp_leases_lost",
+    "Leases this replica lost before giving them back.",
+    "counter",
+    per_account=False,
+)
+
+#: Every family, in no particular order: the reference and the registry check this list.
+ALL: tuple[Family, ...] = tuple(
+    value for value in tuple(globals().values()) if isinstance(value, Family)
+)
