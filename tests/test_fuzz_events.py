@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sidecar import testing as build
 from sidecar.adapters.capture import CaptureError, capture_records, encode_record, parse_line
 from sidecar.adapters.health_json import health_json
-from sidecar.adapters.http import pairing_view
+from sidecar.adapters.http.pages import pairing_view
 from sidecar.compose import assemble
 from sidecar.config import LoadedConfig
 from sidecar.core.clock import ReplayClock

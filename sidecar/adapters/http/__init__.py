@@ -1,0 +1,33 @@
+"""The HTTP side: /metrics, liveness and readiness, the account API, the re-pair flow.
+
+Errors are JSON ``{"error": "..."}`` and never echo what the client sent
+(an unknown account id could be a phone number), not even for requests
+that do not parse as HTTP (:class:`HardenedAppRunner`). Nothing under
+/api/ or the pages is cacheable: QR codes and pairing codes must not linger.
+
+Abuse is bounded: every endpoint takes a body of at most what it needs
+(413 on the declared length, before anything is read), a client has
+:class:`HttpLimits` seconds to send its headers, its body and to take its
+response, and an address that presents wrong bearer tokens too often is
+answered 429 (:mod:`sidecar.adapters.ratelimit`). No CORS headers are ever
+sent: browsers keep other sites' pages away from the API.
+
+The modules, each importing only those listed before it: ``common`` (app keys,
+limits, the error shape), ``hardening`` (aiohttp's connection handling, the one
+place that touches its internals), ``routes``, ``pages``, ``middleware``, ``app``.
+"""
+
+from sidecar.adapters.http.app import create_app
+from sidecar.adapters.http.common import READY, HttpLimits
+from sidecar.adapters.http.hardening import HardenedAppRunner
+from sidecar.adapters.http.routes import NO_BODY_BYTES, PAIR_CODE_BODY_BYTES, WEBHOOK_BODY_BYTES
+
+__all__ = [
+    "NO_BODY_BYTES",
+    "PAIR_CODE_BODY_BYTES",
+    "READY",
+    "WEBHOOK_BODY_BYTES",
+    "HardenedAppRunner",
+    "HttpLimits",
+    "create_app",
+]
