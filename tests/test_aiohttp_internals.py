@@ -27,17 +27,15 @@ from aiohttp.test_utils import make_mocked_request
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from sidecar.adapters.auth import Authenticator, StaticTokens
-from sidecar.adapters.http import HardenedAppRunner, HttpLimits, create_app
+from sidecar.adapters.http import HardenedAppRunner, HttpLimits
 from sidecar.adapters.http.hardening import (
     _ConnectionHandler,
     _Server,
     continue_if_expected,
 )
-from sidecar.config import LoadedConfig
-from sidecar.service import Sidecar
+from sidecar.compose import build_app
 
-from .conftest import ConfigFactory
+from .conftest import AssemblyFactory, ConfigFactory
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 LIMITS = HttpLimits(header_timeout=7.0, lingering=1.5)
@@ -64,16 +62,13 @@ def parameters(function: Callable[..., Any]) -> dict[str, inspect.Parameter]:
 
 @pytest.fixture
 async def runners(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
+    make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> AsyncIterator[tuple[web.AppRunner, HardenedAppRunner]]:
     """A plain and a hardened runner, set up (which makes their servers) but listening
     nowhere: no socket is opened."""
 
     def app() -> web.Application:
-        sidecar = make_sidecar(make_config([{"id": "sales"}]))
-        return create_app(
-            sidecar, Authenticator(StaticTokens(sidecar.loaded.tokens)), limits=LIMITS
-        )
+        return build_app(make_assembly(make_config([{"id": "sales"}])), limits=LIMITS)
 
     plain = web.AppRunner(app())
     hardened = HardenedAppRunner(app())

@@ -15,6 +15,7 @@ from sidecar.domain.account import AccountSettings, AccountState, ProbeSettings
 from sidecar.domain.gaps import GapModel
 from sidecar.domain.probes import ProbeSent, probe_text
 from sidecar.domain.verdict import evidence_verdict
+from sidecar.adapters.health_json import health_json
 
 from .conftest import ConfigFactory
 
@@ -209,12 +210,12 @@ def test_learned_model_survives_a_restart(
             first.handle(
                 "sales", build.message_event(build.text("x")), T0 - (5 - day) * 86400 + n * 90
             )
-    before = first.states["sales"].snapshot(T0).learned_gap_s
+    before = first.snapshot("sales", T0).learned_gap_s
     assert before is not None
     first.flush_state()
     first.close()
     second = make_sidecar(loaded)
-    assert second.states["sales"].snapshot(T0).learned_gap_s == pytest.approx(before)
+    assert second.snapshot("sales", T0).learned_gap_s == pytest.approx(before)
 
 
 def test_verdict_history_records_changes_with_reasons(
@@ -232,7 +233,7 @@ def test_verdict_history_records_changes_with_reasons(
         sidecar.evaluate_verdicts()
     handle("sales", build.message_event(build.text("back")), T0 + 510)
     clock.advance_to(T0 + 520)
-    health = sidecar.health("sales")
+    health = health_json(sidecar.health("sales"))
     assert [(h["atMs"], h["isDegraded"], h["reasons"]) for h in health["verdictHistory"]] == [
         (round((T0 + 400) * 1000), True, ["silence_with_protocol_traffic"]),
         (round((T0 + 520) * 1000), False, []),

@@ -3,19 +3,17 @@ formats, at every scrape: after counts change, a status moves, a probe arrives."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-from sidecar.repair import RecordingControl, RepairCollector, Repairs
 
 from sidecar import testing as build
-from sidecar.adapters.audit import AuditLog
-from sidecar.adapters.spool import Spool
-from sidecar.adapters.sqlite_state import SqliteStateStore
-from sidecar.adapters.store_sqlite import SqliteMessageStore
+from sidecar.compose import Assembly, assemble, build_repairs
 from sidecar.core.clock import ReplayClock
+from sidecar.core.repair import RecordingControl
 from sidecar.core.service import Sidecar
-from sidecar.core.storage import Storage
 from sidecar.domain.probes import ProbeSent, probe_text
 from sidecar.metrics.exposition import Exposition, Family, RowCollector
 
@@ -26,40 +24,46 @@ PROBE = {"peer": "support", "interval": "5m", "timeout": "1m", "misses": 2}
 
 
 @pytest.fixture
-def sidecar(make_config: ConfigFactory, clock: ReplayClock) -> Sidecar:
+def assembly(make_config: ConfigFactory, clock: ReplayClock) -> Iterator[Assembly]:
     loaded = make_config([{"id": "sales", "probe": PROBE}, {"id": "support"}, {"id": "quiet"}])
-    state_dir = loaded.config.state_dir
-    storage = Storage(Spool(state_dir, now=lambda: T0 + 5), SqliteMessageStore(state_dir))
-    made = Sidecar(loaded, clock, SqliteStateStore(state_dir), storage=storage)
-    made.register_collector(RepairCollector(Repairs(made, AuditLog(state_dir), RecordingControl())))
-    yield made  # type: ignore[misc]
+    made = assemble(loaded, clock)
+    assert made.storage is not None
+    made.storage.spool.now = lambda: T0 + 5  # type: ignore[method-assign]
+    build_repairs(made, RecordingControl())
+    yield made
     made.close()
 
 
-def assert_same_as_prometheus_client(sidecar: Sidecar) -> None:
-    assert sidecar.exposition.render(openmetrics=False) == generate_latest(sidecar.registry)
-    assert sidecar.exposition.render(openmetrics=True) == generate_openmetrics(sidecar.registry)
+@pytest.fixture
+def sidecar(assembly: Assembly) -> Sidecar:
+    return assembly.sidecar
+
+
+def assert_same_as_prometheus_client(assembly: Assembly) -> None:
+    render, registry = assembly.metrics.render, assembly.metrics.registry
+    assert render(openmetrics=False) == generate_latest(registry)
+    assert render(openmetrics=True) == generate_openmetrics(registry)
 
 
 def test_every_scrape_matches_prometheus_client_byte_for_byte(
-    sidecar: Sidecar, clock: ReplayClock
+    assembly: Assembly, clock: ReplayClock
 ) -> None:
-    handle = sidecar.handle
+    handle = assembly.sidecar.handle
     clock.advance_to(T0)
-    assert_same_as_prometheus_client(sidecar)  # nothing happened yet
+    assert_same_as_prometheus_client(assembly)  # nothing happened yet
     for account in ("sales", "support", "quiet"):
         handle(account, build.connected(), T0)
     handle("sales", build.message_event(build.text("hello")), T0 + 1)
     handle("support", build.message_event(build.history_sync_notification()), T0 + 2)
     handle("sales", ProbeSent("p1", "support", ok=True), T0 + 3)
     clock.advance_to(T0 + 10)
-    assert_same_as_prometheus_client(sidecar)
+    assert_same_as_prometheus_client(assembly)
     handle("support", build.message_event(build.text(probe_text("p1"))), T0 + 11)
     handle("quiet", build.disconnected(), T0 + 12)
     handle("sales", build.message_event(build.app_state_key_share()), T0 + 13)
     clock.advance_to(T0 + 900)  # ages move, the verdicts turn
-    first = sidecar.exposition.render()
-    assert_same_as_prometheus_client(sidecar)
+    first = assembly.metrics.render()
+    assert_same_as_prometheus_client(assembly)
     assert b'whatsapp_connection_state{account="quiet",state="disconnected"} 1.0' in first
     assert b'whatsapp_probe_delivery_seconds_count{account="support"} 1.0' in first
     assert b'whatsapp_spool_messages{account="sales"} 1.0' in first

@@ -8,17 +8,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from sidecar.repair import RecordingControl, Repairs
 
 from sidecar import testing as build
-from sidecar.adapters.audit import AuditLog
-from sidecar.adapters.auth import Authenticator, StaticTokens
-from sidecar.adapters.http import READY, create_app
-from sidecar.config import LoadedConfig
+from sidecar.adapters.http import READY
+from sidecar.compose import Assembly, build_app, build_repairs
 from sidecar.core.clock import ReplayClock
+from sidecar.core.repair import RecordingControl
 from sidecar.core.service import Sidecar
 
-from .conftest import TOKEN, ConfigFactory
+from .conftest import TOKEN, AssemblyFactory, ConfigFactory
 
 T0 = 1_764_068_400.0
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,19 +25,20 @@ AiohttpClient = Callable[[web.Application], Awaitable[Client]]
 
 
 @pytest.fixture
-def sidecar(make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]) -> Sidecar:
-    return make_sidecar(
+def assembly(make_config: ConfigFactory, make_assembly: AssemblyFactory) -> Assembly:
+    return make_assembly(
         make_config([{"id": "sales"}, {"id": "support", "silence_threshold": "30m"}])
     )
 
 
 @pytest.fixture
-async def client(sidecar: Sidecar, aiohttp_client: AiohttpClient) -> Client:
-    app = create_app(
-        sidecar,
-        Authenticator(StaticTokens(sidecar.loaded.tokens)),
-        Repairs(sidecar, AuditLog(sidecar.config.state_dir), RecordingControl()),
-    )
+def sidecar(assembly: Assembly) -> Sidecar:
+    return assembly.sidecar
+
+
+@pytest.fixture
+async def client(assembly: Assembly, aiohttp_client: AiohttpClient) -> Client:
+    app = build_app(assembly, repairs=build_repairs(assembly, RecordingControl()))
     app[READY].set()
     return await aiohttp_client(app)
 
@@ -168,15 +167,13 @@ async def test_metrics_text_and_openmetrics(client: Client) -> None:
 
 async def test_scrape_of_a_thousand_accounts_has_every_account(
     make_config: ConfigFactory,
-    make_sidecar: Callable[[LoadedConfig], Sidecar],
+    make_assembly: AssemblyFactory,
     aiohttp_client: AiohttpClient,
 ) -> None:
-    sidecar = make_sidecar(make_config([{"id": f"acct-{i:04d}"} for i in range(1000)]))
+    assembly = make_assembly(make_config([{"id": f"acct-{i:04d}"} for i in range(1000)]))
     for i in range(0, 1000, 7):
-        sidecar.handle(f"acct-{i:04d}", build.message_event(build.text("x")), T0)
-    client = await aiohttp_client(
-        create_app(sidecar, Authenticator(StaticTokens(sidecar.loaded.tokens)))
-    )
+        assembly.sidecar.handle(f"acct-{i:04d}", build.message_event(build.text("x")), T0)
+    client = await aiohttp_client(build_app(assembly))
     text = await (await client.get("/metrics")).text()
     states = [line for line in text.splitlines() if line.startswith("whatsapp_connection_state{")]
     assert len(states) == 1000 * 9

@@ -22,10 +22,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import SecretStr
-from sidecar.repair import RecordingControl, Repairs
 
 from sidecar import testing as build
-from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, Principal, StaticTokens
 from sidecar.adapters.http import (
     NO_BODY_BYTES,
@@ -34,13 +32,14 @@ from sidecar.adapters.http import (
     WEBHOOK_BODY_BYTES,
     HardenedAppRunner,
     HttpLimits,
-    create_app,
 )
 from sidecar.adapters.ratelimit import FailureLimiter, client_key
-from sidecar.config import LoadedConfig
+from sidecar.compose import Assembly, build_app, build_repairs
+from sidecar.core.ports import AccountControl
+from sidecar.core.repair import RecordingControl
 from sidecar.core.service import Sidecar
 
-from .conftest import TOKEN, ConfigFactory
+from .conftest import TOKEN, AssemblyFactory, ConfigFactory
 
 PHONE = "+12025550100"
 #: Short enough for a quick test, long enough that no honest local request comes near.
@@ -147,8 +146,8 @@ def assert_no_cors(reply: Reply) -> None:
 
 
 class Harness:
-    def __init__(self, sidecar: Sidecar, control: RecordingControl) -> None:
-        self.sidecar = sidecar
+    def __init__(self, assembly: Assembly, control: AccountControl) -> None:
+        self.assembly = assembly
         self.control = control
         self.runner: HardenedAppRunner | None = None
         self.port = 0
@@ -160,7 +159,7 @@ class Harness:
         return len(self.runner.server.connections)
 
     def audit_lines(self) -> list[str]:
-        path = self.sidecar.config.state_dir / "audit.log"
+        path = self.assembly.state_dir / "audit.log"
         return path.read_text().splitlines() if path.exists() else []
 
     async def wait_for_no_connections(self, timeout: float) -> None:
@@ -174,8 +173,13 @@ Serve = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-def sidecar(make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]) -> Sidecar:
-    return make_sidecar(make_config([{"id": "sales"}, {"id": "support"}]))
+def assembly(make_config: ConfigFactory, make_assembly: AssemblyFactory) -> Assembly:
+    return make_assembly(make_config([{"id": "sales"}, {"id": "support"}]))
+
+
+@pytest.fixture
+def sidecar(assembly: Assembly) -> Sidecar:
+    return assembly.sidecar
 
 
 @pytest.fixture
@@ -185,18 +189,17 @@ async def serve() -> AsyncIterator[Serve]:
     runners: list[HardenedAppRunner] = []
 
     async def start(
-        sidecar: Sidecar,
+        assembly: Assembly,
         *,
-        control: RecordingControl | None = None,
+        control: AccountControl | None = None,
         auth: Authenticator | None = None,
         limiter: FailureLimiter | None = None,
     ) -> Harness:
-        harness = Harness(sidecar, control or RecordingControl())
-        repairs = Repairs(sidecar, AuditLog(sidecar.config.state_dir), harness.control)
-        app = create_app(
-            sidecar,
-            auth or Authenticator(StaticTokens(sidecar.loaded.tokens)),
-            repairs,
+        harness = Harness(assembly, control or RecordingControl())
+        app = build_app(
+            assembly,
+            auth=auth,
+            repairs=build_repairs(assembly, harness.control),
             limits=LIMITS,
             limiter=limiter,
         )
@@ -216,8 +219,8 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 @pytest.fixture
-async def server(sidecar: Sidecar, serve: Serve) -> Harness:
-    return await serve(sidecar)
+async def server(assembly: Assembly, serve: Serve) -> Harness:
+    return await serve(assembly)
 
 
 @dataclass(frozen=True)
@@ -262,12 +265,12 @@ def token_for(endpoint: Endpoint) -> str | None:
     return TOKEN if endpoint.token else None
 
 
-def test_every_route_is_on_the_list(sidecar: Sidecar) -> None:
+def test_every_route_is_on_the_list(assembly: Assembly) -> None:
     """A new endpoint must join ENDPOINTS, and with it every test below."""
-    app = create_app(
-        sidecar,
-        Authenticator(StaticTokens(())),
-        Repairs(sidecar, AuditLog(sidecar.config.state_dir), RecordingControl()),
+    app = build_app(
+        assembly,
+        auth=Authenticator(StaticTokens(())),
+        repairs=build_repairs(assembly, RecordingControl()),
     )
     routes = {
         (route.method, route.resource.canonical.replace("{account_id}", "sales"))
@@ -627,10 +630,10 @@ async def test_clients_trickling_a_body_get_408_and_are_dropped(server: Harness)
 
 
 async def test_a_client_that_does_not_read_its_response_is_dropped(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar], serve: Serve
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, serve: Serve
 ) -> None:
     # 5,000 accounts: ~8 MB of metrics, more than the kernel's socket buffers hold
-    many = make_sidecar(make_config([{"id": f"acct-{i:04d}"} for i in range(5000)]))
+    many = make_assembly(make_config([{"id": f"acct-{i:04d}"} for i in range(5000)]))
     server = await serve(many)
     loop = asyncio.get_running_loop()
     sockets = []
@@ -801,10 +804,10 @@ class CountingAuthenticator(Authenticator):
         return await super().authenticate(header)
 
 
-async def test_failed_tokens_are_rate_limited_per_address(sidecar: Sidecar, serve: Serve) -> None:
+async def test_failed_tokens_are_rate_limited_per_address(assembly: Assembly, serve: Serve) -> None:
     clock = Clock()
-    auth = CountingAuthenticator(sidecar.loaded.tokens)
-    server = await serve(sidecar, auth=auth, limiter=FailureLimiter(3, 60, clock=clock))
+    auth = CountingAuthenticator(assembly.loaded.tokens)
+    server = await serve(assembly, auth=auth, limiter=FailureLimiter(3, 60, clock=clock))
     accounts = "/api/whatsapp/accounts"
 
     async def get(token: str | None, source: str = "127.0.0.1", path: str = accounts) -> Reply:
@@ -843,9 +846,9 @@ async def test_failed_tokens_are_rate_limited_per_address(sidecar: Sidecar, serv
 
 
 async def test_an_open_event_stream_outlives_a_brute_force_from_its_address(
-    sidecar: Sidecar, serve: Serve
+    assembly: Assembly, sidecar: Sidecar, serve: Serve
 ) -> None:
-    server = await serve(sidecar, limiter=FailureLimiter(2, 60, clock=Clock()))
+    server = await serve(assembly, limiter=FailureLimiter(2, 60, clock=Clock()))
     reader, writer = await connect(server.port)
     writer.write(
         b"GET /api/whatsapp/accounts/sales/pair/events HTTP/1.1\r\nHost: x\r\n"
@@ -871,11 +874,11 @@ async def test_an_open_event_stream_outlives_a_brute_force_from_its_address(
 
 async def test_the_limit_comes_from_the_config(
     make_config: ConfigFactory,
-    make_sidecar: Callable[[LoadedConfig], Sidecar],
+    make_assembly: AssemblyFactory,
     tokens_file: Any,
     serve: Serve,
 ) -> None:
-    limited = make_sidecar(
+    limited = make_assembly(
         make_config(
             auth={"tokens_file": str(tokens_file), "rate_limit": {"failures": 2, "window": "1m"}}
         )
@@ -967,9 +970,9 @@ class FailingControl(RecordingControl):
 
 
 async def test_an_unexpected_failure_is_a_bare_json_500(
-    sidecar: Sidecar, serve: Serve, caplog: pytest.LogCaptureFixture
+    assembly: Assembly, serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = await serve(sidecar, control=FailingControl())
+    server = await serve(assembly, control=FailingControl())
     reply = await exchange(
         server.port, request("POST", "/api/whatsapp/regenerate-qr/sales", token=TOKEN)
     )

@@ -10,17 +10,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from sidecar.repair import RecordingControl, RepairCollector, Repairs
 
 from sidecar import testing as build
-from sidecar.adapters.audit import AuditLog
-from sidecar.adapters.auth import Authenticator, StaticTokens
-from sidecar.adapters.http import READY, create_app
-from sidecar.config import LoadedConfig
+from sidecar.adapters.http import READY
+from sidecar.compose import Assembly, build_app, build_repairs
 from sidecar.core.clock import ReplayClock
-from sidecar.core.service import Sidecar
+from sidecar.core.repair import RecordingControl, Repairs
 
-from .conftest import TOKEN, ConfigFactory
+from .conftest import TOKEN, AssemblyFactory, ConfigFactory
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[Any, Any]
@@ -28,26 +25,28 @@ Client = TestClient[Any, Any]
 
 class Harness:
     def __init__(
-        self, sidecar: Sidecar, client: Client, control: RecordingControl, repairs: Repairs
+        self, assembly: Assembly, client: Client, control: RecordingControl, repairs: Repairs
     ) -> None:
-        self.sidecar, self.client, self.control, self.repairs = sidecar, client, control, repairs
+        self.assembly, self.client, self.control, self.repairs = assembly, client, control, repairs
+        self.sidecar = assembly.sidecar
+        self.state_dir = assembly.state_dir
+        self.registry = assembly.metrics.registry
 
 
 @pytest.fixture
 async def harness(
     make_config: ConfigFactory,
-    make_sidecar: Callable[[LoadedConfig], Sidecar],
+    make_assembly: AssemblyFactory,
     aiohttp_client: Callable[[web.Application], Awaitable[Client]],
 ) -> Harness:
-    sidecar = make_sidecar(
+    assembly = make_assembly(
         make_config([{"id": "sales"}, {"id": "support"}], repair={"interval": "1h", "grace": "1s"})
     )
     control = RecordingControl()
-    repairs = Repairs(sidecar, AuditLog(sidecar.config.state_dir), control)
-    sidecar.registry.register(RepairCollector(repairs))
-    app = create_app(sidecar, Authenticator(StaticTokens(sidecar.loaded.tokens)), repairs)
+    repairs = build_repairs(assembly, control)
+    app = build_app(assembly, repairs=repairs)
     app[READY].set()
-    return Harness(sidecar, await aiohttp_client(app), control, repairs)
+    return Harness(assembly, await aiohttp_client(app), control, repairs)
 
 
 async def test_regenerate_qr_starts_a_pairing_once_per_interval(harness: Harness) -> None:
@@ -66,8 +65,7 @@ async def test_regenerate_qr_starts_a_pairing_once_per_interval(harness: Harness
     other = await client.post("/api/whatsapp/regenerate-qr/support", headers=AUTH)
     assert other.status == 202
     audit = [
-        json.loads(line)
-        for line in (harness.sidecar.config.state_dir / "audit.log").read_text().splitlines()
+        json.loads(line) for line in (harness.state_dir / "audit.log").read_text().splitlines()
     ]
     assert [(a["action"], a["account"], a["outcome"]) for a in audit] == [
         ("regenerate_qr", "sales", "started"),
@@ -75,9 +73,9 @@ async def test_regenerate_qr_starts_a_pairing_once_per_interval(harness: Harness
         ("regenerate_qr", "support", "started"),
     ]
     assert all(a["who"].startswith("static:token:") for a in audit)
-    assert TOKEN not in (harness.sidecar.config.state_dir / "audit.log").read_text()
-    assert (harness.sidecar.config.state_dir / "audit.log").stat().st_mode & 0o777 == 0o600
-    value = harness.sidecar.registry.get_sample_value
+    assert TOKEN not in (harness.state_dir / "audit.log").read_text()
+    assert (harness.state_dir / "audit.log").stat().st_mode & 0o777 == 0o600
+    value = harness.registry.get_sample_value
     assert value("whatsapp_remediation_steps_total", {"account": "sales", "step": "repair"}) == 1.0
 
 
@@ -189,7 +187,7 @@ async def test_webhook_ladder_reconnects_then_marks_needs_repair(
         "support", build.message_event(build.text("back")), t0 + 400.5
     )  # the reconnect cured support
     await asyncio.sleep(1.2)  # grace: 1 s
-    value = harness.sidecar.registry.get_sample_value
+    value = harness.registry.get_sample_value
     assert value("whatsapp_account_needs_repair", {"account": "sales"}) == 1.0
     assert value("whatsapp_account_needs_repair", {"account": "support"}) == 0.0
     assert (

@@ -19,10 +19,11 @@ import yaml
 
 from sidecar import testing as build
 from sidecar.adapters.capture import capture_records, encode_record
+from sidecar.adapters.health_json import health_json
 from sidecar.adapters.sqlite_state import SqliteStateStore
+from sidecar.compose import assemble
 from sidecar.core.clock import ReplayClock
 from sidecar.core.replay import Replayer
-from sidecar.core.service import Sidecar
 
 from .conftest import TOKEN, ConfigFactory
 from .services import free_port
@@ -85,12 +86,13 @@ async def test_replay_into_metrics_value_by_value(
     capture = write_capture(tmp_path / "c.jsonl", story(), BAD_LINES)
     clock = ReplayClock(speed=0)
     loaded = make_config([{"id": "sales"}, {"id": "support"}])
-    sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
-    report = await Replayer(sidecar, clock).run(capture_records(capture))
+    assembly = assemble(loaded, clock, storage=False)
+    sidecar = assembly.sidecar
+    report = await Replayer(sidecar, clock, assembly.replay_errors).run(capture_records(capture))
     assert (report.events, report.ticks, report.errors) == (10, 2, len(BAD_LINES))
 
     def value(name: str, **labels: str) -> float | None:
-        return sidecar.registry.get_sample_value(name, labels)
+        return assembly.metrics.registry.get_sample_value(name, labels)
 
     def received(cls: str, kind: str) -> float | None:
         return value(
@@ -115,7 +117,7 @@ async def test_replay_into_metrics_value_by_value(
     assert value("whatsapp_connection_state", account="support", state="connecting") == 1.0
     assert value("whatsapp_events_total", account="support", event="MessageEv") == 0.0
 
-    health = sidecar.health("sales")
+    health = health_json(sidecar.health("sales"))
     assert health["status"] == "connected"
     assert health["lastRealMessageMs"] == 1_764_068_420_000
     assert health["timeSinceLastRealMs"] == 310_000
@@ -132,9 +134,10 @@ async def test_bad_records_are_logged_with_their_line_number(
     capture = write_capture(tmp_path / "c.jsonl", story(), BAD_LINES)
     loaded = make_config([{"id": "sales"}])
     clock = ReplayClock(speed=0)
-    sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
+    assembly = assemble(loaded, clock, storage=False)
+    sidecar = assembly.sidecar
     caplog.set_level("WARNING", logger="sidecar.core.replay")
-    await Replayer(sidecar, clock).run(capture_records(capture))
+    await Replayer(sidecar, clock, assembly.replay_errors).run(capture_records(capture))
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
         "capture line 2 skipped: not JSON: JSONDecodeError",
@@ -162,13 +165,14 @@ async def test_speed_factor_runs_the_clock_from_the_first_record(
     )
     loaded = make_config()
     clock = ReplayClock(speed=10)
-    sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
+    assembly = assemble(loaded, clock, storage=False)
+    sidecar = assembly.sidecar
     started = time.monotonic()
-    await Replayer(sidecar, clock).run(capture_records(capture))
+    await Replayer(sidecar, clock, assembly.replay_errors).run(capture_records(capture))
     elapsed = time.monotonic() - started
     assert elapsed >= 0.19  # 2 s of capture at 10x
     assert (
-        sidecar.health("sales")["lastRealMessageMs"] == 1_764_068_401_000
+        health_json(sidecar.health("sales"))["lastRealMessageMs"] == 1_764_068_401_000
     )  # the record's t, not the clock's
     first = clock.now()
     time.sleep(0.05)

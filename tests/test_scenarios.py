@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from sidecar.adapters.capture import capture_records
-from sidecar.adapters.sqlite_state import SqliteStateStore
+from sidecar.adapters.health_json import health_json
+from sidecar.compose import assemble
 from sidecar.config import load_config
 from sidecar.core.clock import ReplayClock
 from sidecar.core.replay import Replayer
@@ -48,8 +49,11 @@ async def replay(scenario: dict[str, Any], tmp_path: Path) -> Sidecar:
     )
     loaded = load_config(config)
     clock = ReplayClock(speed=0)
-    sidecar = Sidecar(loaded, clock, SqliteStateStore(loaded.config.state_dir))
-    report = await Replayer(sidecar, clock).run(capture_records(SCENARIOS / scenario["capture"]))
+    assembly = assemble(loaded, clock, storage=False)
+    sidecar = assembly.sidecar
+    report = await Replayer(sidecar, clock, assembly.replay_errors).run(
+        capture_records(SCENARIOS / scenario["capture"])
+    )
     assert report.errors == 0
     return sidecar
 
@@ -69,7 +73,7 @@ async def test_scenario(
     sidecar = await replay(scenario, tmp_path)
     try:
         for account, expected in scenario["expect"].items():
-            health = sidecar.health(account)
+            health = health_json(sidecar.health(account))
             judged_from_ms = scenario.get("judge_from", 0) * 1000
             history = [h for h in health["verdictHistory"] if h["atMs"] >= judged_from_ms]
             assert health["isDegraded"] is expected["degraded"], (
@@ -91,7 +95,7 @@ async def test_scenario(
             # the account's threshold is its effective one: the configured floor, or longer
             # where its usual traffic says so
             threshold = first["thresholdSeconds"]
-            assert threshold >= sidecar.settings[account].silence_threshold_s
+            assert threshold >= sidecar.settings(account).silence_threshold_s
             assert threshold <= expected.get("max_threshold_s", threshold)
             bound = threshold + probe_interval(scenario, account) + TICK_S
             with capsys.disabled():

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
+from prometheus_client.registry import CollectorRegistry
 
 from sidecar import testing as build
 from sidecar.adapters.capture import capture_records, encode_record
+from sidecar.adapters.health_json import health_json
 from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.compose import build_store
@@ -20,6 +22,8 @@ from sidecar.core.service import Sidecar
 from sidecar.core.storage import Storage
 from sidecar.domain.classify import classify
 from sidecar.domain.records import MessageDoc, build_records
+from sidecar.metrics.collectors import SpoolCollector, StoreCollector
+from sidecar.metrics.registry import Metrics
 
 from .conftest import Backend, ConfigFactory
 
@@ -161,8 +165,20 @@ def make_sidecar(make_config: ConfigFactory, backend: Backend) -> Sidecar:
     loaded = make_config([{"id": "sales"}], store=backend.store_config())
     storage = Storage(Spool(backend.state_dir, thread_interval_s=0.0), build_store(loaded))
     return Sidecar(
-        loaded, ReplayClock(speed=0), SqliteStateStore(backend.state_dir), storage=storage
+        loaded.config.account_settings(),
+        ReplayClock(speed=0),
+        SqliteStateStore(backend.state_dir),
+        storage=storage,
     )
+
+
+def storage_registry(sidecar: Sidecar) -> CollectorRegistry:
+    """The storage's metrics, registered as the composition root registers them."""
+    assert sidecar.storage is not None
+    metrics = Metrics(
+        [StoreCollector(sidecar.storage), SpoolCollector(sidecar.storage, sidecar.account_ids)]
+    )
+    return metrics.registry
 
 
 async def close(sidecar: Sidecar) -> None:
@@ -343,7 +359,10 @@ async def test_busy_chat_updates_its_thread_at_most_once_a_second(
     loaded = make_config([{"id": "sales"}], store=backend.store_config())
     storage = Storage(Spool(backend.state_dir, thread_interval_s=1.0), build_store(loaded))
     sidecar = Sidecar(
-        loaded, ReplayClock(speed=0), SqliteStateStore(backend.state_dir), storage=storage
+        loaded.config.account_settings(),
+        ReplayClock(speed=0),
+        SqliteStateStore(backend.state_dir),
+        storage=storage,
     )
     writer = asyncio.create_task(storage.writer.run())
     for i in range(60):
@@ -376,7 +395,7 @@ async def test_busy_chat_updates_its_thread_at_most_once_a_second(
 async def test_storage_metrics_and_health(tmp_path: Path, make_config: ConfigFactory) -> None:
     backend = Backend("sqlite", tmp_path / "state", None)
     sidecar = make_sidecar(make_config, backend)
-    registry = sidecar.registry
+    registry = storage_registry(sidecar)
     assert registry.get_sample_value("whatsapp_spool_messages", {"account": "sales"}) == 0.0
     assert (
         registry.get_sample_value(
@@ -392,7 +411,7 @@ async def test_storage_metrics_and_health(tmp_path: Path, make_config: ConfigFac
         registry.get_sample_value("whatsapp_spool_oldest_message_age_seconds", {"account": "sales"})
         is not None
     )
-    health = sidecar.health("sales")["store"]
+    health = health_json(sidecar.health("sales"))["store"]
     assert (health["backend"], health["backlog"], health["lastError"]) == ("sqlite", 1, None)
     assert sidecar.storage is not None
     assert await sidecar.storage.writer.drain_once() == 2  # the message and its thread
@@ -413,7 +432,7 @@ async def test_storage_metrics_and_health(tmp_path: Path, make_config: ConfigFac
         == 1.0
     )
     assert registry.get_sample_value("whatsapp_spool_messages", {"account": "sales"}) == 0.0
-    assert sidecar.health("sales")["store"]["lastWriteAtMs"] is not None
+    assert health_json(sidecar.health("sales"))["store"]["lastWriteAtMs"] is not None
     await close(sidecar)
 
 
@@ -440,7 +459,9 @@ async def test_an_operation_the_store_refuses_is_set_aside_and_the_rest_lands(
     [(_, messages)] = backend.read().values()
     assert sorted(messages) == ["GOOD1", "GOOD2"]
     assert (
-        sidecar.registry.get_sample_value("whatsapp_spool_write_errors_total", {"account": "sales"})
+        storage_registry(sidecar).get_sample_value(
+            "whatsapp_spool_write_errors_total", {"account": "sales"}
+        )
         == 1.0
     )
     await close(sidecar)

@@ -15,15 +15,16 @@ from typing import Any
 
 import pytest
 from neonize.proto.Neonize_pb2 import ConnectFailureReason as Reason
-from sidecar.adapters.neonize_live import AccountLock, AccountSupervisor
 
 from sidecar import testing as build
-from sidecar.config import LoadedConfig
+from sidecar.adapters.session_store import FileAccountLock as AccountLock
+from sidecar.compose import Assembly
 from sidecar.core.service import Sidecar
+from sidecar.core.supervisor import AccountSupervisor
 from sidecar.domain.account import Status
 from sidecar.domain.supervision import Backoff, Decision, decide
 
-from .conftest import ConfigFactory
+from .conftest import AssemblyFactory, ConfigFactory
 
 T0 = 1_764_068_400.0
 
@@ -47,10 +48,22 @@ class ScriptedSession:
     def stop(self) -> None:
         self.stopped.set()
 
+    connected = False
+
+    def send_text(self, user: str, text: str) -> None:
+        raise RuntimeError("a scripted session sends nothing")
+
+    def logout(self) -> None:
+        """Nothing to log out: the script plays no device."""
+
+    def pair_phone(self, phone: str) -> str:
+        raise RuntimeError("a scripted session pairs nothing")
+
 
 class Harness:
-    def __init__(self, sidecar: Sidecar, scripts: list[tuple[list[Any], bool]]) -> None:
-        self.sidecar = sidecar
+    def __init__(self, assembly: Assembly, scripts: list[tuple[list[Any], bool]]) -> None:
+        self.sidecar = sidecar = assembly.sidecar
+        self.registry = assembly.metrics.registry
         self.scripts = list(scripts)
         self.started = 0
         self.device: str | None = "device-1"
@@ -82,17 +95,22 @@ class Harness:
             await asyncio.wait_for(task, 2)
 
     def value(self, name: str, **labels: str) -> float | None:
-        return self.sidecar.registry.get_sample_value(name, {"account": "sales", **labels})
+        return self.registry.get_sample_value(name, {"account": "sales", **labels})
 
 
 @pytest.fixture
-def sidecar(make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]) -> Sidecar:
-    return make_sidecar(make_config())
+def assembly(make_config: ConfigFactory, make_assembly: AssemblyFactory) -> Assembly:
+    return make_assembly(make_config())
 
 
-async def test_transient_dial_failures_reconnect_with_growing_backoff(sidecar: Sidecar) -> None:
+@pytest.fixture
+def sidecar(assembly: Assembly) -> Sidecar:
+    return assembly.sidecar
+
+
+async def test_transient_dial_failures_reconnect_with_growing_backoff(assembly: Assembly) -> None:
     failure = ([build.connect_failure(Reason.GENERIC, "dial failed")], False)
-    harness = Harness(sidecar, [failure] * 4)
+    harness = Harness(assembly, [failure] * 4)
     await harness.run_until(lambda: harness.started >= 5)
     assert harness.supervisor.decisions[:4] == [Decision.RECONNECT] * 4
     assert harness.value("whatsapp_reconnects_total") == 3.0
@@ -105,18 +123,22 @@ async def test_transient_dial_failures_reconnect_with_growing_backoff(sidecar: S
     "reason",
     [Reason.GENERIC, Reason.SERVICE_UNAVAILABLE, Reason.INTERNAL_SERVER_ERROR, Reason.EXPERIMENTAL],
 )
-async def test_transient_connect_failure_reasons_reconnect(sidecar: Sidecar, reason: int) -> None:
-    harness = Harness(sidecar, [([build.connect_failure(reason)], False)])
+async def test_transient_connect_failure_reasons_reconnect(assembly: Assembly, reason: int) -> None:
+    sidecar = assembly.sidecar
+    harness = Harness(assembly, [([build.connect_failure(reason)], False)])
     await harness.run_until(lambda: harness.started >= 2)
     assert harness.supervisor.decisions[0] is Decision.RECONNECT
-    assert sidecar.states["sales"].snapshot().status is Status.DISCONNECTED
+    assert sidecar.snapshot("sales").status is Status.DISCONNECTED
 
 
-async def test_disconnect_while_connected_ends_the_session_and_reconnects(sidecar: Sidecar) -> None:
-    harness = Harness(sidecar, [([build.connected()], True)])
+async def test_disconnect_while_connected_ends_the_session_and_reconnects(
+    assembly: Assembly,
+) -> None:
+    sidecar = assembly.sidecar
+    harness = Harness(assembly, [([build.connected()], True)])
     task = asyncio.create_task(harness.supervisor.run(harness.stopping))
     async with asyncio.timeout(5):
-        while sidecar.states["sales"].snapshot().status is not Status.CONNECTED:
+        while sidecar.snapshot("sales").status is not Status.CONNECTED:
             await asyncio.sleep(0.005)
     assert harness.started == 1
     # whatsmeow reports the drop on its own thread; the supervisor takes over from there
@@ -147,9 +169,9 @@ async def test_disconnect_while_connected_ends_the_session_and_reconnects(sideca
     ids=lambda v: getattr(v, "value", type(v).__name__),
 )
 async def test_terminal_states_park_without_reconnecting(
-    sidecar: Sidecar, event: Any, status: Status
+    assembly: Assembly, event: Any, status: Status
 ) -> None:
-    harness = Harness(sidecar, [([build.connected(), event], True)])
+    harness = Harness(assembly, [([build.connected(), event], True)])
     await harness.run_until(lambda: bool(harness.supervisor.decisions))
     await asyncio.sleep(0.1)  # several backoff periods: still no new session
     assert harness.supervisor.decisions == [Decision.PARK]
@@ -169,9 +191,10 @@ async def test_terminal_states_park_without_reconnecting(
     ids=["LoggedOutEv", "ConnectFailure-LOGGED_OUT", "ConnectFailure-MAIN_DEVICE_GONE"],
 )
 async def test_logout_waits_for_a_new_device_then_connects(
-    sidecar: Sidecar, event: Any, reconnects: float
+    assembly: Assembly, event: Any, reconnects: float
 ) -> None:
-    harness = Harness(sidecar, [([build.connected(), event], True), ([build.connected()], True)])
+    sidecar = assembly.sidecar
+    harness = Harness(assembly, [([build.connected(), event], True), ([build.connected()], True)])
     task = asyncio.create_task(harness.supervisor.run(harness.stopping))
     async with asyncio.timeout(5):
         while not harness.supervisor.decisions:
@@ -182,7 +205,7 @@ async def test_logout_waits_for_a_new_device_then_connects(
     assert harness.value("whatsapp_connection_state", state="logged_out") == 1.0
     harness.device = "device-2"  # `wa-sidecar pair` linked a new device
     async with asyncio.timeout(5):
-        while sidecar.states["sales"].snapshot().status is not Status.CONNECTED:
+        while sidecar.snapshot("sales").status is not Status.CONNECTED:
             await asyncio.sleep(0.005)
     harness.stopping.set()
     harness.supervisor.stop_session()
@@ -191,8 +214,8 @@ async def test_logout_waits_for_a_new_device_then_connects(
     assert harness.value("whatsapp_reconnects_total") == reconnects
 
 
-async def test_unscanned_qr_waits_for_pairing_instead_of_looping(sidecar: Sidecar) -> None:
-    harness = Harness(sidecar, [([build.qr()], True)])
+async def test_unscanned_qr_waits_for_pairing_instead_of_looping(assembly: Assembly) -> None:
+    harness = Harness(assembly, [([build.qr()], True)])
     harness.device = None
     await harness.run_until(lambda: bool(harness.supervisor.decisions))
     await asyncio.sleep(0.1)
@@ -201,17 +224,18 @@ async def test_unscanned_qr_waits_for_pairing_instead_of_looping(sidecar: Sideca
     assert harness.value("whatsapp_connection_state", state="qr_pending") == 1.0
 
 
-async def test_stop_ends_a_held_session_and_makes_no_new_one(sidecar: Sidecar) -> None:
-    harness = Harness(sidecar, [([build.connected()], True)])
-    await harness.run_until(lambda: sidecar.states["sales"].snapshot().status is Status.CONNECTED)
+async def test_stop_ends_a_held_session_and_makes_no_new_one(assembly: Assembly) -> None:
+    sidecar = assembly.sidecar
+    harness = Harness(assembly, [([build.connected()], True)])
+    await harness.run_until(lambda: sidecar.snapshot("sales").status is Status.CONNECTED)
     assert harness.supervisor.decisions == [Decision.STOP]
     assert harness.started == 1
 
 
-async def test_busy_account_lock_waits_and_does_not_connect(sidecar: Sidecar, tmp_path) -> None:
+async def test_busy_account_lock_waits_and_does_not_connect(assembly: Assembly, tmp_path) -> None:
     holder = AccountLock(tmp_path, "sales")
     assert holder.acquire()
-    harness = Harness(sidecar, [([build.connected()], True)])
+    harness = Harness(assembly, [([build.connected()], True)])
     harness.supervisor._lock = AccountLock(tmp_path, "sales")
     harness.supervisor._poll_s = 0.01
     task = asyncio.create_task(harness.supervisor.run(harness.stopping))
@@ -268,7 +292,7 @@ class FakeSendingSession(ScriptedSession):
 
 
 async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar]
+    make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> None:
     from sidecar.core.prober import Prober
     from sidecar.domain.probes import probe_text
@@ -276,7 +300,8 @@ async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
     loaded = make_config(
         [{"id": "a", "probe": {"peer": "b", "interval": "5m", "timeout": "2m"}}, {"id": "b"}]
     )
-    sidecar = make_sidecar(loaded)
+    assembly = make_assembly(loaded)
+    sidecar = assembly.sidecar
     session = FakeSendingSession(sidecar, connected=True)
     supervisor = AccountSupervisor("a", sidecar, lambda: session)
     supervisor._session = session  # as while the supervisor holds a live session
@@ -287,28 +312,31 @@ async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
         delivered.append(event)
         sidecar.handle("a", event, T0)
 
-    settings = sidecar.settings["a"].probe
+    settings = sidecar.settings("a").probe
     assert settings is not None
     prober = Prober("a", settings, supervisor, lambda: peer_device[0], deliver)
     sent = await prober.send_one()
     assert sent.ok is True
     assert session.sent == [("12025550199", probe_text(sent.probe_id))]
-    assert [r.probe_id for r in sidecar.states["b"].snapshot().probes_received] == [sent.probe_id]
+    assert [r.probe_id for r in sidecar.snapshot("b").probes_received] == [sent.probe_id]
     session.fail = True
     assert (await prober.send_one()).reason == "send_failed"
     session.connected = False
     assert (await prober.send_one()).reason == "not_connected"
     peer_device[0] = None
     assert (await prober.send_one()).reason == "peer_unpaired"
-    snap = sidecar.states["a"].snapshot()
+    snap = sidecar.snapshot("a")
     assert (snap.probes_sent, snap.probe_send_failures_in_a_row, snap.probe_failures) == (
         4,
         3,
         {"send_failed": 3},
     )
-    assert sidecar.registry.get_sample_value("whatsapp_probes_sent_total", {"account": "a"}) == 4.0
     assert (
-        sidecar.registry.get_sample_value(
+        assembly.metrics.registry.get_sample_value("whatsapp_probes_sent_total", {"account": "a"})
+        == 4.0
+    )
+    assert (
+        assembly.metrics.registry.get_sample_value(
             "whatsapp_probe_failures_total", {"account": "a", "reason": "send_failed"}
         )
         == 3.0
@@ -316,14 +344,16 @@ async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
 
 
 async def test_live_control_re_pairing_keeps_the_qr_session_up_until_paired(
-    sidecar: Sidecar, tmp_path: Any
+    assembly: Assembly, tmp_path: Any
 ) -> None:
+    sidecar = assembly.sidecar
     """start_pairing: the old session is stopped and its store dropped, a new one connects at
     once, its QR codes do not end it (as they would outside a re-pair), and pairing ends the mode."""
-    from sidecar.adapters.neonize_live import LiveControl, SessionStore
+    from sidecar.adapters.session_store import SessionStore
+    from sidecar.core.control import LiveControl
 
     harness = Harness(
-        sidecar,
+        assembly,
         [([build.connected()], True), ([build.qr_with_code("2@code-one,x")], True)],
     )
     store = SessionStore.for_account(tmp_path, "sales", None)
@@ -331,24 +361,20 @@ async def test_live_control_re_pairing_keeps_the_qr_session_up_until_paired(
     assert store.sqlite_path is not None
     store.sqlite_path.write_bytes(b"old device keys")
     control = LiveControl()
-    control.supervisors["sales"] = harness.supervisor
-    control.stores["sales"] = store
+    control.add(harness.supervisor, store)
     task = asyncio.create_task(harness.supervisor.run(harness.stopping))
     async with asyncio.timeout(5):
-        while sidecar.states["sales"].snapshot().status is not Status.CONNECTED:
+        while sidecar.snapshot("sales").status is not Status.CONNECTED:
             await asyncio.sleep(0.005)
     await control.start_pairing("sales")
     async with asyncio.timeout(5):
-        while (
-            harness.started < 2
-            or sidecar.states["sales"].snapshot().status is not Status.QR_PENDING
-        ):
+        while harness.started < 2 or sidecar.snapshot("sales").status is not Status.QR_PENDING:
             await asyncio.sleep(0.005)
     await asyncio.sleep(0.1)
     assert harness.started == 2  # the QR session stays up: no hang-up, no new session
     assert store.sqlite_path.read_bytes() == b""  # the old device's keys are gone
     assert store.sqlite_path.stat().st_mode & 0o777 == 0o600
-    assert sidecar.states["sales"].pairing_view()[1] == "2@code-one,x"
+    assert sidecar.pairing_view("sales").qr_code == "2@code-one,x"
     assert harness.supervisor.pairing is True
     await asyncio.to_thread(sidecar.handle, "sales", build.pair_status(success=True), T0 + 5)
     assert harness.supervisor.pairing is False
