@@ -32,13 +32,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from sidecar.adapters.failures import Failures
+from sidecar.adapters.spool.batch import (
+    MAX_BATCH_OPS,
+    Backlog,
+    Batch,
+    SpooledThread,
+    SpoolError,
+)
 from sidecar.adapters.sqlite_files import (
     CorruptDatabaseError,
     error_kind,
@@ -54,6 +61,19 @@ from sidecar.domain.records import (
 )
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "FLUSH_EVERY",
+    "FLUSH_RETRY_S",
+    "HOLDS",
+    "MAX_BATCH_OPS",
+    "SCHEMA",
+    "Backlog",
+    "Batch",
+    "Spool",
+    "SpoolError",
+    "SpooledThread",
+]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS spool_messages (
@@ -83,7 +103,6 @@ SCHEMA = (
     "INSERT OR IGNORE INTO spool_journal (id, flushed_generation) VALUES (1, 0)",
 )
 
-MAX_BATCH_OPS = 500  # Firestore's limit for one batched write
 #: Journal entries that make the handler move them into SQLite itself; below this
 #: the writer's next ``take`` moves them (it runs after every enqueue it is woken for).
 FLUSH_EVERY = 512
@@ -91,37 +110,6 @@ FLUSH_EVERY = 512
 FLUSH_RETRY_S = 1.0
 #: What the spool database holds, for the error that refuses a corrupt one.
 HOLDS = "real messages not yet written to the store"
-
-
-class SpoolError(Exception):
-    """The spool database cannot be opened or written."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledThread:
-    patch: ThreadPatch
-    version: int
-
-
-@dataclass
-class Batch:
-    messages: list[tuple[int, MessageDoc]] = field(default_factory=list)
-    threads: list[SpooledThread] = field(default_factory=list)
-    #: Seconds until a thread update that had to wait becomes due (None: none waits).
-    next_due_s: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.messages) + len(self.threads)
-
-    @property
-    def accounts(self) -> set[str]:
-        return {d.account_id for _, d in self.messages} | {t.patch.account_id for t in self.threads}
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    messages: int
-    oldest_enqueued_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
