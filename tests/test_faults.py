@@ -149,7 +149,7 @@ def stored_messages(state_dir: Path) -> dict[str, dict[str, Any]]:
 
 def abandon(spool: Spool) -> None:
     """What SIGKILL does to a spool: its files are closed, nothing more is written."""
-    os.close(spool._journal)
+    os.close(spool._journal.fd)
     spool._db.close()
 
 
@@ -213,7 +213,7 @@ def __init__(self, *args, **kwargs):
 
 
 def _flush(self, generation):
-    entries = self._pending
+    entries = self._journal.pending
     if entries and (starting if IN_RECOVERY else len(entries) >= MIN_ENTRIES):
         self._db.die_at_commit = json.dumps(
             {"entries": len(entries), "recovery": starting, "last": entries[-1].doc.message_id}

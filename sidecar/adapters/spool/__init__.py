@@ -23,11 +23,7 @@ messages that are in no other place, so an operator decides (docs/runbook.md).
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -35,8 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from sidecar.adapters.failures import Failures
 from sidecar.adapters.spool.batch import (
@@ -46,6 +40,7 @@ from sidecar.adapters.spool.batch import (
     SpooledThread,
     SpoolError,
 )
+from sidecar.adapters.spool.journal import Entry, Journal
 from sidecar.adapters.sqlite_files import (
     CorruptDatabaseError,
     error_kind,
@@ -112,48 +107,6 @@ FLUSH_RETRY_S = 1.0
 HOLDS = "real messages not yet written to the store"
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One enqueued message (and its thread update) as the journal holds it."""
-
-    doc: MessageDoc
-    patch: ThreadPatch | None
-    enqueued_at: float
-    doc_json: str  # encoded once: the journal line and the SQLite row share it
-
-    @classmethod
-    def of(cls, doc: MessageDoc, patch: ThreadPatch | None, enqueued_at: float) -> _Entry:
-        return cls(doc, patch, enqueued_at, encode_fields(doc.fields))
-
-    def encode(self) -> bytes:
-        doc, patch = self.doc, self.patch
-        patch_json = None if patch is None else encode_fields(patch.fields)
-        return orjson.dumps(
-            [
-                doc.account_id,
-                doc.thread_id,
-                doc.message_id,
-                doc.merge,
-                self.enqueued_at,
-                self.doc_json,
-                None if patch is None else patch.thread_id,
-                patch_json,
-            ],
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
-
-    @classmethod
-    def decode(cls, line: bytes) -> _Entry:
-        account, thread, message, merge, at, doc_json, patch_thread, patch_json = json.loads(line)
-        doc = MessageDoc(account, thread, message, decode_fields(doc_json), bool(merge))
-        patch = (
-            None
-            if patch_json is None
-            else ThreadPatch(account, patch_thread, decode_fields(patch_json))
-        )
-        return cls(doc, patch, float(at), doc_json)
-
-
 @dataclass(slots=True)
 class _Thread:
     """A row of ``spool_threads``, mirrored in memory so that merging an update costs
@@ -194,11 +147,7 @@ class Spool:
         self._thread_interval = thread_interval_s
         self.now = now  # the clock enqueue times and ages are read from
         self._lock = threading.Lock()
-        self._pending: list[_Entry] = []
         self._threads: dict[str, _Thread] = {}
-        self._generation = 0
-        self._journal_ready = False  # it holds a whole header line of ``_generation``
-        self._torn_tail = False  # a torn line could not be taken back: start on a new line
         self._flush_retry_at = 0.0
         #: Messages per account dropped unstored: damaged spooled rows, or refused by the store.
         self.dropped: dict[str, int] = {}
@@ -216,11 +165,11 @@ class Spool:
             raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
         try:
             self._load_threads()
-            self._journal = os.open(self.journal_path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o600)
+            self._journal = Journal(self.journal_path, self.journal_failures)
             try:
                 self._recover()
             except BaseException:
-                os.close(self._journal)
+                self._journal.close()
                 raise
         except sqlite3.Error as exc:
             self._db.close()
@@ -234,32 +183,15 @@ class Spool:
     def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None:
         """Make one message (and its thread update) durable before returning; raise
         :class:`SpoolError` when it cannot be (the message is then not stored)."""
-        entry = _Entry.of(doc, patch, self.now())
+        entry = Entry.of(doc, patch, self.now())
         line = entry.encode()
         with self._lock:
-            if not self._journal_ready:
-                self._start_journal()
-            if self._torn_tail:
-                line = b"\n" + line
-            try:
-                written = os.write(self._journal, line)
-            except OSError as exc:
-                raise SpoolError(f"cannot write to the spool {self.journal_path}: {exc}") from exc
-            if written != len(line):  # out of space half-way: take the torn line back
-                self._take_back(written)
-                raise SpoolError(
-                    f"cannot write to the spool {self.journal_path}: disk full"
-                ) from OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self._torn_tail = False
-            self._pending.append(entry)
-            if len(self._pending) >= FLUSH_EVERY and time.monotonic() >= self._flush_retry_at:
+            self._journal.append(entry, line)
+            if (
+                len(self._journal.pending) >= FLUSH_EVERY
+                and time.monotonic() >= self._flush_retry_at
+            ):
                 self._try_flush()
-
-    def _take_back(self, written: int) -> None:
-        try:
-            os.ftruncate(self._journal, os.lseek(self._journal, 0, os.SEEK_END) - written)
-        except OSError:
-            self._torn_tail = True  # recovery skips the torn line; the next entry starts anew
 
     def error(self) -> tuple[str, float] | None:
         """The kind of error the spool's own writes are failing with now, and since when
@@ -303,88 +235,38 @@ class Spool:
         journal of the next generation. If the move fails (a full disk), the journal
         keeps its entries and the new ones are appended to it."""
         (flushed,) = self._db.execute("SELECT flushed_generation FROM spool_journal").fetchone()
-        data = os.pread(self._journal, os.fstat(self._journal).st_size, 0)
-        header, _, body = data.partition(b"\n")
-        generation = _generation_of(header)
-        if generation is None:
-            if header:
-                # Entries already moved would be written again: harmless, documents are
-                # keyed by message id. Losing unmoved ones would not be.
-                log.warning("spool: the journal's header is unreadable; recovering every entry")
-                generation = flushed + 1
-            else:
-                generation = flushed
-        if generation <= flushed or not body:
-            self._generation = max(generation, flushed) + 1
-            self._start_journal_or_log()
+        journal = self._journal
+        if not journal.reopen(flushed):
             return
-        entries, torn = [], 0
-        for line in body.splitlines():
-            try:
-                entries.append(_Entry.decode(line))
-            except (ValueError, KeyError, TypeError, IndexError):
-                torn += 1
-        if torn:
-            log.warning("spool: %d unreadable journal entries skipped", torn)
-        if not body.endswith(b"\n"):  # a torn last line must not swallow the next entry
-            self._torn_tail = True
-        self._pending = entries
-        self._generation = generation
-        self._journal_ready = True  # new entries go on in this generation until the move
+        recovered = len(journal.pending)
         try:
-            self._flush(generation)
+            self._flush(journal.generation)
         except sqlite3.Error as exc:
             if is_corruption(exc):
                 raise
             self.move_failures.failed(exc)
             self._flush_retry_at = time.monotonic() + FLUSH_RETRY_S
             return
-        log.info("spool: %d journaled messages recovered", len(entries))
-        self._generation = generation + 1
-        self._start_journal_or_log()
-
-    def _start_journal(self) -> None:
-        """Empty the journal and write the header of ``_generation``; the caller holds
-        the lock and has moved every entry. Raises :class:`SpoolError`."""
-        if self._pending:  # never: it would throw entries away
-            raise SpoolError("the spool journal holds entries not yet moved into SQLite")
-        self._journal_ready = False
-        header = json.dumps({"generation": self._generation}).encode() + b"\n"
-        try:
-            os.ftruncate(self._journal, 0)
-            written = os.write(self._journal, header)
-            if written != len(header):
-                os.ftruncate(self._journal, 0)
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as exc:
-            self.journal_failures.failed(exc)
-            raise SpoolError(f"cannot start the spool journal {self.journal_path}: {exc}") from exc
-        self._journal_ready, self._torn_tail = True, False
-        self.journal_failures.succeeded()
-
-    def _start_journal_or_log(self) -> None:
-        """As :meth:`_start_journal`; a failure is logged and the next enqueue tries again."""
-        with contextlib.suppress(SpoolError):
-            self._start_journal()
+        log.info("spool: %d journaled messages recovered", recovered)
+        journal.next_generation()
 
     def _try_flush(self) -> None:
         """Flush now if SQLite lets us; the journal keeps the entries if it does not.
         The caller holds the lock."""
-        if not self._pending:
+        if not self._journal.pending:
             return
         try:
-            self._flush(self._generation)
+            self._flush(self._journal.generation)
         except sqlite3.Error as exc:
             self.move_failures.failed(exc)
             self._flush_retry_at = time.monotonic() + FLUSH_RETRY_S
             return
         self.move_failures.succeeded()
-        self._generation += 1
-        self._start_journal_or_log()
+        self._journal.next_generation()
 
     def _flush(self, generation: int) -> None:
         """Move the pending entries into SQLite in one transaction (caller holds the lock)."""
-        entries = self._pending
+        entries = self._journal.pending
         if not entries:
             return
         merged: dict[str, _Thread] = {}  # applied to the mirror only once committed
@@ -426,7 +308,7 @@ class Spool:
                 self._db.execute("ROLLBACK")
             raise
         self._threads.update(merged)
-        self._pending = []
+        self._journal.moved()
 
     def take(self, limit: int = MAX_BATCH_OPS, *, after: Batch | None = None) -> Batch:
         """The oldest messages and the thread updates that are due, at most ``limit`` in all;
@@ -438,8 +320,8 @@ class Spool:
         with self._lock:
             if time.monotonic() >= self._flush_retry_at:
                 self._try_flush()
-            if not self._journal_ready and not self._pending:
-                self._start_journal_or_log()  # so the handler need not
+            if not self._journal.ready and not self._journal.pending:
+                self._journal.start_or_log()  # so the handler need not
             due_before = now - self._thread_interval
             waiting = sorted(
                 (
@@ -568,7 +450,7 @@ class Spool:
     def is_empty(self) -> bool:
         """No message and no thread update waits to be written."""
         with self._lock:
-            if self._pending or any(thread.pending for thread in self._threads.values()):
+            if self._journal.pending or any(thread.pending for thread in self._threads.values()):
                 return False
             row = self._db.execute("SELECT COUNT(*) FROM spool_messages").fetchone()
         return bool(row[0] == 0)
@@ -581,7 +463,7 @@ class Spool:
                 " GROUP BY account_id"
             ).fetchall()
             backlog = {account: Backlog(count, oldest) for account, count, oldest in rows}
-            for entry in self._pending:  # journaled, not yet moved into SQLite
+            for entry in self._journal.pending:  # journaled, not yet moved into SQLite
                 known = backlog.get(entry.doc.account_id)
                 backlog[entry.doc.account_id] = Backlog(
                     (known.messages if known else 0) + 1,
@@ -592,7 +474,7 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._try_flush()  # what it cannot move, the journal keeps for the next start
-            os.close(self._journal)
+            self._journal.close()
             self._db.close()
 
 
@@ -607,16 +489,7 @@ def _decoded(account_id: object, thread_id: object, message_id: object, doc: obj
     return fields if isinstance(fields, dict) else None
 
 
-def _generation_of(header: bytes) -> int | None:
-    """The generation a journal header names (None: no header, or an unreadable one)."""
-    try:
-        generation = json.loads(header)["generation"]
-    except (ValueError, TypeError, KeyError, IndexError):
-        return None
-    return generation if isinstance(generation, int) and not isinstance(generation, bool) else None
-
-
-def _message_row(entry: _Entry) -> Sequence[object]:
+def _message_row(entry: Entry) -> Sequence[object]:
     doc = entry.doc
     return (
         doc.account_id,
