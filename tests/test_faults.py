@@ -149,8 +149,8 @@ def stored_messages(state_dir: Path) -> dict[str, dict[str, Any]]:
 
 def abandon(spool: Spool) -> None:
     """What SIGKILL does to a spool: its files are closed, nothing more is written."""
-    os.close(spool._journal)
-    spool._db.close()
+    os.close(spool._journal.fd)
+    spool._queue.db.close()
 
 
 def spool_records(i: int, body: str) -> tuple[Any, Any]:
@@ -174,7 +174,7 @@ HARNESS = """
 import json, os, signal, sys
 from pathlib import Path
 
-from sidecar.adapters import spool
+from sidecar.adapters.spool import facade, queue
 from sidecar.cli import main
 
 MARKER = Path(os.environ["FAULT_MARKER"])
@@ -197,10 +197,10 @@ class Connection:
         return getattr(self._db, name)
 
 
-opened = spool.open_private
-spool.open_private = lambda *args, **kwargs: Connection(opened(*args, **kwargs))
+opened = queue.open_private
+queue.open_private = lambda *args, **kwargs: Connection(opened(*args, **kwargs))
 starting = False
-init, flush = spool.Spool.__init__, spool.Spool._flush
+init, flush = facade.Spool.__init__, facade.Spool._flush
 
 
 def __init__(self, *args, **kwargs):
@@ -213,15 +213,15 @@ def __init__(self, *args, **kwargs):
 
 
 def _flush(self, generation):
-    entries = self._pending
+    entries = self._journal.pending
     if entries and (starting if IN_RECOVERY else len(entries) >= MIN_ENTRIES):
-        self._db.die_at_commit = json.dumps(
+        self._queue.db.die_at_commit = json.dumps(
             {"entries": len(entries), "recovery": starting, "last": entries[-1].doc.message_id}
         )
     flush(self, generation)
 
 
-spool.Spool.__init__, spool.Spool._flush = __init__, _flush
+facade.Spool.__init__, facade.Spool._flush = __init__, _flush
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -1,0 +1,70 @@
+"""The durable queue between the event handler and the message store.
+
+A real message is made durable here before the handler returns, so a store
+that is slow or down, or a process that is killed, loses nothing. The
+handler only appends one line to a journal file (one ``write`` call: what is
+written survives a killed process, as a WAL commit with
+``synchronous=NORMAL`` does); batches of journal entries then move into
+SQLite (WAL) in one transaction each, off the handler's critical path, and
+the journal starts over. A restart moves whatever the journal still holds
+before anything else. Rows leave SQLite only after the store confirmed them.
+
+Thread updates are coalesced per thread and written at most once per
+``thread_interval_s``, which keeps a busy chat under Firestore's sustained
+rate of one write per second per document.
+
+When the disk is full, a message the journal cannot take is refused with
+:class:`SpoolError` (the caller counts and logs it: it is not stored); a move
+into SQLite that fails leaves the entries in the journal and is tried again.
+A spool database that is corrupt is refused at start
+(:class:`~sidecar.adapters.sqlite_files.CorruptDatabaseError`): it may hold
+messages that are in no other place, so an operator decides (docs/runbook.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from sidecar.adapters.spool.batch import (
+    MAX_BATCH_OPS,
+    Backlog,
+    Batch,
+    SpooledThread,
+    SpoolError,
+)
+
+if TYPE_CHECKING:
+    from sidecar.adapters.spool.facade import FLUSH_EVERY, FLUSH_RETRY_S, Spool
+    from sidecar.adapters.spool.queue import HOLDS, SCHEMA
+
+__all__ = [
+    "FLUSH_EVERY",
+    "FLUSH_RETRY_S",
+    "HOLDS",
+    "MAX_BATCH_OPS",
+    "SCHEMA",
+    "Backlog",
+    "Batch",
+    "Spool",
+    "SpoolError",
+    "SpooledThread",
+]
+
+#: Loaded on first use, so that importing batch.py (the vocabulary) loads no sqlite3.
+_LAZY = {
+    "FLUSH_EVERY": "facade",
+    "FLUSH_RETRY_S": "facade",
+    "Spool": "facade",
+    "HOLDS": "queue",
+    "SCHEMA": "queue",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # asked once
+    return value

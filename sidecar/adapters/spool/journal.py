@@ -1,0 +1,186 @@
+"""The append-only journal: what makes a message durable before the handler returns.
+
+The handler appends one line per message in one ``write`` call (what is written
+survives a killed process, as a WAL commit with ``synchronous=NORMAL`` does). A
+header line names the journal's generation: SQLite records the newest generation
+it holds all of, so a restart can tell moved entries from those not yet moved. A
+line torn by a full disk is taken back, or skipped when the journal is read again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from sidecar.adapters.failures import Failures
+from sidecar.adapters.spool.batch import SpoolError
+from sidecar.domain.records import MessageDoc, ThreadPatch, decode_fields, encode_fields
+
+log = logging.getLogger(__package__)  # one logger for the whole spool
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One enqueued message (and its thread update) as the journal holds it."""
+
+    doc: MessageDoc
+    patch: ThreadPatch | None
+    enqueued_at: float
+    doc_json: str  # encoded once: the journal line and the SQLite row share it
+
+    @classmethod
+    def of(cls, doc: MessageDoc, patch: ThreadPatch | None, enqueued_at: float) -> Entry:
+        return cls(doc, patch, enqueued_at, encode_fields(doc.fields))
+
+    def encode(self) -> bytes:
+        doc, patch = self.doc, self.patch
+        patch_json = None if patch is None else encode_fields(patch.fields)
+        return orjson.dumps(
+            [
+                doc.account_id,
+                doc.thread_id,
+                doc.message_id,
+                doc.merge,
+                self.enqueued_at,
+                self.doc_json,
+                None if patch is None else patch.thread_id,
+                patch_json,
+            ],
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+
+    @classmethod
+    def decode(cls, line: bytes) -> Entry:
+        account, thread, message, merge, at, doc_json, patch_thread, patch_json = json.loads(line)
+        doc = MessageDoc(account, thread, message, decode_fields(doc_json), bool(merge))
+        patch = (
+            None
+            if patch_json is None
+            else ThreadPatch(account, patch_thread, decode_fields(patch_json))
+        )
+        return cls(doc, patch, float(at), doc_json)
+
+
+class Journal:
+    """The journal file, its generation, and the entries it holds that are not yet in
+    SQLite. Not thread-safe: the spool holds its lock around every call."""
+
+    def __init__(self, path: Path, failures: Failures) -> None:
+        self.path = path
+        self.failures = failures  # of starting a new generation
+        self.pending: list[Entry] = []
+        self.generation = 0
+        self.ready = False  # it holds a whole header line of ``generation``
+        self._torn_tail = False  # a torn line could not be taken back: start on a new line
+        self.fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o600)
+
+    def append(self, entry: Entry, line: bytes) -> None:
+        """Write ``line``, the encoded ``entry``, in one call; raise :class:`SpoolError`
+        when it is not wholly written (the message is then not stored)."""
+        if not self.ready:
+            self.start()
+        if self._torn_tail:
+            line = b"\n" + line
+        try:
+            written = os.write(self.fd, line)
+        except OSError as exc:
+            raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+        if written != len(line):  # out of space half-way: take the torn line back
+            self._take_back(written)
+            raise SpoolError(f"cannot write to the spool {self.path}: disk full") from OSError(
+                errno.ENOSPC, os.strerror(errno.ENOSPC)
+            )
+        self._torn_tail = False
+        self.pending.append(entry)
+
+    def _take_back(self, written: int) -> None:
+        try:
+            os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - written)
+        except OSError:
+            self._torn_tail = True  # recovery skips the torn line; the next entry starts anew
+
+    def reopen(self, flushed: int) -> bool:
+        """Read what a previous process left, given the newest generation SQLite holds
+        all of. True: ``pending`` holds entries to move before anything else, and new
+        ones go on in this generation until then. False: the next generation started."""
+        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        header, _, body = data.partition(b"\n")
+        generation = _generation_of(header)
+        if generation is None:
+            if header:
+                # Entries already moved would be written again: harmless, documents are
+                # keyed by message id. Losing unmoved ones would not be.
+                log.warning("spool: the journal's header is unreadable; recovering every entry")
+                generation = flushed + 1
+            else:
+                generation = flushed
+        if generation <= flushed or not body:
+            self.generation = max(generation, flushed) + 1
+            self.start_or_log()
+            return False
+        entries, torn = [], 0
+        for line in body.splitlines():
+            try:
+                entries.append(Entry.decode(line))
+            except (ValueError, KeyError, TypeError, IndexError):
+                torn += 1
+        if torn:
+            log.warning("spool: %d unreadable journal entries skipped", torn)
+        if not body.endswith(b"\n"):  # a torn last line must not swallow the next entry
+            self._torn_tail = True
+        self.pending = entries
+        self.generation = generation
+        self.ready = True
+        return True
+
+    def moved(self) -> None:
+        """Every pending entry is in SQLite now."""
+        self.pending = []
+
+    def next_generation(self) -> None:
+        """Start over, empty, once what this generation held is in SQLite."""
+        self.generation += 1
+        self.start_or_log()
+
+    def start(self) -> None:
+        """Empty the journal and write the header of ``generation``; every entry must
+        have moved. Raises :class:`SpoolError`."""
+        if self.pending:  # never: it would throw entries away
+            raise SpoolError("the spool journal holds entries not yet moved into SQLite")
+        self.ready = False
+        header = json.dumps({"generation": self.generation}).encode() + b"\n"
+        try:
+            os.ftruncate(self.fd, 0)
+            written = os.write(self.fd, header)
+            if written != len(header):
+                os.ftruncate(self.fd, 0)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            self.failures.failed(exc)
+            raise SpoolError(f"cannot start the spool journal {self.path}: {exc}") from exc
+        self.ready, self._torn_tail = True, False
+        self.failures.succeeded()
+
+    def start_or_log(self) -> None:
+        """As :meth:`start`; a failure is logged and the next append tries again."""
+        with contextlib.suppress(SpoolError):
+            self.start()
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _generation_of(header: bytes) -> int | None:
+    """The generation a journal header names (None: no header, or an unreadable one)."""
+    try:
+        generation = json.loads(header)["generation"]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    return generation if isinstance(generation, int) and not isinstance(generation, bool) else None

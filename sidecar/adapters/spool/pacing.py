@@ -1,0 +1,142 @@
+"""Thread-update pacing: updates are coalesced per thread and each thread is written at
+most once per ``interval_s``, which keeps a busy chat under Firestore's sustained rate
+of one write per second per document.
+
+The rows of ``spool_threads`` are mirrored in memory, so that merging an update costs
+no read and no decode. This module only decides; the spool writes the rows it computes
+in the same transactions as the messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.adapters.spool.batch import SpooledThread
+from sidecar.domain.records import ThreadPatch, encode_fields, merge_thread_fields
+
+
+@dataclass(slots=True)
+class Thread:
+    """A row of ``spool_threads``, mirrored in memory. Rows no longer pending leave once
+    their pacing is over."""
+
+    account_id: str
+    fields: dict[str, Any]
+    version: int
+    pending: bool
+    enqueued_at: float
+    last_written_at: float | None
+
+    def row(self, thread_id: str) -> tuple[object, ...]:
+        return (
+            thread_id,
+            self.account_id,
+            encode_fields(self.fields),
+            self.version,
+            int(self.pending),
+            self.enqueued_at,
+            self.last_written_at,
+        )
+
+
+#: A thread written to the store, its mirrored row, and whether a newer update waits.
+Written = tuple[str, Thread, bool]
+
+
+class Pacing:
+    """The mirrored thread rows. Not thread-safe: the spool holds its lock around every call."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.threads: dict[str, Thread] = {}
+
+    def load(self, threads: Iterable[tuple[str, Thread]]) -> None:
+        """The rows a previous process left: pending, or written within ``interval_s``."""
+        self.threads.update(threads)
+
+    def any_pending(self) -> bool:
+        return any(thread.pending for thread in self.threads.values())
+
+    def merge(self, updates: Iterable[tuple[ThreadPatch, float]]) -> dict[str, Thread]:
+        """The rows that thread updates (each with its enqueue time) turn into; the mirror
+        takes them only in :meth:`apply`, once they are committed."""
+        merged: dict[str, Thread] = {}
+        for patch, enqueued_at in updates:
+            known = merged.get(patch.thread_id) or self.threads.get(patch.thread_id)
+            if known is None:
+                merged[patch.thread_id] = Thread(
+                    patch.account_id, patch.fields, 1, True, enqueued_at, None
+                )
+                continue
+            merged[patch.thread_id] = Thread(
+                known.account_id,
+                merge_thread_fields(known.fields, patch.fields) if known.pending else patch.fields,
+                known.version + 1,
+                True,
+                known.enqueued_at if known.pending else enqueued_at,
+                known.last_written_at,
+            )
+        return merged
+
+    def apply(self, merged: dict[str, Thread]) -> None:
+        self.threads.update(merged)
+
+    def due(
+        self, now: float, limit: int, busy: set[str]
+    ) -> tuple[list[SpooledThread], float | None]:
+        """At most ``limit`` pending updates that are due, oldest first, none of a thread
+        in ``busy``; and the seconds until the next one that had to wait becomes due."""
+        due_before = now - self.interval_s
+        waiting = sorted(
+            ((t.enqueued_at, thread_id, t) for thread_id, t in self.threads.items() if t.pending),
+            key=lambda item: item[0],
+        )
+        taken: list[SpooledThread] = []
+        next_due_s: float | None = None
+        for _, thread_id, thread in waiting:
+            if thread_id in busy:
+                continue
+            last_written = thread.last_written_at
+            if last_written is not None and last_written > due_before:
+                wait = last_written - due_before
+                next_due_s = wait if next_due_s is None else min(next_due_s, wait)
+                continue
+            if len(taken) >= limit:
+                break
+            taken.append(
+                SpooledThread(
+                    ThreadPatch(thread.account_id, thread_id, thread.fields), thread.version
+                )
+            )
+        return taken, next_due_s
+
+    def written(self, spooled: Iterable[SpooledThread]) -> list[Written]:
+        """The store confirmed ``spooled``: each is still pending only if a newer update
+        arrived meanwhile. The mirror changes only in :meth:`confirm`."""
+        written = []
+        for update in spooled:
+            thread = self.threads.get(update.patch.thread_id)
+            if thread is not None:
+                still_pending = thread.pending and thread.version != update.version
+                written.append((update.patch.thread_id, thread, still_pending))
+        return written
+
+    def confirm(self, written: list[Written], now: float) -> None:
+        """:meth:`written` is committed: mark it, and forget rows whose pacing is over."""
+        for _, thread, pending in written:
+            thread.last_written_at, thread.pending = now, pending
+        done_before = self.done_before(now)
+        for thread_id in [
+            thread_id
+            for thread_id, thread in self.threads.items()
+            if not thread.pending
+            and thread.last_written_at is not None
+            and thread.last_written_at <= done_before
+        ]:
+            del self.threads[thread_id]
+
+    def done_before(self, now: float) -> float:
+        """Rows written no later than this, and not pending, matter no more."""
+        return now - self.interval_s

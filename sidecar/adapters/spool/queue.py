@@ -1,0 +1,234 @@
+"""The SQLite queue (WAL, ``synchronous=NORMAL``): where journaled messages wait until
+the store confirmed them.
+
+Entries move in from the journal in batches, one transaction each, together with the
+thread rows pacing computed and the journal generation they complete. The writer takes
+the oldest rows and acks them; rows that cannot be read back are dropped, so that they
+hold up nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sidecar.adapters.spool.batch import Backlog, SpoolError
+from sidecar.adapters.spool.journal import Entry
+from sidecar.adapters.spool.pacing import Thread
+from sidecar.adapters.sqlite_files import (
+    CorruptDatabaseError,
+    error_kind,
+    open_private,
+)
+from sidecar.domain.records import MessageDoc, decode_fields
+
+log = logging.getLogger(__package__)  # one logger for the whole spool
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS spool_messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL,
+        thread_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        merge INTEGER NOT NULL,
+        enqueued_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS spool_messages_account ON spool_messages (account_id, seq)",
+    """CREATE TABLE IF NOT EXISTS spool_threads (
+        thread_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        patch TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        pending INTEGER NOT NULL,
+        enqueued_at REAL NOT NULL,
+        last_written_at REAL
+    )""",
+    # The newest journal generation whose entries are all in the tables above.
+    """CREATE TABLE IF NOT EXISTS spool_journal (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        flushed_generation INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO spool_journal (id, flushed_generation) VALUES (1, 0)",
+)
+
+#: What the spool database holds, for the error that refuses a corrupt one.
+HOLDS = "real messages not yet written to the store"
+
+
+class Queue:
+    """The spool database. Not thread-safe: the spool holds its lock around every call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.db = open_private(path, SCHEMA, check=True)
+        except CorruptDatabaseError as exc:
+            raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise SpoolError(f"cannot open the spool {path}: {exc}") from exc
+
+    def load_threads(self, written_after: float) -> list[tuple[str, Thread]]:
+        """The thread rows still pending, or written after ``written_after``."""
+        threads = []
+        for (
+            thread_id,
+            account_id,
+            patch,
+            version,
+            pending,
+            enqueued_at,
+            written,
+        ) in self.db.execute(
+            "SELECT thread_id, account_id, patch, version, pending, enqueued_at, last_written_at"
+            " FROM spool_threads WHERE pending = 1 OR last_written_at > ?",
+            (written_after,),
+        ):
+            fields = _decoded(account_id, thread_id, thread_id, patch)
+            numbers_ok = isinstance(version, int) and all(
+                isinstance(v, int | float) for v in (enqueued_at, written or 0.0)
+            )
+            if fields is None or not numbers_ok:
+                # a damaged row (salvaged): the thread's next message mends the thread
+                log.warning("spool: a damaged thread update in %s was skipped", self.path.name)
+                continue
+            threads.append(
+                (
+                    thread_id,
+                    Thread(account_id, fields, version, bool(pending), enqueued_at, written),
+                )
+            )
+        return threads
+
+    def flushed_generation(self) -> int:
+        """The newest journal generation whose entries are all in here."""
+        row = self.db.execute("SELECT flushed_generation FROM spool_journal").fetchone()
+        flushed: int = row[0]
+        return flushed
+
+    def move(self, entries: list[Entry], threads: dict[str, Thread], generation: int) -> None:
+        """Insert journal entries, and the thread rows they make, in one transaction that
+        also records ``generation`` as wholly moved. Raises :class:`sqlite3.Error`."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO spool_messages"
+                " (account_id, thread_id, message_id, doc, merge, enqueued_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [_message_row(e) for e in entries],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO spool_threads (thread_id, account_id, patch, version,"
+                " pending, enqueued_at, last_written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [thread.row(thread_id) for thread_id, thread in threads.items()],
+            )
+            self.db.execute("UPDATE spool_journal SET flushed_generation = ?", (generation,))
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
+    def oldest(self, after_seq: int, limit: int) -> tuple[list[tuple[int, MessageDoc]], list[str]]:
+        """Up to ``limit`` messages past ``after_seq``, oldest first; and the accounts of
+        damaged rows that were dropped on the way."""
+        try:
+            rows = self.db.execute(
+                "SELECT seq, account_id, thread_id, message_id, doc, merge"
+                " FROM spool_messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
+        messages, damaged = [], []
+        for seq, account_id, thread_id, message_id, doc, merge in rows:
+            fields = _decoded(account_id, thread_id, message_id, doc)
+            if fields is None:
+                damaged.append((seq, account_id))
+                continue
+            messages.append(
+                (seq, MessageDoc(account_id, thread_id, message_id, fields, bool(merge)))
+            )
+        return messages, self._drop_damaged(damaged) if damaged else []
+
+    def _drop_damaged(self, damaged: list[tuple[int, object]]) -> list[str]:
+        """Rows that cannot be read back (a damaged page, salvaged): no store could take
+        them, and they must not hold up the others. Returns their accounts."""
+        try:
+            self.db.executemany(
+                "DELETE FROM spool_messages WHERE seq = ?", [(s,) for s, _ in damaged]
+            )
+        except sqlite3.Error as exc:  # they are skipped again at the next take
+            log.warning("spool: dropping damaged rows failed: %s", error_kind(exc))
+            return []
+        log.error(
+            "spool: %d damaged rows of %s could not be read and were dropped: those messages"
+            " are not stored (whatsapp_spool_write_errors_total)",
+            len(damaged),
+            self.path.name,
+        )
+        return [account if isinstance(account, str) else "" for _, account in damaged]
+
+    def ack(
+        self, seqs: list[int], threads: list[tuple[str, bool]], now: float, done_before: float
+    ) -> None:
+        """Forget the messages ``seqs``; mark ``threads`` written at ``now``, each pending
+        or not; forget thread rows whose pacing ended by ``done_before``."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("DELETE FROM spool_messages WHERE seq = ?", [(s,) for s in seqs])
+            self.db.executemany(
+                "UPDATE spool_threads SET last_written_at = ?, pending = ? WHERE thread_id = ?",
+                [(now, int(pending), thread_id) for thread_id, pending in threads],
+            )
+            # rows whose pacing is over matter no more
+            self.db.execute(
+                "DELETE FROM spool_threads WHERE pending = 0 AND last_written_at <= ?",
+                (done_before,),
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:  # SQLite may have rolled back by itself
+                self.db.execute("ROLLBACK")
+            raise SpoolError(f"cannot update the spool {self.path}: {exc}") from exc
+
+    def count(self) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM spool_messages").fetchone()
+        count: int = row[0]
+        return count
+
+    def backlog(self) -> dict[str, Backlog]:
+        """Messages per account in here, and when the oldest was enqueued."""
+        rows = self.db.execute(
+            "SELECT account_id, COUNT(*), MIN(enqueued_at) FROM spool_messages GROUP BY account_id"
+        ).fetchall()
+        return {account: Backlog(count, oldest) for account, count, oldest in rows}
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _decoded(account_id: object, thread_id: object, message_id: object, doc: object) -> Any:
+    """A spooled message's fields, or None when its row is damaged."""
+    if not all(isinstance(v, str) and v for v in (account_id, thread_id, message_id, doc)):
+        return None
+    try:
+        fields = decode_fields(doc)  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def _message_row(entry: Entry) -> Sequence[object]:
+    doc = entry.doc
+    return (
+        doc.account_id,
+        doc.thread_id,
+        doc.message_id,
+        entry.doc_json,
+        int(doc.merge),
+        entry.enqueued_at,
+    )
