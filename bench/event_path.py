@@ -27,11 +27,12 @@ from neonize.events import MessageEv
 
 from bench.common import Result, median, report
 from sidecar import testing as build
-from sidecar.app import build_sidecar
-from sidecar.core.clock import SystemClock
+from sidecar.adapters.spool import Spool
+from sidecar.compose import assemble
 from sidecar.config import load_config
-from sidecar.domain.classify import MessageClass
+from sidecar.core.clock import SystemClock
 from sidecar.core.service import Sidecar
+from sidecar.domain.classify import MessageClass
 
 ACCOUNT = "bench"
 MIN_EVENTS_PER_S = 50_000
@@ -63,7 +64,7 @@ def make_payloads(count: int, real_share: float, chats: int) -> tuple[list[bytes
 def make_sidecar(state_dir: Path) -> Sidecar:
     config = state_dir / "bench.yaml"
     config.write_text(yaml.safe_dump({"state_dir": str(state_dir), "accounts": [{"id": ACCOUNT}]}))
-    return build_sidecar(load_config(config), SystemClock())
+    return assemble(load_config(config), SystemClock()).sidecar
 
 
 def time_decode(payloads: list[bytes]) -> float:
@@ -78,6 +79,7 @@ def time_pipeline(sidecar: Sidecar) -> Callable[[list[bytes]], float]:
     decode, handle = MessageEv.FromString, sidecar.handle
     assert sidecar.storage is not None
     spool = sidecar.storage.spool
+    assert isinstance(spool, Spool)  # the real spool adapter, whose flush is measured
 
     def run(payloads: list[bytes]) -> float:
         started = time.perf_counter()
@@ -92,7 +94,7 @@ def time_pipeline(sidecar: Sidecar) -> Callable[[list[bytes]], float]:
 
 def real_messages(sidecar: Sidecar) -> tuple[int, int]:
     """Real messages the account counted, and messages the spool holds."""
-    counts = sidecar.states[ACCOUNT].snapshot(time.time()).message_counts
+    counts = sidecar.snapshot(ACCOUNT, time.time()).message_counts
     counted = sum(value for (cls, _), value in counts.items() if cls is MessageClass.REAL)
     assert sidecar.storage is not None
     spooled = sum(b.messages for b in sidecar.storage.spool.backlog().values())

@@ -30,21 +30,19 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from bench.common import Result, median, percentile, report
 from sidecar import testing as build
-from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, StaticTokens
-from sidecar.adapters.http import create_app
-from sidecar.app import build_sidecar, freeze_startup_objects
-from sidecar.core.clock import SystemClock
+from sidecar.app import freeze_startup_objects
+from sidecar.compose import Assembly, assemble, build_app, build_repairs
 from sidecar.config import load_config
-from sidecar.repair import RecordingControl, RepairCollector, Repairs
-from sidecar.core.service import Sidecar
+from sidecar.core.clock import SystemClock
+from sidecar.core.repair import RecordingControl
 
 MAX_P99_S = 0.300
 MAX_STALL_S = 0.050
 TARGET_ACCOUNTS = 10_000
 
 
-def make_sidecar(accounts: int, state_dir: Path) -> Sidecar:
+def make_sidecar(accounts: int, state_dir: Path) -> Assembly:
     """N connected accounts that each saw a real message and protocol traffic; one in
     ten has a message waiting in the spool, so the spool series are not all zero."""
     config = state_dir / "bench.yaml"
@@ -56,20 +54,19 @@ def make_sidecar(accounts: int, state_dir: Path) -> Sidecar:
             }
         )
     )
-    sidecar = build_sidecar(load_config(config), SystemClock())
-    sidecar.register_collector(
-        RepairCollector(Repairs(sidecar, AuditLog(state_dir), RecordingControl()))
-    )
+    assembly = assemble(load_config(config), SystemClock())
+    build_repairs(assembly, RecordingControl())
+    sidecar = assembly.sidecar
     now = time.time()
     shapes = [build.history_sync_notification(), build.app_state_key_share()]
     protocol = [build.message_event(s) for s in shapes]
-    for index, account in enumerate(sidecar.states):
+    for index, account in enumerate(sidecar.account_ids):
         sidecar.handle(account, build.connected(), now)
         for event in protocol:
             sidecar.handle(account, event, now)
         if index % 10 == 0:
             sidecar.handle(account, build.message_event(build.text("x")), now)
-    return sidecar
+    return assembly
 
 
 class StallMeter:
@@ -122,10 +119,10 @@ async def scrape_many(url: str, count: int) -> list[float]:
 Figures = tuple[float, float, float]  # p50, p99, longest stall (seconds)
 
 
-async def measure(sidecar: Sidecar, scrapes: int) -> dict[str, Figures]:
-    app = create_app(sidecar, Authenticator(StaticTokens(())))
+async def measure(assembly: Assembly, scrapes: int) -> dict[str, Figures]:
+    app = build_app(assembly, auth=Authenticator(StaticTokens(())))
     app.router.add_get(
-        "/baseline", make_aiohttp_handler(sidecar.registry, disable_compression=True)
+        "/baseline", make_aiohttp_handler(assembly.metrics.registry, disable_compression=True)
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

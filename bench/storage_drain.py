@@ -37,9 +37,9 @@ from google.cloud import firestore
 from sidecar import testing as build
 from sidecar.adapters.spool import Spool
 from sidecar.adapters.store_firestore import FirestoreStore
+from sidecar.core.storage import Storage
 from sidecar.domain.classify import classify
 from sidecar.domain.records import MessageDoc, ThreadPatch, build_records
-from sidecar.core.storage import Storage
 from sidecar.testing import firestore_library_values
 from tests.services import firestore_emulator
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sidecar import testing as build
+from sidecar.adapters.health_json import health_json
 from sidecar.config import LoadedConfig
 from sidecar.core.pipeline import EventPipeline
 from sidecar.core.service import Sidecar
@@ -15,7 +16,6 @@ from sidecar.domain.account import AccountSettings, AccountState, ProbeSettings
 from sidecar.domain.gaps import GapModel
 from sidecar.domain.probes import ProbeSent, probe_text
 from sidecar.domain.verdict import evidence_verdict
-from sidecar.adapters.health_json import health_json
 
 from .conftest import ConfigFactory
 

@@ -39,6 +39,7 @@ from sidecar import testing as build
 from sidecar.adapters.capture import CaptureError, capture_records, encode_record, parse_line
 from sidecar.adapters.health_json import health_json
 from sidecar.adapters.http.pages import pairing_view
+from sidecar.adapters.spool.codec import encode_fields
 from sidecar.compose import assemble
 from sidecar.config import LoadedConfig
 from sidecar.core.clock import ReplayClock
@@ -55,7 +56,7 @@ from sidecar.domain.classify import (
     classify,
 )
 from sidecar.domain.probes import PROBE_PREFIX, PROBE_SENT, ProbeSent
-from sidecar.domain.records import build_records, encode_fields
+from sidecar.domain.records import build_records
 
 from .conftest import ConfigFactory
 

@@ -23,7 +23,6 @@ def test_every_account_has_its_series_from_start_up(
     make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> None:
     assembly = make_assembly(make_config([{"id": "sales"}, {"id": "support"}]))
-    sidecar = assembly.sidecar
     for account in ("sales", "support"):
         for status in Status:
             expected = 1.0 if status is Status.CONNECTING else 0.0

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.core.failures import error_kind as error_kind
-
 log = logging.getLogger(__name__)
 
 #: The primary result codes of a damaged file (an extended code keeps them in its low byte).

@@ -9,13 +9,11 @@ for "when the store received it"; each backend turns them into its own types.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 
@@ -313,34 +311,3 @@ def _media(content: WAMessage, kind: str) -> dict[str, Any] | None:
         "caption": (text_of(media.caption) or None) if hasattr(media, "caption") else None,
         "filename": (text_of(media.fileName) or None) if kind == "documentMessage" else None,
     }
-
-
-# -- JSON for the spool -----------------------------------------------------------
-
-
-def encode_fields(fields: dict[str, Any]) -> str:
-    """JSON that keeps :class:`Timestamp` and :data:`SERVER_TIME` (see :func:`decode_fields`).
-
-    orjson: on the event path, where the standard library's encoder cost 4x more."""
-    return orjson.dumps(fields, default=_encode, option=orjson.OPT_PASSTHROUGH_DATACLASS).decode()
-
-
-def decode_fields(text: str) -> dict[str, Any]:
-    decoded: dict[str, Any] = json.loads(text, object_hook=_decode)
-    return decoded
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, Timestamp):
-        return {"$ts": value.ms}
-    if value is SERVER_TIME:
-        return {"$server": True}
-    raise TypeError(f"cannot store {type(value).__name__}")
-
-
-def _decode(obj: dict[str, Any]) -> Any:
-    if obj.keys() == {"$ts"}:
-        return Timestamp(obj["$ts"])
-    if obj.keys() == {"$server"}:
-        return SERVER_TIME
-    return obj

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import orjson
 
-from sidecar.adapters.failures import Failures
 from sidecar.adapters.spool.batch import SpoolError
-from sidecar.domain.records import MessageDoc, ThreadPatch, decode_fields, encode_fields
+from sidecar.adapters.spool.codec import decode_fields, encode_fields
+from sidecar.core.failures import Failures
+from sidecar.domain.records import MessageDoc, ThreadPatch
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.adapters.spool.batch import SpooledThread
-from sidecar.domain.records import ThreadPatch, encode_fields, merge_thread_fields
+from sidecar.adapters.spool.codec import encode_fields
+from sidecar.domain.records import ThreadPatch, merge_thread_fields
 
 
 @dataclass(slots=True)
