@@ -16,7 +16,7 @@ from sidecar.domain.verdict import evidence_verdict
 from sidecar.pipeline import EventPipeline
 from sidecar.service import Sidecar
 
-from .conftest import ConfigFactory
+from .support.config import ConfigFactory
 
 T0 = datetime(2025, 11, 24, 9, 0, tzinfo=UTC).timestamp()  # a Monday, 09:00 UTC
 PROBES = ProbeSettings(peer="b", interval_s=300, timeout_s=120, misses=2)

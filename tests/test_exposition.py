@@ -19,7 +19,7 @@ from sidecar.repair import RecordingControl, RepairCollector, Repairs
 from sidecar.service import Sidecar
 from sidecar.storage import Storage
 
-from .conftest import ConfigFactory
+from .support.config import ConfigFactory
 
 T0 = 1_764_068_400.0
 PROBE = {"peer": "support", "interval": "5m", "timeout": "1m", "misses": 2}

@@ -59,7 +59,7 @@ from sidecar.replay import Replayer
 from sidecar.service import Sidecar
 from sidecar.storage import Storage
 
-from .conftest import ConfigFactory
+from .support.config import ConfigFactory
 
 T0 = 1_764_068_400.0
 ACCOUNTS = ("sales", "support")

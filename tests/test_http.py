@@ -18,7 +18,7 @@ from sidecar.config import LoadedConfig
 from sidecar.repair import RecordingControl, Repairs
 from sidecar.service import Sidecar
 
-from .conftest import TOKEN, ConfigFactory
+from .support.config import TOKEN, ConfigFactory
 
 T0 = 1_764_068_400.0
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -40,7 +40,7 @@ from sidecar.config import LoadedConfig
 from sidecar.repair import RecordingControl, Repairs
 from sidecar.service import Sidecar
 
-from .conftest import TOKEN, ConfigFactory
+from .support.config import TOKEN, ConfigFactory
 
 PHONE = "+12025550100"
 #: Short enough for a quick test, long enough that no honest local request comes near.

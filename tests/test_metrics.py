@@ -13,7 +13,7 @@ from sidecar.config import LoadedConfig
 from sidecar.domain.account import Status
 from sidecar.service import Sidecar
 
-from .conftest import ConfigFactory
+from .support.config import ConfigFactory
 
 T0 = 1_764_068_400.0
 

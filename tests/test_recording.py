@@ -14,7 +14,7 @@ from sidecar.adapters.capture import blank_text
 from sidecar.adapters.neonize_live import Recorder
 from sidecar.domain.classify import classify
 
-from .test_classify import CASES
+from .support.cases import CASES
 
 
 @pytest.mark.parametrize(("content", "info"), [pytest.param(c, i, id=n) for n, c, i, *_ in CASES])

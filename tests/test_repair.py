@@ -20,7 +20,7 @@ from sidecar.config import LoadedConfig
 from sidecar.repair import RecordingControl, RepairCollector, Repairs
 from sidecar.service import Sidecar
 
-from .conftest import TOKEN, ConfigFactory
+from .support.config import TOKEN, ConfigFactory
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[Any, Any]

@@ -21,7 +21,8 @@ from sidecar.replay import Replayer
 from sidecar.service import Sidecar
 from sidecar.storage import Storage
 
-from .conftest import Backend, ConfigFactory
+from .support.backends import Backend
+from .support.config import ConfigFactory
 
 T0 = 1_764_068_400.0
 CUSTOMER = build.jid("12025550123")

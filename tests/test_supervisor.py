@@ -23,7 +23,7 @@ from sidecar.domain.account import Status
 from sidecar.domain.supervision import Backoff, Decision, decide
 from sidecar.service import Sidecar
 
-from .conftest import ConfigFactory
+from .support.config import ConfigFactory
 
 T0 = 1_764_068_400.0
 
