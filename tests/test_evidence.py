@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sidecar import testing as build
+from sidecar.clock import ReplayClock
 from sidecar.config import LoadedConfig
 from sidecar.domain.account import AccountSettings, AccountState, ProbeSettings
 from sidecar.domain.gaps import GapModel
@@ -28,7 +29,7 @@ class Account:
         self.pipeline = EventPipeline({"a": self.state})
 
     def feed(self, at: float, event: object) -> None:
-        self.pipeline.handle("a", event, at)  # type: ignore[arg-type]
+        self.pipeline.handle("a", event, at)
 
     def connect(self, at: float, synced: bool = True) -> None:
         self.feed(at, build.connected())
@@ -218,7 +219,7 @@ def test_learned_model_survives_a_restart(
 
 
 def test_verdict_history_records_changes_with_reasons(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar], clock
+    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar], clock: ReplayClock
 ) -> None:
     sidecar = make_sidecar(make_config())
     handle = sidecar.pipeline.handle

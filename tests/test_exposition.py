@@ -3,6 +3,8 @@ formats, at every scrape: after counts change, a status moves, a probe arrives."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -26,19 +28,19 @@ PROBE = {"peer": "support", "interval": "5m", "timeout": "1m", "misses": 2}
 
 
 @pytest.fixture
-def sidecar(make_config: ConfigFactory, clock: ReplayClock) -> Sidecar:
+def sidecar(make_config: ConfigFactory, clock: ReplayClock) -> Iterator[Sidecar]:
     loaded = make_config([{"id": "sales", "probe": PROBE}, {"id": "support"}, {"id": "quiet"}])
     state_dir = loaded.config.state_dir
     storage = Storage(Spool(state_dir, now=lambda: T0 + 5), SqliteMessageStore(state_dir))
     made = Sidecar(loaded, clock, SqliteStateStore(state_dir), storage=storage)
     made.register_collector(RepairCollector(Repairs(made, AuditLog(state_dir), RecordingControl())))
-    yield made  # type: ignore[misc]
+    yield made
     made.close()
 
 
 def assert_same_as_prometheus_client(sidecar: Sidecar) -> None:
     assert sidecar.exposition.render(openmetrics=False) == generate_latest(sidecar.registry)
-    assert sidecar.exposition.render(openmetrics=True) == generate_openmetrics(sidecar.registry)
+    assert sidecar.exposition.render(openmetrics=True) == generate_openmetrics(sidecar.registry)  # type: ignore[no-untyped-call]
 
 
 def test_every_scrape_matches_prometheus_client_byte_for_byte(
@@ -90,7 +92,7 @@ def test_escaping_large_values_and_histograms_match_too() -> None:
     for value in (1.0, 2.0, 1_764_068_400.125):
         odd.value = value
         assert exposition.render() == generate_latest(odd)
-        assert exposition.render(openmetrics=True) == generate_openmetrics(odd)
+        assert exposition.render(openmetrics=True) == generate_openmetrics(odd)  # type: ignore[no-untyped-call]
 
 
 def test_families_refuse_unsorted_labels() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -73,7 +74,7 @@ def test_no_created_series_in_either_format(
 ) -> None:
     sidecar = make_sidecar(make_config())
     sidecar.pipeline.handle("sales", build.message_event(build.text("x")), T0)
-    for text in (generate_latest(sidecar.registry), generate_openmetrics(sidecar.registry)):
+    for text in (generate_latest(sidecar.registry), generate_openmetrics(sidecar.registry)):  # type: ignore[no-untyped-call]
         assert b"_created" not in text
         assert b"whatsapp_messages_received_total{" in text
 
@@ -150,7 +151,7 @@ def test_minute_summary_line_per_account_without_personal_data(
     make_config: ConfigFactory,
     make_sidecar: Callable[[LoadedConfig], Sidecar],
     clock: ReplayClock,
-    caplog,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import logging
 

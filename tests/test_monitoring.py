@@ -164,7 +164,7 @@ class Webhook:
 
 def alertmanager_config_for(webhook_url: str) -> dict[str, Any]:
     """The shipped Alertmanager config, with the test's receiver and short timers."""
-    config = yaml.safe_load((REPO / "alertmanager/alertmanager.yml").read_text())
+    config: dict[str, Any] = yaml.safe_load((REPO / "alertmanager/alertmanager.yml").read_text())
     config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):

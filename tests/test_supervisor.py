@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,7 +209,9 @@ async def test_stop_ends_a_held_session_and_makes_no_new_one(sidecar: Sidecar) -
     assert harness.started == 1
 
 
-async def test_busy_account_lock_waits_and_does_not_connect(sidecar: Sidecar, tmp_path) -> None:
+async def test_busy_account_lock_waits_and_does_not_connect(
+    sidecar: Sidecar, tmp_path: Path
+) -> None:
     holder = AccountLock(tmp_path, "sales")
     assert holder.acquire()
     harness = Harness(sidecar, [([build.connected()], True)])
