@@ -49,7 +49,8 @@ from bench.common import Result, report
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 from sidecar.config import load_config, parse_duration
-from tests.services import free_port, installed
+from tests.support.ports import free_port
+from tests.support.services import installed
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = REPO / "alerts/wa-sidecar.rules.yml"

@@ -41,7 +41,7 @@ from sidecar.core.storage import Storage
 from sidecar.domain.classify import classify
 from sidecar.domain.records import MessageDoc, ThreadPatch, build_records
 from sidecar.testing import firestore_library_values
-from tests.services import firestore_emulator
+from tests.support.firestore import firestore_emulator
 
 from .common import Result, median, report
 

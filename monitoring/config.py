@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class MonitoringConfig:
 
     def with_durations(self, value: str) -> MonitoringConfig:
         """Every ``for``/``keep_firing_for`` set to ``value`` (end-to-end tests)."""
-        fields = {
+        fields: dict[str, Any] = {
             name: value for name in self.__dataclass_fields__ if name.startswith(("for_", "keep_"))
         }
         return replace(self, **fields)

@@ -58,7 +58,10 @@ class _Cases:
 
 def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
     c = _Cases(config)
-    s = lambda *a, **k: _series(config, *a, **k)  # noqa: E731
+
+    def s(name: str, values: str, **labels: str) -> dict[str, str]:
+        return _series(config, name, values, **labels)
+
     sales = c.account("sales", _reasons="silence_with_protocol_traffic ")
     return [
         {

@@ -1,11 +1,9 @@
+"""Fixtures every test module may ask for, and the ``services`` marker put on the tests
+that need a real server (see ``pytest_collection_modifyitems``)."""
+
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,21 @@ from sidecar.config import LoadedConfig, load_config
 from sidecar.core.clock import ReplayClock
 from sidecar.core.service import Sidecar
 
-from .services import firestore_emulator
+from .support.backends import Backend
+from .support.config import TOKEN, AssemblyFactory, ConfigFactory
+from .support.firestore import firestore_emulator
 
-TOKEN = "test-token-0123456789"
 
-ConfigFactory = Callable[..., LoadedConfig]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``services`` every test that runs the Firestore emulator: those asking for
+    ``emulator_host`` and the firestore side of the ``backend`` fixture. Tests running
+    other servers carry the marker themselves."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        on_firestore = callspec is not None and callspec.params.get("backend") == "firestore"
+        if "emulator_host" in fixtures or on_firestore:
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture
@@ -57,9 +65,6 @@ def clock() -> ReplayClock:
     return clock
 
 
-AssemblyFactory = Callable[[LoadedConfig], Assembly]
-
-
 @pytest.fixture
 def make_assembly(clock: ReplayClock) -> Iterator[AssemblyFactory]:
     """The composed sidecar (core, metrics) without spool or store, on the test clock."""
@@ -83,72 +88,12 @@ def make_sidecar(make_assembly: AssemblyFactory) -> Callable[[LoadedConfig], Sid
 
 # -- storage backends under test ---------------------------------------------------
 
-Docs = dict[str, tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]]
-
 
 @pytest.fixture(scope="session")
 def emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real Firestore emulator, started once for the session."""
     with firestore_emulator(tmp_path_factory.mktemp("emulator") / "emulator.log") as host:
         yield host
-
-
-def _ms(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return round(value.timestamp() * 1000)
-    if isinstance(value, dict):
-        return {k: _ms(v) for k, v in value.items()}
-    return value
-
-
-class Backend:
-    """One store backend as the tests see it: what to configure, and what it holds."""
-
-    def __init__(self, name: str, state_dir: Path, emulator: str | None) -> None:
-        self.name = name
-        self.state_dir = state_dir
-        self.emulator = emulator
-        self.project = f"wa-test-{uuid.uuid4().hex[:10]}"
-
-    def store_config(self, write_timeout: str = "10s") -> dict[str, Any]:
-        if self.name == "sqlite":
-            return {"backend": "sqlite"}
-        return {
-            "backend": "firestore",
-            "firestore": {"project": self.project, "write_timeout": write_timeout},
-        }
-
-    def read(self) -> Docs:
-        if self.name == "sqlite":
-            db = sqlite3.connect(self.state_dir / "messages.sqlite3")
-            out: Docs = {}
-            for thread_id, doc in db.execute("SELECT thread_id, doc FROM threads"):
-                out[thread_id] = (json.loads(doc), {})
-            for thread_id, message_id, doc in db.execute(
-                "SELECT thread_id, message_id, doc FROM messages"
-            ):
-                out.setdefault(thread_id, (None, {}))[1][message_id] = json.loads(doc)
-            db.close()
-            return out
-        from google.cloud import firestore
-
-        assert self.emulator is not None
-        previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
-        os.environ["FIRESTORE_EMULATOR_HOST"] = self.emulator
-        try:
-            client = firestore.Client(project=self.project)
-            out = {}
-            for ref in client.collection("threads").list_documents():
-                snap = ref.get()
-                messages = {m.id: _ms(m.to_dict()) for m in ref.collection("messages").stream()}
-                out[ref.id] = (_ms(snap.to_dict()) if snap.exists else None, messages)
-            client.close()
-            return out
-        finally:
-            if previous is None:
-                os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-            else:
-                os.environ["FIRESTORE_EMULATOR_HOST"] = previous
 
 
 @pytest.fixture(params=["sqlite", "firestore"])

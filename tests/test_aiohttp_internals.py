@@ -35,7 +35,7 @@ from sidecar.adapters.http.hardening import (
 )
 from sidecar.compose import build_app
 
-from .conftest import AssemblyFactory, ConfigFactory
+from .support.config import AssemblyFactory, ConfigFactory
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 LIMITS = HttpLimits(header_timeout=7.0, lingering=1.5)
@@ -88,6 +88,7 @@ async def runners(
 def test_app_runner_makes_its_server_in_an_overridable_coroutine() -> None:
     make_server = vars(web.AppRunner).get("_make_server")
     require(make_server is not None, "web.AppRunner._make_server", "AppRunner no longer has it")
+    assert make_server is not None
     require(
         inspect.iscoroutinefunction(make_server),
         "web.AppRunner._make_server",

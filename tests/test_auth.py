@@ -44,7 +44,7 @@ class KeyPair:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        self.signer = crypt.RSASigner.from_string(pem, key_id=kid)
+        self.signer = crypt.RSASigner.from_string(pem, key_id=kid)  # type: ignore[no-untyped-call]
 
     def token(self, **overrides: Any) -> str:
         now = int(time.time())
@@ -59,7 +59,8 @@ class KeyPair:
         }
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
-        return jwt.encode(self.signer, claims).decode()
+        encoded: bytes = jwt.encode(self.signer, claims)  # type: ignore[no-untyped-call]
+        return encoded.decode()
 
 
 @pytest.fixture(scope="module")

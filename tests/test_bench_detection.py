@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import re
 
-from .bench_runs import run_smoke
+import pytest
+
+from .support.bench import run_smoke
+
+pytestmark = (
+    pytest.mark.services
+)  # runs the detection benchmark: the sidecar, Prometheus and Alertmanager
 
 
 def seconds_after_onset(stdout: str, figure: str) -> float:

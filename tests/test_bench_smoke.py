@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
-from .bench_runs import run_smoke
+import pytest
+
+from .support.bench import run_smoke
+
+pytestmark = pytest.mark.services  # runs benchmarks: slow by design
 
 NUMBER = r"[\d,]+\.\d"
 

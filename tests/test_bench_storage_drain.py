@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import re
 
-from .bench_runs import run_smoke
+import pytest
+
+from .support.bench import run_smoke
+
+pytestmark = pytest.mark.services  # runs the storage-drain benchmark against the Firestore emulator
 
 
 def test_storage_drain_benchmark_reports_both_rates_and_their_ratio() -> None:

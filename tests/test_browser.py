@@ -8,15 +8,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from playwright.sync_api import sync_playwright
 
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 
-from .conftest import TOKEN
-from .services import free_port
-from .test_replay import REPO, sidecar_cli, wait_ready
+from .support.cli import sidecar_cli, wait_ready
+from .support.config import TOKEN
+from .support.paths import REPO
+
+pytestmark = pytest.mark.services  # Chromium and a wa-sidecar process
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -67,12 +70,11 @@ def pairing_capture(path: Path, start: float) -> None:
 
 def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "http": {"listen": f"127.0.0.1:{port}"},
+                "http": {"listen": "127.0.0.1:0"},
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
                 "accounts": [{"id": "sales"}, {"id": "support"}],
@@ -84,9 +86,8 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
     process = sidecar_cli(
         "replay", str(capture), "--config", str(config), "--speed", "1", "--linger", "60"
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(port, process)
+        base = f"http://127.0.0.1:{wait_ready(process)}"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1000, "height": 800})

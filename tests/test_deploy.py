@@ -18,7 +18,7 @@ from monitoring.alerts import rule_groups
 from monitoring.config import MonitoringConfig
 from sidecar.config import parse_config
 
-from .test_replay import REPO
+from .support.paths import REPO
 
 DEPLOY = REPO / "deploy"
 KUBE_VERSION = "1.30.0"
@@ -67,6 +67,7 @@ def test_statefulset_probes_ports_and_selectors_fit_together() -> None:
     assert "http" in port_names
 
 
+@pytest.mark.services
 def test_prometheusrule_is_the_shipped_rules_and_promtool_accepts_it(tmp_path: Path) -> None:
     rule = base()["PrometheusRule"]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"

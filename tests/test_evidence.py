@@ -10,6 +10,7 @@ import pytest
 from sidecar import testing as build
 from sidecar.adapters.health_json import health_json
 from sidecar.config import LoadedConfig
+from sidecar.core.clock import ReplayClock
 from sidecar.core.pipeline import EventPipeline
 from sidecar.core.service import Sidecar
 from sidecar.domain.account import AccountSettings, AccountState, ProbeSettings
@@ -17,7 +18,7 @@ from sidecar.domain.gaps import GapModel
 from sidecar.domain.probes import ProbeSent, probe_text
 from sidecar.domain.verdict import evidence_verdict
 
-from .conftest import ConfigFactory
+from .support.config import ConfigFactory
 
 T0 = datetime(2025, 11, 24, 9, 0, tzinfo=UTC).timestamp()  # a Monday, 09:00 UTC
 PROBES = ProbeSettings(peer="b", interval_s=300, timeout_s=120, misses=2)
@@ -29,7 +30,7 @@ class Account:
         self.pipeline = EventPipeline({"a": self.state})
 
     def feed(self, at: float, event: object) -> None:
-        self.pipeline.handle("a", event, at)  # type: ignore[arg-type]
+        self.pipeline.handle("a", event, at)
 
     def connect(self, at: float, synced: bool = True) -> None:
         self.feed(at, build.connected())
@@ -219,7 +220,7 @@ def test_learned_model_survives_a_restart(
 
 
 def test_verdict_history_records_changes_with_reasons(
-    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar], clock
+    make_config: ConfigFactory, make_sidecar: Callable[[LoadedConfig], Sidecar], clock: ReplayClock
 ) -> None:
     sidecar = make_sidecar(make_config())
     handle = sidecar.handle

@@ -22,7 +22,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,9 +41,12 @@ from sidecar.domain.account import PersistedState
 from sidecar.domain.classify import classify
 from sidecar.domain.records import build_records
 
-from .conftest import TOKEN, Backend
-from .services import free_port, wait_for
-from .test_replay import REPO, get
+from .support.backends import Backend
+from .support.cli import SidecarProcess, sidecar_cli, wait_ready
+from .support.config import TOKEN
+from .support.http import get
+from .support.paths import REPO
+from .support.polling import wait_for
 
 T0 = 1_764_068_400.0
 CHATS = [build.jid(f"1202555{n:04d}") for n in (123, 147, 160, 171, 188)]
@@ -86,34 +88,6 @@ def write_config(
     return path
 
 
-def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``python -m sidecar ARGS`` (or a script, when args[0] ends in .py)."""
-    program = [args[0]] if args[0].endswith(".py") else ["-m", "sidecar"]
-    rest = args[1:] if args[0].endswith(".py") else args
-    return subprocess.Popen(
-        [sys.executable, *program, *rest],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **(env or {})},
-    )
-
-
-def wait_ready(port: int, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            _, err = process.communicate()
-            raise AssertionError(f"wa-sidecar exited early ({process.returncode}): {err[-3000:]}")
-        try:
-            get(f"http://127.0.0.1:{port}/readyz")
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("wa-sidecar did not become ready")
-
-
 def metric(port: int, series: str) -> float:
     """The value of one series (``name{labels}``) on /metrics."""
     text = get(f"http://127.0.0.1:{port}/metrics")
@@ -127,7 +101,7 @@ SPOOLED = 'whatsapp_spool_messages{account="sales"}'
 REJECTED = 'whatsapp_spool_write_errors_total{account="sales"}'
 
 
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+def stop(process: SidecarProcess, sig: int = signal.SIGTERM) -> tuple[str, str]:
     if process.poll() is None:
         process.send_signal(sig)
     try:
@@ -240,15 +214,12 @@ class KillChain:
         self.harness = tmp_path / "harness.py"
         self.harness.write_text(HARNESS)
 
-    def launch(
-        self, *extra: str, harness: dict[str, str] | None = None
-    ) -> tuple[subprocess.Popen[str], int]:
+    def launch(self, *extra: str, harness: dict[str, str] | None = None) -> SidecarProcess:
         self.runs += 1
-        port = free_port()
         config = write_config(
             self.tmp_path / f"run{self.runs}.yaml",
             self.backend.state_dir,
-            port,
+            0,
             self.tokens_file,
             self.backend.store_config(write_timeout="5s"),
         )
@@ -263,12 +234,12 @@ class KillChain:
         capture = write_capture(self.tmp_path / f"run{self.runs}.jsonl", records)
         args = ["replay", str(capture), "--config", str(config), *extra]
         if harness is None:
-            return start(*args), port
+            return sidecar_cli(*args)
         marker = self.tmp_path / f"run{self.runs}.killed"
         env = {**harness, "FAULT_MARKER": str(marker)}
-        return start(str(self.harness), *args, env=env), port
+        return sidecar_cli(str(self.harness), *args, env=env)
 
-    def killed_in_move(self, process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    def killed_in_move(self, process: SidecarProcess, timeout: float) -> dict[str, Any]:
         """Wait for a harness run to kill itself; what it was moving when it did."""
         try:
             _, err = process.communicate(timeout=timeout)
@@ -284,9 +255,9 @@ class KillChain:
     def kill_after(self, handled: int) -> int:
         """Start a run at --speed 1, SIGKILL it once it has handled ``handled`` messages;
         returns how many it had handled at the last look before the kill."""
-        process, port = self.launch("--speed", "1", "--linger", "60")
+        process = self.launch("--speed", "1", "--linger", "60")
         try:
-            wait_ready(port, process)
+            port = wait_ready(process)
             seen = int(metric(port, HANDLED))
             while seen < handled and self.position + seen < KILL_MESSAGES:
                 time.sleep(0.02)
@@ -301,6 +272,7 @@ class KillChain:
         return seen
 
 
+@pytest.mark.services
 def test_sigkill_at_random_points_of_a_firestore_replay_loses_and_duplicates_nothing(
     tmp_path: Path, tokens_file: Path, emulator_host: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,7 +284,7 @@ def test_sigkill_at_random_points_of_a_firestore_replay_loses_and_duplicates_not
 
     # 1. killed inside a large move into SQLite: as fast as it goes, the journal fills
     #    while the store commits. Every message up to the newest journaled one was handled.
-    process, _ = chain.launch("--linger", "60", harness={"FAULT_KILL_IN_MOVE_OF": "200"})
+    process = chain.launch("--linger", "60", harness={"FAULT_KILL_IN_MOVE_OF": "200"})
     moving = chain.killed_in_move(process, timeout=30)
     assert moving["recovery"] is False
     assert moving["entries"] >= 200
@@ -320,7 +292,7 @@ def test_sigkill_at_random_points_of_a_firestore_replay_loses_and_duplicates_not
 
     # 2. killed inside the start's move of that journal: it holds exactly the entries
     #    whose move was killed, none lost and none more.
-    process, _ = chain.launch("--linger", "60", harness={"FAULT_KILL_IN_RECOVERY": "1"})
+    process = chain.launch("--linger", "60", harness={"FAULT_KILL_IN_RECOVERY": "1"})
     recovering = chain.killed_in_move(process, timeout=30)
     assert recovering == {**moving, "recovery": True}
     # so far those messages are in the journal and nowhere else: only it can deliver them
@@ -340,9 +312,9 @@ def test_sigkill_at_random_points_of_a_firestore_replay_loses_and_duplicates_not
     assert chain.position < KILL_MESSAGES - 100, "the kills should leave a tail to replay"
 
     # 4. the rest, to the end; the spool drains.
-    process, port = chain.launch("--linger", "60")
+    process = chain.launch("--linger", "60")
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
         remaining = KILL_MESSAGES - chain.position
         wait_for(lambda: metric(port, HANDLED) == remaining, 30, "the rest to be handled")
         wait_for(lambda: metric(port, SPOOLED) == 0, 30, "the spool to drain")
@@ -441,6 +413,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.services
 def test_a_full_state_disk_refuses_what_it_cannot_journal_and_recovers(
     tmp_path: Path, tokens_file: Path, small_disk: Callable[[str], Path]
 ) -> None:
@@ -460,14 +433,13 @@ def test_a_full_state_disk_refuses_what_it_cannot_journal_and_recovers(
             records.append((t, "sales", message(i, t, bodies[f"F{i:05d}"])))
             i += 1
     capture = write_capture(tmp_path / "disk.jsonl", records)
-    port = free_port()
-    config = write_config(tmp_path / "disk.yaml", state_dir, port, tokens_file, {})
-    process = start(
+    config = write_config(tmp_path / "disk.yaml", state_dir, 0, tokens_file, {})
+    process = sidecar_cli(
         "replay", str(capture), "--config", str(config), "--speed", "1", "--linger", "60"
     )
-    health_url = f"http://127.0.0.1:{port}/api/whatsapp/accounts/sales/health"
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
+        health_url = f"http://127.0.0.1:{port}/api/whatsapp/accounts/sales/health"
         wait_for(lambda: len(stored_messages(state_dir)) == 60, 15, "phase A to land")
         filler = fill(state_dir)
         wait_for(lambda: metric(port, HANDLED) == 260, 20, "phase B to be handled")
@@ -725,6 +697,7 @@ def only_line(err: str, pattern: str) -> re.Match[str]:
     return matches[0]
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("how", ["garbage", "truncated mid-page", "a page overwritten"])
 def test_a_corrupt_spool_stops_the_start_and_the_documented_recovery_works(
     tmp_path: Path, tokens_file: Path, how: str
@@ -738,9 +711,9 @@ def test_a_corrupt_spool_stops_the_start_and_the_documented_recovery_works(
     spool.close()  # all 300 in spool.sqlite3, none in the store
     spool_file = state_dir / "spool.sqlite3"
     damaged = damage(spool_file, how)
-    config = write_config(tmp_path / "c.yaml", state_dir, free_port(), tokens_file, {})
+    config = write_config(tmp_path / "c.yaml", state_dir, 0, tokens_file, {})
 
-    refused = start("replay", str(tick_capture(tmp_path)), "--config", str(config))
+    refused = sidecar_cli("replay", str(tick_capture(tmp_path)), "--config", str(config))
     _, err = refused.communicate(timeout=60)
     assert refused.returncode == 1
     only_line(
@@ -756,7 +729,7 @@ def test_a_corrupt_spool_stops_the_start_and_the_documented_recovery_works(
     # the runbook's recovery
     section = runbook_section("Corrupt state database")
     assert "wa-sidecar recover-db --config /etc/wa-sidecar/config.yaml" in section
-    recovery = start("recover-db", "--config", str(config))
+    recovery = sidecar_cli("recover-db", "--config", str(config))
     out, err = recovery.communicate(timeout=60)
     assert recovery.returncode == 0, err
     report = only_line(
@@ -781,13 +754,12 @@ def test_a_corrupt_spool_stops_the_start_and_the_documented_recovery_works(
         assert 250 < len(salvaged) < 300
         assert (salvaged[0], salvaged[-1]) == ("F00000", "F00299")
 
-    port = free_port()
-    config = write_config(tmp_path / "c.yaml", state_dir, port, tokens_file, {})
-    process = start(
+    config = write_config(tmp_path / "c.yaml", state_dir, 0, tokens_file, {})
+    process = sidecar_cli(
         "replay", str(tick_capture(tmp_path)), "--config", str(config), "--linger", "30"
     )
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
         wait_for(lambda: metric(port, SPOOLED) == 0, 20, "the recovered spool to drain")
         # a row read back from a damaged page can be damaged itself: it is dropped, counted
         dropped = int(metric(port, REJECTED))
@@ -806,6 +778,7 @@ def test_a_corrupt_spool_stops_the_start_and_the_documented_recovery_works(
     assert sum(map(int, damaged_rows)) == dropped
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("how", ["garbage", "truncated mid-page"])
 def test_a_corrupt_account_state_is_moved_aside_and_the_sidecar_starts(
     tmp_path: Path, tokens_file: Path, how: str
@@ -824,8 +797,8 @@ def test_a_corrupt_account_state_is_moved_aside_and_the_sidecar_starts(
         tmp_path / "c.jsonl",
         [(T0, "sales", build.connected()), (T0 + 7, "sales", message(0, T0 + 7, "hello"))],
     )
-    config = write_config(tmp_path / "c.yaml", state_dir, free_port(), tokens_file, {})
-    process = start("replay", str(capture), "--config", str(config))
+    config = write_config(tmp_path / "c.yaml", state_dir, 0, tokens_file, {})
+    process = sidecar_cli("replay", str(capture), "--config", str(config))
     _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err[-3000:]
     warning = only_line(
@@ -850,13 +823,14 @@ def test_a_corrupt_account_state_is_moved_aside_and_the_sidecar_starts(
             assert state.gaps in ({}, states[account].gaps)
 
 
+@pytest.mark.services
 def test_a_corrupt_sqlite_message_store_stops_the_start(tmp_path: Path, tokens_file: Path) -> None:
     state_dir = tmp_path / "state"
     asyncio.run(SqliteMessageStore(state_dir).close())
     store_file = state_dir / "messages.sqlite3"
     damaged = damage(store_file, "garbage")
-    config = write_config(tmp_path / "c.yaml", state_dir, free_port(), tokens_file, {})
-    process = start("replay", str(tick_capture(tmp_path)), "--config", str(config))
+    config = write_config(tmp_path / "c.yaml", state_dir, 0, tokens_file, {})
+    process = sidecar_cli("replay", str(tick_capture(tmp_path)), "--config", str(config))
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1
     only_line(
@@ -868,16 +842,18 @@ def test_a_corrupt_sqlite_message_store_stops_the_start(tmp_path: Path, tokens_f
     assert store_file.read_bytes() == damaged
 
 
+@pytest.mark.services
 def test_recover_db_refuses_while_the_sidecar_runs(tmp_path: Path, tokens_file: Path) -> None:
     state_dir = tmp_path / "state"
-    port = free_port()
-    config = write_config(tmp_path / "c.yaml", state_dir, port, tokens_file, {})
-    process = start(
+    config = write_config(tmp_path / "c.yaml", state_dir, 0, tokens_file, {})
+    process = sidecar_cli(
         "replay", str(tick_capture(tmp_path)), "--config", str(config), "--linger", "30"
     )
     try:
-        wait_ready(port, process)
-        recovery = start("recover-db", "--config", str(config))
+        port = wait_ready(process)
+        # the operator's config names the port the sidecar answers on
+        write_config(config, state_dir, port, tokens_file, {})
+        recovery = sidecar_cli("recover-db", "--config", str(config))
         out, err = recovery.communicate(timeout=60)
     finally:
         stop(process)

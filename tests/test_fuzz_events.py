@@ -58,7 +58,7 @@ from sidecar.domain.classify import (
 from sidecar.domain.probes import PROBE_PREFIX, PROBE_SENT, ProbeSent
 from sidecar.domain.records import build_records
 
-from .conftest import ConfigFactory
+from .support.config import ConfigFactory
 
 T0 = 1_764_068_400.0
 ACCOUNTS = ("sales", "support")

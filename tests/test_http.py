@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar import testing as build
 from sidecar.adapters.http import READY
@@ -16,7 +16,7 @@ from sidecar.core.clock import ReplayClock
 from sidecar.core.repair import RecordingControl
 from sidecar.core.service import Sidecar
 
-from .conftest import TOKEN, AssemblyFactory, ConfigFactory
+from .support.config import TOKEN, AssemblyFactory, ConfigFactory
 
 T0 = 1_764_068_400.0
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -146,7 +146,7 @@ async def test_account_list_and_nulls_before_any_real_message(client: Client) ->
 async def test_liveness_and_readiness_need_no_token(client: Client) -> None:
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 200
-    client.server.app[READY].clear()
+    cast(TestServer, client.server).app[READY].clear()
     not_ready = await client.get("/readyz")
     assert (not_ready.status, await not_ready.json()) == (503, {"error": "not ready"})
 

@@ -35,11 +35,10 @@ from sidecar.adapters.http import (
 )
 from sidecar.adapters.ratelimit import FailureLimiter, client_key
 from sidecar.compose import Assembly, build_app, build_repairs
-from sidecar.core.ports import AccountControl
 from sidecar.core.repair import RecordingControl
 from sidecar.core.service import Sidecar
 
-from .conftest import TOKEN, AssemblyFactory, ConfigFactory
+from .support.config import TOKEN, AssemblyFactory, ConfigFactory
 
 PHONE = "+12025550100"
 #: Short enough for a quick test, long enough that no honest local request comes near.
@@ -146,7 +145,7 @@ def assert_no_cors(reply: Reply) -> None:
 
 
 class Harness:
-    def __init__(self, assembly: Assembly, control: AccountControl) -> None:
+    def __init__(self, assembly: Assembly, control: RecordingControl) -> None:
         self.assembly = assembly
         self.control = control
         self.runner: HardenedAppRunner | None = None
@@ -191,7 +190,7 @@ async def serve() -> AsyncIterator[Serve]:
     async def start(
         assembly: Assembly,
         *,
-        control: AccountControl | None = None,
+        control: RecordingControl | None = None,
         auth: Authenticator | None = None,
         limiter: FailureLimiter | None = None,
     ) -> Harness:

@@ -10,16 +10,19 @@ import itertools
 import os
 import re
 import signal
-import subprocess
 import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
-from .services import free_port, wait_for
-from .test_replay import get, sidecar_cli, wait_ready
+from .support.cli import SidecarProcess, sidecar_cli, wait_ready
+from .support.http import get
+from .support.polling import wait_for
+
+pytestmark = pytest.mark.services  # the Firestore emulator and three wa-sidecar processes
 
 ACCOUNTS = [f"acct-{i}" for i in range(10)]
 TTL_S = 10.0
@@ -56,14 +59,14 @@ def test_three_replicas_share_ten_accounts_and_take_over_from_a_dead_one(
     tmp_path: Path, tokens_file: Path, emulator_host: str
 ) -> None:
     project = f"leases-{os.getpid()}-{int(time.time())}"
-    processes: dict[str, tuple[subprocess.Popen[str], int]] = {}
+    processes: dict[str, tuple[SidecarProcess, int]] = {}
+    started: dict[str, SidecarProcess] = {}
     for replica in ("r1", "r2", "r3"):
-        port = free_port()
         config = tmp_path / f"{replica}.yaml"
         config.write_text(
             yaml.safe_dump(
                 {
-                    "http": {"listen": f"127.0.0.1:{port}"},
+                    "http": {"listen": "127.0.0.1:0"},
                     "state_dir": str(tmp_path / replica),
                     "auth": {"tokens_file": str(tokens_file)},
                     "store": {"backend": "sqlite", "firestore": {"project": project}},
@@ -79,12 +82,12 @@ def test_three_replicas_share_ten_accounts_and_take_over_from_a_dead_one(
         finally:
             os.environ.pop("WA_REPLICA", None)
             os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        processes[replica] = (process, port)
+        started[replica] = process
     outputs: dict[str, str] = {}
     victim, killed_wall = "", 0.0
     try:
-        for process, port in processes.values():
-            wait_ready(port, process)
+        for replica, process in started.items():
+            processes[replica] = (process, wait_ready(process))
 
         def settled(names: tuple[str, ...]) -> bool:
             """Every account held exactly once, and each replica at its fair share or under."""
@@ -122,7 +125,7 @@ def test_three_replicas_share_ten_accounts_and_take_over_from_a_dead_one(
             f"\n  spread {dict((n, len(h)) for n, h in spread.items())}; {victim} killed; taken over in {takeover:.1f} s"
         )
     finally:
-        for name, (process, _) in processes.items():
+        for name, process in started.items():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 outputs[name] = process.communicate(timeout=20)[1]

@@ -17,9 +17,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from sidecar.domain.supervision import Backoff
 
-from .test_replay import cli_config, free_port, get, sidecar_cli, wait_ready
+from .support.cli import sidecar_cli, wait_ready
+from .support.config import cli_config
+from .support.http import get
+
+pytestmark = pytest.mark.services  # wa-sidecar processes
 
 ACCOUNTS = [f"acct-{i:02d}" for i in range(50)]
 #: Threads while every account dials at once: two per session, plus Python, aiohttp and Go.
@@ -42,14 +48,13 @@ def threads_of(pid: int) -> int:
 
 
 def test_fifty_accounts_without_network(tmp_path: Path, tokens_file: Path) -> None:
-    port = free_port()
-    config = cli_config(tmp_path, tokens_file, port, ACCOUNTS)
+    config = cli_config(tmp_path, tokens_file, ACCOUNTS)
     recording = tmp_path / "live.jsonl"
     process = sidecar_cli("run", "--config", str(config), "--record", str(recording))
     latencies: list[float] = []
     peak_threads = 0
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             started = time.perf_counter()
@@ -115,13 +120,12 @@ def test_fifty_accounts_without_network(tmp_path: Path, tokens_file: Path) -> No
     assert sorted(final) == ACCOUNTS
     for account, times in attempts.items():
         assert int(final[account]) == len(times) - 1
-    replay_port = free_port()
     replay_dir = tmp_path / "replay"
     replay_dir.mkdir()
-    replay_config = cli_config(replay_dir, tokens_file, replay_port, ACCOUNTS)
+    replay_config = cli_config(replay_dir, tokens_file, ACCOUNTS)
     replay = sidecar_cli("replay", str(recording), "--config", str(replay_config), "--linger", "30")
     try:
-        wait_ready(replay_port, replay)
+        replay_port = wait_ready(replay)
         time.sleep(0.5)
         replayed = get(f"http://127.0.0.1:{replay_port}/metrics")
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -10,7 +11,7 @@ from sidecar.compose import Assembly
 from sidecar.core.clock import ReplayClock
 from sidecar.domain.account import Status
 
-from .conftest import AssemblyFactory, ConfigFactory
+from .support.config import AssemblyFactory, ConfigFactory
 
 T0 = 1_764_068_400.0
 
@@ -74,7 +75,7 @@ def test_no_created_series_in_either_format(
     sidecar.handle("sales", build.message_event(build.text("x")), T0)
     for text in (
         generate_latest(assembly.metrics.registry),
-        generate_openmetrics(assembly.metrics.registry),
+        generate_openmetrics(assembly.metrics.registry),  # type: ignore[no-untyped-call]
     ):
         assert b"_created" not in text
         assert b"whatsapp_messages_received_total{" in text
@@ -153,7 +154,7 @@ def test_minute_summary_line_per_account_without_personal_data(
     make_config: ConfigFactory,
     make_assembly: AssemblyFactory,
     clock: ReplayClock,
-    caplog,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import logging
 

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from monitoring.__main__ import render, render_rules
@@ -29,11 +30,11 @@ from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 from sidecar.domain.probes import ProbeSent, probe_text
 
-from .services import free_port, installed, wait_for
-from .test_replay import REPO, get, sidecar_cli, wait_ready
-
-PROMETHEUS = "prometheus"
-ALERTMANAGER = "prometheus-alertmanager"
+from .support.cli import sidecar_cli, wait_ready
+from .support.http import get
+from .support.paths import REPO
+from .support.polling import wait_for
+from .support.services import ALERTMANAGER, PROMETHEUS, installed, post_alerts, server
 
 
 def test_generated_files_are_up_to_date() -> None:
@@ -45,6 +46,7 @@ def test_generated_files_are_up_to_date() -> None:
     assert not stale, f"run `python -m monitoring`: stale {stale}"
 
 
+@pytest.mark.services
 def test_promtool_checks_and_unit_tests_pass() -> None:
     check = subprocess.run(
         [installed("promtool"), "check", "rules", "alerts/wa-sidecar.rules.yml"],
@@ -118,6 +120,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case_and_the_required_annotations(
     assert stays_quiet == set(alerts)
 
 
+@pytest.mark.services
 def test_amtool_accepts_the_alertmanager_config() -> None:
     result = subprocess.run(
         [installed("amtool"), "check-config", "alertmanager/alertmanager.yml"],
@@ -161,7 +164,7 @@ class Webhook:
 
 def alertmanager_config_for(webhook_url: str) -> dict[str, Any]:
     """The shipped Alertmanager config, with the test's receiver and short timers."""
-    config = yaml.safe_load((REPO / "alertmanager/alertmanager.yml").read_text())
+    config: dict[str, Any] = yaml.safe_load((REPO / "alertmanager/alertmanager.yml").read_text())
     config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
@@ -170,63 +173,20 @@ def alertmanager_config_for(webhook_url: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wait_http(url: str, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not come up") from None
-            time.sleep(0.2)
-
-
-@contextlib.contextmanager
 def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
     config = tmp_path / "alertmanager.yml"
     config.write_text(yaml.safe_dump(alertmanager_config_for(webhook.url)))
-    port = free_port()
     args = [
         installed(ALERTMANAGER),
         f"--config.file={config}",
         f"--storage.path={tmp_path / 'am-data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",
     ]
-    with process(args, tmp_path / "alertmanager.log"):
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/-/ready", "Alertmanager")
+    with server(args, tmp_path / "alertmanager.log", "Alertmanager") as url:
         yield url
 
 
-def post_alerts(am_url: str, alerts: list[dict[str, str]]) -> None:
-    body = json.dumps(
-        [{"labels": labels, "annotations": {"summary": "test"}} for labels in alerts]
-    ).encode()
-    request = urllib.request.Request(
-        f"{am_url}/api/v2/alerts",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5):
-        pass
-
-
+@pytest.mark.services
 def test_shipped_inhibitions(tmp_path: Path) -> None:
     webhook = Webhook()
     try:
@@ -371,16 +331,16 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     return out
 
 
+@pytest.mark.services
 def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
     tmp_path: Path, tokens_file: Path
 ) -> None:
     webhook = Webhook()
-    sidecar_port = free_port()
     config = tmp_path / "sidecar.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "http": {"listen": f"127.0.0.1:{sidecar_port}"},
+                "http": {"listen": "127.0.0.1:0"},
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
                 "silence_threshold": "12s",
@@ -401,41 +361,37 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
     live_capture(capture, time.time() + 1)
     try:
         with alertmanager(tmp_path, webhook) as am:
-            prom_port = free_port()
-            prom_config = tmp_path / "prometheus.yml"
-            prom_config.write_text(
-                yaml.safe_dump(
-                    {
-                        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                        "rule_files": [str(rules)],
-                        "alerting": {
-                            "alertmanagers": [
-                                {"static_configs": [{"targets": [am.removeprefix("http://")]}]}
-                            ]
-                        },
-                        "scrape_configs": [
-                            {
-                                "job_name": "wa-sidecar",
-                                "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}],
-                            }
-                        ],
-                    }
-                )
-            )
-            args = [
-                installed(PROMETHEUS),
-                f"--config.file={prom_config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ]
             sidecar = sidecar_cli(
                 "replay", str(capture), "--config", str(config), "--speed", "1", "--linger", "120"
             )
             try:
-                wait_ready(sidecar_port, sidecar)
-                with process(args, tmp_path / "prometheus.log"):
-                    prom = f"http://127.0.0.1:{prom_port}"
-                    wait_http(f"{prom}/-/ready", "Prometheus")
+                sidecar_port = wait_ready(sidecar)
+                prom_config = tmp_path / "prometheus.yml"
+                prom_config.write_text(
+                    yaml.safe_dump(
+                        {
+                            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                            "rule_files": [str(rules)],
+                            "alerting": {
+                                "alertmanagers": [
+                                    {"static_configs": [{"targets": [am.removeprefix("http://")]}]}
+                                ]
+                            },
+                            "scrape_configs": [
+                                {
+                                    "job_name": "wa-sidecar",
+                                    "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}],
+                                }
+                            ],
+                        }
+                    )
+                )
+                args = [
+                    installed(PROMETHEUS),
+                    f"--config.file={prom_config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                ]
+                with server(args, tmp_path / "prometheus.log", "Prometheus") as prom:
                     wait_for(
                         lambda: any(
                             a["labels"]["alertname"] == "WhatsappSessionDegraded"

@@ -15,12 +15,13 @@ from sidecar.adapters.session_store import FileAccountLock as AccountLock
 from sidecar.adapters.session_store import SessionStore
 from sidecar.cli import main
 
-from .test_replay import REPO, cli_config, free_port
+from .support.config import cli_config
+from .support.paths import REPO
 
 
 @pytest.fixture
 def config(tmp_path: Path, tokens_file: Path) -> Path:
-    return cli_config(tmp_path, tokens_file, free_port(), ["sales"])
+    return cli_config(tmp_path, tokens_file, ["sales"])
 
 
 def test_refuses_to_draw_a_qr_code_where_it_could_be_logged(

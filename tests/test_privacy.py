@@ -52,9 +52,8 @@ from sidecar.adapters.session_store import SessionStore
 from sidecar.adapters.spool import Spool
 from sidecar.domain.probes import ProbeSent
 
-from .conftest import TOKEN
-from .services import free_port
-from .test_replay import cli_config, sidecar_cli, wait_ready
+from .support.cli import sidecar_cli, wait_ready
+from .support.config import TOKEN, cli_config
 
 T0 = 1_764_068_400.0
 
@@ -448,13 +447,13 @@ def assert_owner_only(found: dict[str, int], root: Path) -> None:
 # -- the tests ---------------------------------------------------------------------------------
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("log_level", ["INFO", "WARNING"])
 def test_replayed_secrets_stay_out_of_metrics_logs_and_errors(
     tmp_path: Path, tokens_file: Path, log_level: str
 ) -> None:
     capture = write_privacy_capture(tmp_path / "privacy.jsonl")
-    port = free_port()
-    config = cli_config(tmp_path, tokens_file, port, ["sales", "support"])
+    config = cli_config(tmp_path, tokens_file, ["sales", "support"])
     state_dir = tmp_path / "state"
     old_umask = os.umask(0o022)  # the usual umask: files come out 0644 unless made private
     try:
@@ -471,7 +470,7 @@ def test_replayed_secrets_stay_out_of_metrics_logs_and_errors(
     finally:
         os.umask(old_umask)
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
         accounts = wait_until_replayed(port)
         responses = exercise_http(port)
         running = modes(state_dir)  # with the WAL and shared-memory files still there
@@ -565,13 +564,13 @@ def test_a_state_dir_open_to_others_is_made_owner_only(
     assert "was open to group or others (755): now owner-only" in caplog.text
 
 
+@pytest.mark.services
 def test_live_run_without_network_keeps_its_files_private(
     tmp_path: Path, tokens_file: Path
 ) -> None:
     """The real neonize dials, fails (no route here) and retries; everything it and the
     sidecar created meanwhile, and the recording, is owner-only."""
-    port = free_port()
-    config = cli_config(tmp_path, tokens_file, port, ["sales"])
+    config = cli_config(tmp_path, tokens_file, ["sales"])
     recording = tmp_path / "live.jsonl"
     state_dir = tmp_path / "state"
     old_umask = os.umask(0o022)
@@ -580,7 +579,7 @@ def test_live_run_without_network_keeps_its_files_private(
     finally:
         os.umask(old_umask)
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
         deadline = time.monotonic() + 30
         while True:
             _, _, metrics = call(port, "GET", "/metrics", token=None)

@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 from neonize.events import MessageEv, QREv
+from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
 from sidecar import testing as build
 from sidecar.adapters.capture import blank_text
 from sidecar.adapters.recorder import Recorder
 from sidecar.domain.classify import classify
 
-from .test_classify import CASES
+from .support.cases import CASES
 
 
 @pytest.mark.parametrize(("content", "info"), [pytest.param(c, i, id=n) for n, c, i, *_ in CASES])
-def test_blanking_keeps_the_classification(content, info) -> None:
+def test_blanking_keeps_the_classification(
+    content: e2e.Message | None, info: dict[str, object]
+) -> None:
     event = build.message_event(content, **dict(info))
     blanked = MessageEv.FromString(blank_text(event).SerializeToString())
     original = event.Message if event.HasField("Message") else None

@@ -17,7 +17,7 @@ from sidecar.compose import Assembly, build_app, build_repairs
 from sidecar.core.clock import ReplayClock
 from sidecar.core.repair import RecordingControl, Repairs
 
-from .conftest import TOKEN, AssemblyFactory, ConfigFactory
+from .support.config import TOKEN, AssemblyFactory, ConfigFactory
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[Any, Any]

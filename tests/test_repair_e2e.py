@@ -9,26 +9,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 
-from .conftest import TOKEN
-from .services import free_port, installed, wait_for
-from .test_monitoring import ALERTMANAGER, post_alerts, process, wait_http
-from .test_replay import get, sidecar_cli, wait_ready
+from .support.cli import sidecar_cli, wait_ready
+from .support.config import TOKEN
+from .support.http import get
+from .support.polling import wait_for
+from .support.services import ALERTMANAGER, installed, post_alerts, server
+
+pytestmark = pytest.mark.services  # Alertmanager and a wa-sidecar process
 
 
 def test_alertmanager_webhook_runs_the_ladder_to_needs_repair(
     tmp_path: Path, tokens_file: Path
 ) -> None:
-    port = free_port()
     config = tmp_path / "sidecar.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "http": {"listen": f"127.0.0.1:{port}"},
+                "http": {"listen": "127.0.0.1:0"},
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
                 "silence_threshold": "5s",
@@ -61,48 +64,44 @@ def test_alertmanager_webhook_runs_the_ladder_to_needs_repair(
     capture = tmp_path / "c.jsonl"
     capture.write_text("".join(encode_record(t, a, e) + "\n" for t, a, e in records))
 
-    am_port = free_port()
-    am_config = tmp_path / "alertmanager.yml"
-    am_config.write_text(
-        yaml.safe_dump(
-            {
-                "route": {
-                    "receiver": "sidecar",
-                    "group_by": ["account"],
-                    "group_wait": "1s",
-                    "group_interval": "1s",
-                },
-                "receivers": [
-                    {
-                        "name": "sidecar",
-                        "webhook_configs": [
-                            {
-                                "url": f"http://127.0.0.1:{port}/api/alertmanager/webhook",
-                                "http_config": {
-                                    "authorization": {"type": "Bearer", "credentials": TOKEN}
-                                },
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    args = [
-        installed(ALERTMANAGER),
-        f"--config.file={am_config}",
-        f"--storage.path={tmp_path / 'am'}",
-        f"--web.listen-address=127.0.0.1:{am_port}",
-        "--cluster.listen-address=",
-    ]
     sidecar = sidecar_cli(
         "replay", str(capture), "--config", str(config), "--speed", "1", "--linger", "60"
     )
     try:
-        wait_ready(port, sidecar)
-        with process(args, tmp_path / "am.log"):
-            am = f"http://127.0.0.1:{am_port}"
-            wait_http(f"{am}/-/ready", "Alertmanager")
+        port = wait_ready(sidecar)
+        am_config = tmp_path / "alertmanager.yml"
+        am_config.write_text(
+            yaml.safe_dump(
+                {
+                    "route": {
+                        "receiver": "sidecar",
+                        "group_by": ["account"],
+                        "group_wait": "1s",
+                        "group_interval": "1s",
+                    },
+                    "receivers": [
+                        {
+                            "name": "sidecar",
+                            "webhook_configs": [
+                                {
+                                    "url": f"http://127.0.0.1:{port}/api/alertmanager/webhook",
+                                    "http_config": {
+                                        "authorization": {"type": "Bearer", "credentials": TOKEN}
+                                    },
+                                }
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
+        args = [
+            installed(ALERTMANAGER),
+            f"--config.file={am_config}",
+            f"--storage.path={tmp_path / 'am'}",
+            "--cluster.listen-address=",
+        ]
+        with server(args, tmp_path / "am.log", "Alertmanager") as am:
             wait_for(
                 lambda: get(f"http://127.0.0.1:{port}/api/whatsapp/accounts/sales/health", TOKEN)[
                     "isDegraded"

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sidecar import testing as build
 from sidecar.adapters.capture import capture_records, encode_record
@@ -25,11 +20,11 @@ from sidecar.compose import assemble
 from sidecar.core.clock import ReplayClock
 from sidecar.core.replay import Replayer
 
-from .conftest import TOKEN, ConfigFactory
-from .services import free_port
+from .support.cli import sidecar_cli, wait_ready
+from .support.config import TOKEN, ConfigFactory, cli_config
+from .support.http import get
 
 T0 = 1_764_068_400.0
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write_capture(
@@ -180,68 +175,16 @@ async def test_speed_factor_runs_the_clock_from_the_first_record(
     sidecar.close()
 
 
-def cli_config(tmp_path: Path, tokens_file: Path, port: int, accounts: list[str]) -> Path:
-    path = tmp_path / "cli.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "http": {"listen": f"127.0.0.1:{port}"},
-                "state_dir": str(tmp_path / "state"),
-                "auth": {"tokens_file": str(tokens_file)},
-                "accounts": [{"id": a} for a in accounts],
-            }
-        )
-    )
-    return path
-
-
-def get(url: str, token: str | None = None) -> Any:
-    request = urllib.request.Request(
-        url, headers={"Authorization": f"Bearer {token}"} if token else {}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body = response.read().decode()
-        return (
-            json.loads(body)
-            if response.headers["Content-Type"].startswith("application/json")
-            else body
-        )
-
-
-def wait_ready(port: int, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"wa-sidecar exited early: {process.communicate()}")
-        try:
-            get(f"http://127.0.0.1:{port}/readyz")
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("wa-sidecar did not become ready")
-
-
-def sidecar_cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sidecar", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
+@pytest.mark.services
 def test_cli_replays_the_example_story_and_serves_it_while_lingering(
     tmp_path: Path, tokens_file: Path
 ) -> None:
-    port = free_port()
-    config = cli_config(tmp_path, tokens_file, port, ["sales", "support"])
+    config = cli_config(tmp_path, tokens_file, ["sales", "support"])
     process = sidecar_cli(
         "replay", "examples/quiet-session.jsonl", "--config", str(config), "--linger", "30"
     )
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
         deadline = time.monotonic() + 20
         while True:
             accounts = {
@@ -285,6 +228,7 @@ def test_cli_replays_the_example_story_and_serves_it_while_lingering(
         assert secret not in err
 
 
+@pytest.mark.services
 def test_cli_replays_100k_events_at_speed_0_and_prints_the_rate(
     tmp_path: Path, tokens_file: Path
 ) -> None:
@@ -300,7 +244,7 @@ def test_cli_replays_100k_events_at_speed_0_and_prints_the_rate(
     lines += [encode_record(T0 + i * 0.01, accounts[i % 10], events[i % 4]) for i in range(100_000)]
     capture = tmp_path / "big.jsonl"
     capture.write_text("\n".join(lines) + "\n")
-    config = cli_config(tmp_path, tokens_file, free_port(), accounts)
+    config = cli_config(tmp_path, tokens_file, accounts)
     process = sidecar_cli("replay", str(capture), "--config", str(config))
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
@@ -317,8 +261,9 @@ def test_cli_replays_100k_events_at_speed_0_and_prints_the_rate(
     assert saved["acct-0"].last_real_at == pytest.approx(T0 + 999.60)
 
 
+@pytest.mark.services
 def test_restart_keeps_the_last_real_time(tmp_path: Path, tokens_file: Path) -> None:
-    config = cli_config(tmp_path, tokens_file, free_port(), ["sales"])
+    config = cli_config(tmp_path, tokens_file, ["sales"])
     first = write_capture(
         tmp_path / "first.jsonl",
         [
@@ -330,8 +275,7 @@ def test_restart_keeps_the_last_real_time(tmp_path: Path, tokens_file: Path) -> 
     _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
 
-    port = free_port()
-    config = cli_config(tmp_path, tokens_file, port, ["sales"])
+    config = cli_config(tmp_path, tokens_file, ["sales"])
     second = write_capture(
         tmp_path / "second.jsonl",
         [
@@ -341,7 +285,7 @@ def test_restart_keeps_the_last_real_time(tmp_path: Path, tokens_file: Path) -> 
     )
     process = sidecar_cli("replay", str(second), "--config", str(config), "--linger", "30")
     try:
-        wait_ready(port, process)
+        port = wait_ready(process)
         deadline = time.monotonic() + 10
         while True:
             health = get(f"http://127.0.0.1:{port}/api/whatsapp/accounts/sales/health", TOKEN)
@@ -362,11 +306,14 @@ def test_restart_keeps_the_last_real_time(tmp_path: Path, tokens_file: Path) -> 
     assert process.returncode == 0
 
 
+@pytest.mark.services
 def test_busy_port_is_a_clear_error_and_exit_1(tmp_path: Path, tokens_file: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        config = cli_config(tmp_path, tokens_file, busy.getsockname()[1], ["sales"])
+        config = cli_config(
+            tmp_path, tokens_file, ["sales"], listen=f"127.0.0.1:{busy.getsockname()[1]}"
+        )
         capture = write_capture(tmp_path / "c.jsonl", [(T0, "sales", build.connected())])
         process = sidecar_cli("replay", str(capture), "--config", str(config))
         _, err = process.communicate(timeout=60)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import re
 
-from .bench_runs import run_smoke
+import pytest
+
+from .support.bench import run_smoke
+
+pytestmark = pytest.mark.services  # runs the soak benchmark: minutes of a wa-sidecar process
 
 NUMBER = r"(-?[\d,]+\.\d)"
 

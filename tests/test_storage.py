@@ -25,7 +25,8 @@ from sidecar.domain.records import MessageDoc, build_records
 from sidecar.metrics.collectors import SpoolCollector, StoreCollector
 from sidecar.metrics.registry import Metrics
 
-from .conftest import Backend, ConfigFactory
+from .support.backends import Backend
+from .support.config import ConfigFactory
 
 T0 = 1_764_068_400.0
 CUSTOMER = build.jid("12025550123")
@@ -36,7 +37,10 @@ LID_CHAT = build.jid("123456789012345", "lid")
 
 def story() -> list[tuple[float, str | None, Any]]:
     M = e2e.Message
-    ts = lambda t: int(t * 1000) - 2000  # the sender's clock, 2 s before we received it  # noqa: E731
+
+    def ts(t: float) -> int:
+        return int(t * 1000) - 2000  # the sender's clock, 2 s before we received it
+
     return [
         (T0, "sales", build.connected()),
         (
@@ -293,7 +297,7 @@ async def test_outbound_only_chat_has_no_inbound_fields(
     tmp_path: Path, make_config: ConfigFactory, backend: Backend
 ) -> None:
     sidecar = make_sidecar(make_config, backend)
-    records = [
+    records: list[tuple[float, str | None, Any]] = [
         (
             T0,
             "sales",

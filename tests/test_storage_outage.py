@@ -23,9 +23,14 @@ import yaml
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
 
-from .conftest import TOKEN, Backend
-from .services import TcpProxy, free_port, wait_for
-from .test_replay import get, sidecar_cli, wait_ready
+from .support.backends import Backend
+from .support.cli import SidecarProcess, sidecar_cli, wait_ready
+from .support.config import TOKEN
+from .support.firestore import TcpProxy
+from .support.http import get
+from .support.polling import wait_for
+
+pytestmark = pytest.mark.services  # the Firestore emulator and wa-sidecar processes
 
 T0 = 1_764_068_400.0
 MESSAGES = 40
@@ -80,12 +85,12 @@ def outage(backend: Backend) -> Iterator[Outage]:
     made.close()
 
 
-def config_file(tmp_path: Path, backend: Backend, port: int, tokens_file: Path) -> Path:
-    path = tmp_path / f"outage-{port}.yaml"
+def config_file(tmp_path: Path, backend: Backend, name: str, tokens_file: Path) -> Path:
+    path = tmp_path / f"outage-{name}.yaml"
     path.write_text(
         yaml.safe_dump(
             {
-                "http": {"listen": f"127.0.0.1:{port}"},
+                "http": {"listen": "127.0.0.1:0"},
                 "state_dir": str(backend.state_dir),
                 "auth": {"tokens_file": str(tokens_file)},
                 "store": backend.store_config(write_timeout="3s"),
@@ -103,17 +108,15 @@ def start(
     capture: Path,
     env: dict[str, str],
     *extra: str,
-) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    config = config_file(tmp_path, backend, port, tokens_file)
+) -> tuple[SidecarProcess, int]:
+    config = config_file(tmp_path, backend, capture.stem, tokens_file)
     os.environ.update(env)
     try:
         process = sidecar_cli("replay", str(capture), "--config", str(config), *extra)
     finally:
         for key in env:
             os.environ.pop(key, None)
-    wait_ready(port, process)
-    return process, port
+    return process, wait_ready(process)
 
 
 def stored_ids(backend: Backend) -> list[str]:

@@ -24,7 +24,7 @@ from sidecar.domain.classify import classify
 from sidecar.domain.records import SERVER_TIME, MessageDoc, ThreadPatch, Timestamp, build_records
 from sidecar.testing import firestore_library_values
 
-from .services import free_port
+from .support.http import refused_address
 
 ACCOUNT = "sales"
 TS = 1_764_068_400_123
@@ -218,12 +218,13 @@ async def test_documents_read_back_as_the_librarys_writes(emulator: str) -> None
 async def test_an_unreachable_store_fails_the_commit_with_its_error_kind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
-    store = FirestoreStore("wa-unreachable", timeout_s=0.5)
-    started = time.monotonic()
-    with pytest.raises(GoogleAPIError) as raised:
-        await store.commit(store.prepare(records_batch()))
-    await store.close()
+    with refused_address() as nothing_there:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", nothing_there)
+        store = FirestoreStore("wa-unreachable", timeout_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(GoogleAPIError) as raised:
+            await store.commit(store.prepare(records_batch()))
+        await store.close()
     assert time.monotonic() - started < 5
     assert describe_error(raised.value) in ("RetryError", "ServiceUnavailable (UNAVAILABLE)")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from sidecar.core.supervisor import AccountSupervisor
 from sidecar.domain.account import Status
 from sidecar.domain.supervision import Backoff, Decision, decide
 
-from .conftest import AssemblyFactory, ConfigFactory
+from .support.config import AssemblyFactory, ConfigFactory
 
 T0 = 1_764_068_400.0
 
@@ -232,7 +233,9 @@ async def test_stop_ends_a_held_session_and_makes_no_new_one(assembly: Assembly)
     assert harness.started == 1
 
 
-async def test_busy_account_lock_waits_and_does_not_connect(assembly: Assembly, tmp_path) -> None:
+async def test_busy_account_lock_waits_and_does_not_connect(
+    assembly: Assembly, tmp_path: Path
+) -> None:
     holder = AccountLock(tmp_path, "sales")
     assert holder.acquire()
     harness = Harness(assembly, [([build.connected()], True)])

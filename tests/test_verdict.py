@@ -20,7 +20,7 @@ def state(status: Status, last_real: float | None, threshold: float = 300.0) -> 
     return account
 
 
-def judge(account: AccountState, now: float):
+def judge(account: AccountState, now: float):  # type: ignore[no-untyped-def]
     return legacy_verdict(account.snapshot(), account.settings, now)
 
 

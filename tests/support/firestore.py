@@ -1,6 +1,12 @@
-"""Real servers the tests start themselves: the Firestore emulator, and a TCP
-proxy in front of it that a test can cut to make an outage without losing
-what the emulator holds."""
+"""The Firestore emulator the storage tests run, and a TCP proxy in front of it that a
+test can cut to make an outage without losing what the emulator holds.
+
+Ports: the emulator cannot listen on a port the kernel picks and say which (given
+``--port=0`` it reports ``127.0.0.1:0``), so it is started on a port that was free a
+moment before, and if another process took that port in between, the emulator exits
+with ``java.net.BindException: Address already in use`` and is started again on
+another one. The proxy binds port 0 and reads back the port it got.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +18,18 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from .ports import free_port
 
 EMULATOR_CANDIDATES = (
     "cloud_firestore_emulator",
     "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator",
     "/usr/share/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator",
 )
-
-
-def installed(binary: str) -> str:
-    """The path of a Debian-packaged server or tool the tests run; fail loudly without it."""
-    found = shutil.which(binary)
-    if found is None:
-        raise RuntimeError(
-            f"{binary} is not installed (Debian: prometheus, prometheus-alertmanager);"
-            " scripts/test installs them"
-        )
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+START_ATTEMPTS = 5
+ADDRESS_IN_USE = ("java.net.BindException", "Address already in use")
 
 
 def find_emulator() -> str:
@@ -65,54 +49,71 @@ def find_emulator() -> str:
     )
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, 15)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait(15)
+
+
+def _answers(host: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}/", timeout=2) as response:
+            return bool(response.read().strip() == b"Ok")
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def firestore_emulator(log_path: Path) -> Iterator[str]:
-    """Start the emulator on a free port; yield its host:port once it answers."""
-    port = free_port()
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [find_emulator(), "start", "--host=127.0.0.1", f"--port={port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    host = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the Firestore emulator exited: {log_path.read_text()[-2000:]}")
+    """Start the emulator; yield its host:port once it answers. Its output, of every
+    start attempt, goes to ``log_path``."""
+    with log_path.open("wb") as log:
+        for _ in range(START_ATTEMPTS):
+            begun = log_path.stat().st_size
+            port = free_port()
+            process = subprocess.Popen(
+                [find_emulator(), "start", "--host=127.0.0.1", f"--port={port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            host = f"127.0.0.1:{port}"
             try:
-                with urllib.request.urlopen(f"http://{host}/", timeout=2) as response:
-                    if response.read().strip() == b"Ok":
+                deadline = time.monotonic() + 90
+                while not _answers(host):
+                    if process.poll() is not None:
                         break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the Firestore emulator did not start: {log_path.read_text()[-2000:]}"
-                )
-            time.sleep(0.25)
-        yield host
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait(15)
-        log.close()
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the Firestore emulator did not start: {log_path.read_text()[-2000:]}"
+                        )
+                    time.sleep(0.25)
+                else:
+                    yield host
+                    return
+            finally:
+                _stop(process)
+            with log_path.open("rb") as written:
+                written.seek(begun)
+                output = written.read().decode(errors="replace")
+            if not all(sign in output for sign in ADDRESS_IN_USE):
+                raise RuntimeError(f"the Firestore emulator exited: {output[-2000:]}")
+    raise RuntimeError(f"the Firestore emulator found its port taken {START_ATTEMPTS} times")
 
 
 class TcpProxy:
     """Forwards a local port to ``target``. ``cut()`` closes the listener and every
-    connection (clients then get 'connection refused'); ``restore()`` listens again."""
+    connection (clients then get 'connection refused'); ``restore()`` listens again, on
+    the same port, which clients were configured with."""
 
     def __init__(self, target: str) -> None:
         host, port = target.rsplit(":", 1)
         self._target = (host, int(port))
-        self.port = free_port()
+        self.port = 0  # the first restore() binds port 0 and keeps the one it got
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -128,6 +129,7 @@ class TcpProxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
+        self.port = int(listener.getsockname()[1])
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
