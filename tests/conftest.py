@@ -86,6 +86,26 @@ def make_sidecar(make_assembly: AssemblyFactory) -> Callable[[LoadedConfig], Sid
     return lambda loaded: make_assembly(loaded).sidecar
 
 
+@pytest.fixture
+def accounts() -> list[dict[str, Any]]:
+    """The accounts of the ``assembly`` fixture; a module overrides this to change them."""
+    return [{"id": "sales"}, {"id": "support"}]
+
+
+@pytest.fixture
+def assembly(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, accounts: list[dict[str, Any]]
+) -> Assembly:
+    """The composed sidecar with ``accounts``, without spool or store."""
+    return make_assembly(make_config(accounts))
+
+
+@pytest.fixture
+def sidecar(assembly: Assembly) -> Sidecar:
+    """The core of ``assembly``."""
+    return assembly.sidecar
+
+
 # -- storage backends under test ---------------------------------------------------
 
 

@@ -13,7 +13,6 @@ from sidecar import testing as build
 from sidecar.compose import Assembly, assemble, build_repairs
 from sidecar.core.clock import ReplayClock
 from sidecar.core.repair import RecordingControl
-from sidecar.core.service import Sidecar
 from sidecar.domain.probes import ProbeSent, probe_text
 from sidecar.metrics.exposition import Exposition, Family, RowCollector
 
@@ -24,7 +23,8 @@ PROBE = {"peer": "support", "interval": "5m", "timeout": "1m", "misses": 2}
 
 
 @pytest.fixture
-def assembly(make_config: ConfigFactory, clock: ReplayClock) -> Iterator[Assembly]:
+def stored(make_config: ConfigFactory, clock: ReplayClock) -> Iterator[Assembly]:
+    """An assembly with the SQLite store and its spool, whose clock stands still."""
     loaded = make_config([{"id": "sales", "probe": PROBE}, {"id": "support"}, {"id": "quiet"}])
     made = assemble(loaded, clock)
     assert made.storage is not None
@@ -34,11 +34,6 @@ def assembly(make_config: ConfigFactory, clock: ReplayClock) -> Iterator[Assembl
     made.close()
 
 
-@pytest.fixture
-def sidecar(assembly: Assembly) -> Sidecar:
-    return assembly.sidecar
-
-
 def assert_same_as_prometheus_client(assembly: Assembly) -> None:
     render, registry = assembly.metrics.render, assembly.metrics.registry
     assert render(openmetrics=False) == generate_latest(registry)
@@ -46,8 +41,9 @@ def assert_same_as_prometheus_client(assembly: Assembly) -> None:
 
 
 def test_every_scrape_matches_prometheus_client_byte_for_byte(
-    assembly: Assembly, clock: ReplayClock
+    stored: Assembly, clock: ReplayClock
 ) -> None:
+    assembly = stored
     handle = assembly.sidecar.handle
     clock.advance_to(T0)
     assert_same_as_prometheus_client(assembly)  # nothing happened yet

@@ -25,15 +25,8 @@ AiohttpClient = Callable[[web.Application], Awaitable[Client]]
 
 
 @pytest.fixture
-def assembly(make_config: ConfigFactory, make_assembly: AssemblyFactory) -> Assembly:
-    return make_assembly(
-        make_config([{"id": "sales"}, {"id": "support", "silence_threshold": "30m"}])
-    )
-
-
-@pytest.fixture
-def sidecar(assembly: Assembly) -> Sidecar:
-    return assembly.sidecar
+def accounts() -> list[dict[str, Any]]:
+    return [{"id": "sales"}, {"id": "support", "silence_threshold": "30m"}]
 
 
 @pytest.fixture

@@ -172,16 +172,6 @@ Serve = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-def assembly(make_config: ConfigFactory, make_assembly: AssemblyFactory) -> Assembly:
-    return make_assembly(make_config([{"id": "sales"}, {"id": "support"}]))
-
-
-@pytest.fixture
-def sidecar(assembly: Assembly) -> Sidecar:
-    return assembly.sidecar
-
-
-@pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """Serve the app on a free port of 127.0.0.1 with :class:`HardenedAppRunner`, the
     runner it is meant to be served with."""

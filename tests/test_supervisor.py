@@ -100,13 +100,8 @@ class Harness:
 
 
 @pytest.fixture
-def assembly(make_config: ConfigFactory, make_assembly: AssemblyFactory) -> Assembly:
-    return make_assembly(make_config())
-
-
-@pytest.fixture
-def sidecar(assembly: Assembly) -> Sidecar:
-    return assembly.sidecar
+def accounts() -> list[dict[str, Any]]:
+    return [{"id": "sales"}]
 
 
 async def test_transient_dial_failures_reconnect_with_growing_backoff(assembly: Assembly) -> None:
