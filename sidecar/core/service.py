@@ -145,15 +145,16 @@ class Sidecar:
         return [self.health(account_id, backlog) for account_id in self._states]
 
     def pairing_view(self, account_id: str) -> PairingView:
+        """What the pair page shows; judged like :meth:`health`, without reading the store."""
         status, code, _, platform, paired_at = self._states[account_id].pairing_view()
-        health = self.health(account_id)
+        snapshot, verdict = self._judge(account_id, self.clock.now())
         return PairingView(
             status=status,
             qr_code=code if status == Status.QR_PENDING.value else None,
             platform=platform,
             paired_at_ms=to_ms(paired_at),
-            last_real_message_ms=health.last_real_message_ms,
-            degraded=health.degraded,
+            last_real_message_ms=to_ms(snapshot.last_real_at),
+            degraded=verdict.degraded,
         )
 
     # -- saved state and logs -------------------------------------------------------

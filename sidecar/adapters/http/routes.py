@@ -62,7 +62,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def list_accounts(request: web.Request) -> web.Response:
-    accounts = [health_json(health) for health in request.app[SIDECAR].all_health()]
+    # off the event loop: the store's part reads the spool's SQLite file
+    healths = await asyncio.to_thread(request.app[SIDECAR].all_health)
+    accounts = [health_json(health) for health in healths]
     return web.json_response({"accounts": accounts})
 
 
@@ -127,7 +129,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def account_health(request: web.Request) -> web.Response:
-    return web.json_response(health_json(request.app[SIDECAR].health(account(request))))
+    health = await asyncio.to_thread(request.app[SIDECAR].health, account(request))
+    return web.json_response(health_json(health))
 
 
 async def regenerate_qr(request: web.Request) -> web.Response:
