@@ -19,7 +19,7 @@ from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 from sidecar import testing as build
 from sidecar.adapters.spool import Batch, SpooledThread
 from sidecar.adapters.store_firestore import FirestoreStore
-from sidecar.core.storage import describe_error
+from sidecar.core.spool_writer import describe_error
 from sidecar.domain.classify import classify
 from sidecar.domain.records import SERVER_TIME, MessageDoc, ThreadPatch, Timestamp, build_records
 from sidecar.testing import firestore_library_values

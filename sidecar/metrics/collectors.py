@@ -18,7 +18,8 @@ from sidecar.core.leases import LeaseKeeper
 from sidecar.core.repair import REMEDIATION_STEP_NAMES, Repairs
 from sidecar.core.replay import ReplayErrors
 from sidecar.core.service import Sidecar
-from sidecar.core.storage import LATENCY_BUCKETS, Storage
+from sidecar.core.spool_writer import LATENCY_BUCKETS
+from sidecar.core.storage import Storage
 from sidecar.metrics.buckets import cumulative_buckets
 from sidecar.metrics.exposition import AccountRow, Family, RowCollector, Sample
 from sidecar.metrics.families import (
