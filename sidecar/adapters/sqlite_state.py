@@ -2,7 +2,7 @@
 
 Without it, a restart would forget when the last real message came and a
 deaf session would look fresh again. Writes are batched by the caller
-(see :class:`sidecar.app.Sidecar.flush_state`), so the event path never waits
+(see :meth:`sidecar.core.service.Sidecar.flush_state`), so the event path never waits
 on the disk. A save that fails (a full disk) is kept and written with the
 next one.
 

@@ -1,7 +1,8 @@
 """The degraded verdict: is a connected session deaf?
 
 Every reader (health API, ``whatsapp_session_degraded``, logs) asks the one
-rule that :mod:`sidecar.app` wires in, so a better rule replaces this one there.
+rule that :data:`sidecar.core.service.VERDICT_RULE` names, so a better rule
+replaces this one there.
 """
 
 from __future__ import annotations
