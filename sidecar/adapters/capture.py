@@ -1,4 +1,4 @@
-"""The capture format, version 1: JSON Lines of neonize events (see CONTRACT.md).
+"""The capture format, version 1: JSON Lines of events (docs/reference.md, "Capture format").
 
 Reading never stops at a bad line: each one becomes a :class:`CaptureError`
 with its line number, and the caller counts it and goes on.

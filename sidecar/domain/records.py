@@ -1,6 +1,6 @@
 """What a real message becomes in the store: a message document and a thread update.
 
-The layout is the existing backend's (see CONTRACT.md, "Firestore layout"):
+The layout is the existing backend's (docs/reference.md, "Firestore layout"):
 ``threads/{accountId}__{chatJid}`` and its ``messages/{whatsappMessageId}``.
 Values are backend-neutral: :class:`Timestamp` for instants, :data:`SERVER_TIME`
 for "when the store received it"; each backend turns them into its own types.
