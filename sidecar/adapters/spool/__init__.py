@@ -23,20 +23,9 @@ messages that are in no other place, so an operator decides (docs/runbook.md).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
-from sidecar.adapters.spool.batch import (
-    MAX_BATCH_OPS,
-    Backlog,
-    Batch,
-    SpooledThread,
-    SpoolError,
-)
-
-if TYPE_CHECKING:
-    from sidecar.adapters.spool.facade import FLUSH_EVERY, FLUSH_RETRY_S, Spool
-    from sidecar.adapters.spool.queue import HOLDS, SCHEMA
+from sidecar.adapters.spool.facade import FLUSH_EVERY, FLUSH_RETRY_S, Spool
+from sidecar.adapters.spool.queue import HOLDS, SCHEMA
+from sidecar.core.spooling import MAX_BATCH_OPS, Backlog, Batch, SpooledThread, SpoolError
 
 __all__ = [
     "FLUSH_EVERY",
@@ -50,21 +39,3 @@ __all__ = [
     "SpoolError",
     "SpooledThread",
 ]
-
-#: Loaded on first use, so that importing batch.py (the vocabulary) loads no sqlite3.
-_LAZY = {
-    "FLUSH_EVERY": "facade",
-    "FLUSH_RETRY_S": "facade",
-    "Spool": "facade",
-    "HOLDS": "queue",
-    "SCHEMA": "queue",
-}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # asked once
-    return value

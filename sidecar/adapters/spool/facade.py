@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sidecar.adapters.spool.batch import MAX_BATCH_OPS, Backlog, Batch, SpoolError
 from sidecar.adapters.spool.journal import Entry, Journal
 from sidecar.adapters.spool.pacing import Pacing
 from sidecar.adapters.spool.queue import HOLDS, Queue
 from sidecar.adapters.sqlite_files import CorruptDatabaseError, is_corruption
 from sidecar.core.failures import Failures
+from sidecar.core.spooling import MAX_BATCH_OPS, Backlog, Batch, SpoolError
 from sidecar.domain.records import MessageDoc, ThreadPatch
 
 log = logging.getLogger(__package__)  # one logger for the whole spool

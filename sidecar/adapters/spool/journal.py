@@ -19,9 +19,9 @@ from pathlib import Path
 
 import orjson
 
-from sidecar.adapters.spool.batch import SpoolError
 from sidecar.adapters.spool.codec import decode_fields, encode_fields
 from sidecar.core.failures import Failures
+from sidecar.core.spooling import SpoolError
 from sidecar.domain.records import MessageDoc, ThreadPatch
 
 log = logging.getLogger(__package__)  # one logger for the whole spool

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.adapters.spool.batch import SpooledThread
 from sidecar.adapters.spool.codec import encode_fields
+from sidecar.core.spooling import SpooledThread
 from sidecar.domain.records import ThreadPatch, merge_thread_fields
 
 

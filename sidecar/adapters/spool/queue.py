@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.adapters.spool.batch import Backlog, SpoolError
 from sidecar.adapters.spool.codec import decode_fields
 from sidecar.adapters.spool.journal import Entry
 from sidecar.adapters.spool.pacing import Thread
 from sidecar.adapters.sqlite_files import CorruptDatabaseError, open_private
 from sidecar.core.failures import error_kind
+from sidecar.core.spooling import Backlog, SpoolError
 from sidecar.domain.records import MessageDoc
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
