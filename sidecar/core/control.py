@@ -16,32 +16,32 @@ class LiveControl:
     """Acts on the live sessions for :class:`~sidecar.core.repair.Repairs`."""
 
     def __init__(self) -> None:
-        self.supervisors: dict[str, AccountSupervisor] = {}
-        self.keys: dict[str, SessionKeys] = {}
+        self._supervisors: dict[str, AccountSupervisor] = {}
+        self._keys: dict[str, SessionKeys] = {}
 
     def add(self, supervisor: AccountSupervisor, keys: SessionKeys) -> None:
-        self.supervisors[supervisor.account_id] = supervisor
-        self.keys[supervisor.account_id] = keys
+        self._supervisors[supervisor.account_id] = supervisor
+        self._keys[supervisor.account_id] = keys
 
     async def reconnect(self, account_id: str) -> None:
-        supervisor = self.supervisors[account_id]
+        supervisor = self._supervisors[account_id]
         supervisor.backoff.reset()
         supervisor.stop_session()
         supervisor.wake()
 
     async def start_pairing(self, account_id: str) -> None:
-        supervisor = self.supervisors[account_id]
+        supervisor = self._supervisors[account_id]
         session = supervisor.session
         supervisor.pairing = True
         if session is not None:
             await asyncio.to_thread(session.logout)
             supervisor.stop_session()
-        self.keys[account_id].forget()
+        self._keys[account_id].forget()
         supervisor.backoff.reset()
         supervisor.wake()
 
     async def pair_code(self, account_id: str, phone: str) -> str:
-        session = self.supervisors[account_id].session
+        session = self._supervisors[account_id].session
         if session is None:
             raise PairingNotStarted("start a re-pair first, then ask for a phone code")
         try:

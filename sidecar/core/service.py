@@ -11,13 +11,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
 from sidecar.core.clock import Clock
 from sidecar.core.pipeline import EventPipeline, MessageListener, StatusListener
 from sidecar.core.ports import StateStore
+from sidecar.core.spooling import Backlog
 from sidecar.core.storage import Storage
 from sidecar.domain.account import AccountSettings, AccountSnapshot, AccountState, Status
 from sidecar.domain.classify import MessageClass
@@ -130,7 +130,7 @@ class Sidecar:
         for account_id in self._states:
             self.judge(account_id, now)
 
-    def health(self, account_id: str, backlog: dict[str, Any] | None = None) -> AccountHealth:
+    def health(self, account_id: str, backlog: dict[str, Backlog] | None = None) -> AccountHealth:
         """The account's health now. ``backlog``: the spool's, read once for many accounts."""
         now = self.clock.now()
         snapshot, verdict = self._judge(account_id, now)
