@@ -34,7 +34,8 @@ from .support.cli import sidecar_cli, wait_ready
 from .support.http import get
 from .support.paths import REPO
 from .support.polling import wait_for
-from .support.services import ALERTMANAGER, PROMETHEUS, installed, post_alerts, server
+from .support.services import PROMETHEUS, installed, post_alerts, server
+from .support.services import alertmanager as start_alertmanager
 
 
 def test_generated_files_are_up_to_date() -> None:
@@ -176,13 +177,7 @@ def alertmanager_config_for(webhook_url: str) -> dict[str, Any]:
 def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[str]:
     config = tmp_path / "alertmanager.yml"
     config.write_text(yaml.safe_dump(alertmanager_config_for(webhook.url)))
-    args = [
-        installed(ALERTMANAGER),
-        f"--config.file={config}",
-        f"--storage.path={tmp_path / 'am-data'}",
-        "--cluster.listen-address=",
-    ]
-    with server(args, tmp_path / "alertmanager.log", "Alertmanager") as url:
+    with start_alertmanager(config, tmp_path) as url:
         yield url
 
 

@@ -19,7 +19,7 @@ from .support.cli import sidecar_cli, wait_ready
 from .support.config import TOKEN
 from .support.http import get
 from .support.polling import wait_for
-from .support.services import ALERTMANAGER, installed, post_alerts, server
+from .support.services import alertmanager, post_alerts
 
 pytestmark = pytest.mark.services  # Alertmanager and a wa-sidecar process
 
@@ -95,13 +95,7 @@ def test_alertmanager_webhook_runs_the_ladder_to_needs_repair(
                 }
             )
         )
-        args = [
-            installed(ALERTMANAGER),
-            f"--config.file={am_config}",
-            f"--storage.path={tmp_path / 'am'}",
-            "--cluster.listen-address=",
-        ]
-        with server(args, tmp_path / "am.log", "Alertmanager") as am:
+        with alertmanager(am_config, tmp_path) as am:
             wait_for(
                 lambda: get(f"http://127.0.0.1:{port}/api/whatsapp/accounts/sales/health", TOKEN)[
                     "isDegraded"

@@ -63,6 +63,20 @@ def server(args: list[str], log: Path, what: str, timeout: float = 30) -> Iterat
                 process.kill()
 
 
+@contextlib.contextmanager
+def alertmanager(config: Path, workdir: Path) -> Iterator[str]:
+    """A real Alertmanager with ``config``, its data and log under ``workdir``, no cluster;
+    yields its URL."""
+    args = [
+        installed(ALERTMANAGER),
+        f"--config.file={config}",
+        f"--storage.path={workdir / 'am-data'}",
+        "--cluster.listen-address=",
+    ]
+    with server(args, workdir / "alertmanager.log", "Alertmanager") as url:
+        yield url
+
+
 def post_alerts(am_url: str, alerts: list[dict[str, str]]) -> None:
     """Post alerts with these labels to Alertmanager's API, as Prometheus would."""
     body = json.dumps(
