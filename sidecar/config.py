@@ -256,7 +256,7 @@ def _describe(error: Any) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling; see the README for the keys)"
+        message = "unknown key (check the spelling; docs/reference.md lists every key)"
     elif error["type"] == "too_short" and loc == ("accounts",):
         message = "at least one account is required"
     elif error["type"] == "missing":
