@@ -117,11 +117,10 @@ class Sidecar:
         settings = self._settings[account_id]
         snapshot = self._states[account_id].snapshot(now)
         verdict = self.verdict(snapshot, settings, now)
-        change = VerdictChange.of(verdict, snapshot, settings, now)
         with self._history_lock:
             history = self._history[account_id]
-            if not change.same_verdict(history[-1] if history else None):
-                history.append(change)
+            if not VerdictChange.continues(history[-1] if history else None, verdict):
+                history.append(VerdictChange.of(verdict, snapshot, settings, now))
         return snapshot, verdict
 
     def evaluate_verdicts(self) -> None:

@@ -38,10 +38,12 @@ class VerdictChange:
             effective_threshold(snapshot, settings),
         )
 
-    def same_verdict(self, other: VerdictChange | None) -> bool:
-        if other is None:
-            return not self.degraded and not self.reasons
-        return (self.degraded, self.reasons) == (other.degraded, other.reasons)
+    @staticmethod
+    def continues(last: VerdictChange | None, verdict: Verdict) -> bool:
+        """Whether ``verdict`` is what ``last`` recorded (no history: a healthy verdict)."""
+        if last is None:
+            return not verdict.degraded and not verdict.reasons
+        return (last.degraded, last.reasons) == (verdict.degraded, verdict.reasons)
 
 
 @dataclass(frozen=True, slots=True)
