@@ -7,10 +7,8 @@ spool adapter (:mod:`sidecar.adapters.spool`) and the stores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # annotations only: importing the records module loads neonize
-    from sidecar.domain.records import MessageDoc, ThreadPatch
+from sidecar.domain.records import MessageDoc, ThreadPatch
 
 MAX_BATCH_OPS = 500  # Firestore's limit for one batched write
 
