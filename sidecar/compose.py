@@ -46,6 +46,7 @@ from sidecar.core.storage import Storage
 from sidecar.core.supervisor import AccountSupervisor
 from sidecar.metrics.accounts import AccountCollector
 from sidecar.metrics.collectors import (
+    ConflictCollector,
     LeaseCollector,
     LimiterCollector,
     ProcessCollector,
@@ -116,6 +117,7 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
     if stored is not None:
         metrics.register(StoreCollector(stored))
         metrics.register(SpoolCollector(stored, sidecar.account_ids))
+        metrics.register(ConflictCollector(stored, sidecar.account_ids))
     return Assembly(loaded, sidecar, metrics, replay_errors, stored)
 
 

@@ -36,6 +36,7 @@ from sidecar.adapters.spool import Batch, Spool, SpoolError
 from sidecar.adapters.sqlite_files import integrity_problem
 from sidecar.adapters.sqlite_state import SqliteStateStore, StateStoreError
 from sidecar.adapters.store_sqlite import SqliteMessageStore
+from sidecar.core.spooling import Conflict, Prepared
 from sidecar.core.storage import Storage
 from sidecar.domain.account import PersistedState
 from sidecar.domain.classify import classify
@@ -581,11 +582,15 @@ class RecordingStore:
     def __init__(self) -> None:
         self.written: list[str] = []
 
-    def prepare(self, batch: Batch) -> Batch:
-        return batch
+    def prepare(self, batch: Batch) -> Prepared:
+        return Prepared(batch, batch)
 
-    async def commit(self, batch: Batch) -> None:
-        self.written += [doc.message_id for _, doc in batch.messages]
+    async def commit(self, prepared: Prepared) -> list[Conflict]:
+        self.written += [doc.message_id for _, doc in prepared.batch.messages]
+        return []
+
+    def refuses(self, exc: BaseException) -> bool:
+        return False
 
     async def close(self) -> None:
         pass

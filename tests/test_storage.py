@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
-from prometheus_client.registry import CollectorRegistry
 
 from sidecar import testing as build
 from sidecar.adapters.capture import capture_records, encode_record
@@ -22,11 +21,10 @@ from sidecar.core.service import Sidecar
 from sidecar.core.storage import Storage
 from sidecar.domain.classify import classify
 from sidecar.domain.records import MessageDoc, build_records
-from sidecar.metrics.collectors import SpoolCollector, StoreCollector
-from sidecar.metrics.registry import Metrics
 
 from .support.backends import Backend
 from .support.config import ConfigFactory
+from .support.storage import close, drain, make_sidecar, storage_registry
 
 T0 = 1_764_068_400.0
 CUSTOMER = build.jid("12025550123")
@@ -156,39 +154,7 @@ async def replay_and_drain(sidecar: Sidecar, capture: Path) -> None:
     clock = ReplayClock(speed=0)
     sidecar.clock = clock
     await Replayer(sidecar, clock).run(capture_records(capture))
-    storage = sidecar.storage
-    assert storage is not None
-    for _ in range(100):
-        await storage.writer.drain_once()
-        if storage.spool.is_empty():
-            return
-    raise AssertionError("the spool did not drain")
-
-
-def make_sidecar(make_config: ConfigFactory, backend: Backend) -> Sidecar:
-    loaded = make_config([{"id": "sales"}], store=backend.store_config())
-    storage = Storage(Spool(backend.state_dir, thread_interval_s=0.0), build_store(loaded))
-    return Sidecar(
-        loaded.config.account_settings(),
-        ReplayClock(speed=0),
-        SqliteStateStore(backend.state_dir),
-        storage=storage,
-    )
-
-
-def storage_registry(sidecar: Sidecar) -> CollectorRegistry:
-    """The storage's metrics, registered as the composition root registers them."""
-    assert sidecar.storage is not None
-    metrics = Metrics(
-        [StoreCollector(sidecar.storage), SpoolCollector(sidecar.storage, sidecar.account_ids)]
-    )
-    return metrics.registry
-
-
-async def close(sidecar: Sidecar) -> None:
-    assert sidecar.storage is not None
-    await sidecar.storage.close()
-    sidecar.close()
+    await drain(sidecar)
 
 
 def near_now(value: Any) -> bool:

@@ -20,6 +20,7 @@ from sidecar import testing as build
 from sidecar.adapters.spool import Batch, SpooledThread
 from sidecar.adapters.store_firestore import FirestoreStore
 from sidecar.core.spool_writer import describe_error
+from sidecar.domain.authorship import Stored, resolve
 from sidecar.domain.classify import classify
 from sidecar.domain.records import SERVER_TIME, MessageDoc, ThreadPatch, Timestamp, build_records
 from sidecar.testing import firestore_library_values
@@ -112,7 +113,8 @@ def records_batch() -> Batch:
 
 def edge_cases_batch() -> Batch:
     """Shapes no record has today, where ``set()`` has rules of its own: a map of server
-    times only (left out), an empty map (kept), names that need quoting, the epoch."""
+    times only (left out), an empty map (kept), names that need quoting, the epoch; in a
+    whole document and in a merge."""
     fields = {
         "only server times": {"at": SERVER_TIME, "deeper": {"at": SERVER_TIME}},
         "mixed": {"empty": {}, "at": SERVER_TIME, "n": 1.5, "none": None, "yes": True},
@@ -122,22 +124,30 @@ def edge_cases_batch() -> Batch:
         "a.b": "dotted",
         "updatedAt": SERVER_TIME,
     }
+    key = {"key": {"id": "replace", "fromMe": False, "participant": None}}
     return Batch(
-        messages=[
-            (1, MessageDoc(ACCOUNT, "t1", "replace", fields)),
-            (2, MessageDoc(ACCOUNT, "t1", "merge", fields, merge=True)),
-        ],
-        threads=[SpooledThread(ThreadPatch(ACCOUNT, "t1", {"updatedAt": SERVER_TIME}), 1)],
+        messages=[(1, MessageDoc(ACCOUNT, "t1", "replace", fields | key))],
+        threads=[SpooledThread(ThreadPatch(ACCOUNT, "t1", fields), 1)],
     )
 
 
 def library_batch(client: firestore.AsyncClient, batch: Batch) -> Any:
-    """The same writes as the library's own ``set()`` calls make them."""
+    """The same writes as the library's own ``set()`` calls make them, for the documents
+    the authorship rules write when nothing was stored before the batch."""
     writes = client.batch()
     threads = client.collection("threads")
+    known: dict[tuple[str, str], Stored | None] = {}
     for _, doc in batch.messages:
-        ref = threads.document(doc.thread_id).collection("messages").document(doc.message_id)
-        writes.set(ref, firestore_library_values(doc.fields), merge=doc.merge)
+        resolution = resolve(doc, known.get((doc.thread_id, doc.message_id)))
+        known[doc.thread_id, doc.message_id] = resolution.stored
+        write = resolution.write
+        assert write is not None
+        messages = threads.document(doc.thread_id).collection("messages")
+        writes.set(
+            messages.document(write.message_id),
+            firestore_library_values(write.fields),
+            merge=write.merge,
+        )
     for thread in batch.threads:
         patch = thread.patch
         writes.set(
@@ -158,13 +168,23 @@ async def test_writes_equal_the_librarys_field_for_field(emulator: str, make_bat
     client = firestore.AsyncClient(project="wa-encoding")
     store = FirestoreStore("wa-encoding")
 
-    ours = [types.Write.pb(w) for w in store.prepare(batch).writes]
+    request = store.prepare(batch).request.request
+    ours = [types.Write.pb(w) for w in request.writes]
     theirs = [types.Write.pb(w) for w in library_batch(client, batch)._write_pbs]
 
     assert len(ours) == len(theirs) == len(batch)
+    first_writes: set[str] = set()
     for mine, library in zip(ours, theirs, strict=True):
+        name = mine.update.name
+        if "/messages/" in name and name not in first_writes:  # a new message: not stored yet
+            first_writes.add(name)
+            assert mine.current_document.exists is False
+            assert mine.HasField("current_document")
+            mine.ClearField("current_document")
+        assert not mine.HasField("current_document")
         assert mine == library, f"ours:\n{mine}\nthe library's:\n{library}"
-    assert store.prepare(batch).database == "projects/wa-encoding/databases/(default)"
+    assert first_writes
+    assert request.database == "projects/wa-encoding/databases/(default)"
     client.close()  # type: ignore[no-untyped-call]
     await store.close()
 

@@ -1,9 +1,19 @@
 """Real messages in Firestore, in the layout the existing Flutter app reads.
 
-One batched write per spool batch (at most 500 operations). Each commit has
-its own retry deadline; past it the spool writer retries the same batch with
-its own backoff, for as long as it takes. Document ids are WhatsApp message
-ids, so a retried or replayed batch leaves one document per message.
+One batched write per spool batch: at most 500 operations and
+:data:`MAX_REQUEST_BYTES` (a margin under the emulator's 4 MiB gRPC limit and
+production's 10 MiB request limit); the operations past that stay spooled for the
+next batch, and an operation over :data:`MAX_WRITE_BYTES` (Firestore keeps at
+most 1 MiB per document) is handed back to be set aside. Each commit has its own
+retry deadline; past it the spool writer retries the same batch with its own
+backoff, for as long as it takes. Document ids are WhatsApp message ids, so a
+retried or replayed batch leaves one document per message.
+
+Authorship (:mod:`sidecar.domain.authorship`) needs what is stored: a batch of new
+messages is written with the precondition that none of them exists, the common
+case, which costs no read; a batch with an edit, or one whose precondition failed,
+reads the documents it touches first (one ``BatchGetDocuments``) and is written with
+preconditions on what it read, so nothing changes between the read and the write.
 
 The writes are encoded here, as raw protobufs, not by the client library:
 ``WriteBatch.set`` builds every value through proto-plus, which cost ~120 µs
@@ -17,11 +27,14 @@ insecure channel to that host and the emulator's owner token, no credentials.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
+from google.api_core import exceptions as api_exceptions
 from google.api_core import retry_async
 from google.api_core.retry import if_transient_error
 from google.cloud.firestore_v1 import types
@@ -32,6 +45,8 @@ from google.cloud.firestore_v1.services.firestore.transports import (
 )
 
 from sidecar.adapters.spool import Batch
+from sidecar.core.spooling import Conflict, Prepared
+from sidecar.domain.authorship import CONFLICT_OUTCOMES, Stored, resolve
 from sidecar.domain.records import SERVER_TIME, Timestamp
 
 EMULATOR_HOST_VARIABLE = "FIRESTORE_EMULATOR_HOST"
@@ -41,6 +56,14 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 ]
+#: One commit's encoded size at most: under the emulator's 4 MiB gRPC message limit
+#: (production Firestore takes 10 MiB), with room for the request's own framing.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+#: One write's encoded size at most. Firestore keeps 1 MiB (1,048,576 bytes) per
+#: document, counted a little below the encoded size; a larger write is refused.
+MAX_WRITE_BYTES = 1_000_000
+#: Errors that say the preconditions did not hold: what was assumed stored was not.
+_PRECONDITION_FAILED = (api_exceptions.AlreadyExists, api_exceptions.FailedPrecondition)
 _REQUEST_TIME = types.DocumentTransform.FieldTransform.ServerValue.REQUEST_TIME
 _NULL_VALUE = 0  # google.protobuf.NullValue.NULL_VALUE
 
@@ -67,22 +90,132 @@ class FirestoreStore:
             timeout=timeout_s,
         )
 
-    def prepare(self, batch: Batch) -> types.CommitRequest:
-        """The batched write, encoded as ``set()`` would (merge for edits and threads)."""
-        request = types.CommitRequest.pb()(database=self._database)
-        for _, doc in batch.messages:
-            name = f"{self._threads}/{_id(doc.thread_id)}/messages/{_id(doc.message_id)}"
-            _add_set(request.writes.add(), name, doc.fields, merge=doc.merge)
-        for thread in batch.threads:
-            name = f"{self._threads}/{_id(thread.patch.thread_id)}"
-            _add_set(request.writes.add(), name, thread.patch.fields, merge=True)
-        prepared: types.CommitRequest = types.CommitRequest.wrap(request)  # no copy
-        return prepared
+    def prepare(self, batch: Batch) -> Prepared:
+        """As much of ``batch`` as one request may hold, encoded on the assumption that
+        none of its new messages is stored (a batch with an edit reads first)."""
+        plan = self._encode(batch, None, limits=True)
+        return Prepared(plan.batch, plan, plan.too_large)
 
-    async def commit(self, request: types.CommitRequest) -> None:
+    async def commit(self, prepared: Prepared) -> list[Conflict]:
+        plan: _Plan = prepared.request
+        if plan.reads_first:
+            plan = await self._encode_after_reading(prepared.batch)
+        try:
+            await self._commit(plan.request)
+        except _PRECONDITION_FAILED:
+            if plan.reads_first:
+                raise  # it changed since it was read: the writer tries the batch again
+            plan = await self._encode_after_reading(prepared.batch)
+            await self._commit(plan.request)
+        return plan.conflicts
+
+    def refuses(self, exc: BaseException) -> bool:
+        """Firestore says the request itself is wrong (a value it cannot keep) or too
+        large: sending it again never helps. Read from the error's class only."""
+        if isinstance(exc, api_exceptions.RetryError) and exc.cause is not None:
+            exc = exc.cause
+        if isinstance(exc, api_exceptions.InvalidArgument):
+            return True
+        return isinstance(exc, api_exceptions.ResourceExhausted) and "maximum size" in str(exc)
+
+    async def _commit(self, request: types.CommitRequest) -> None:
         await self._firestore_api().commit(
             request=request, retry=self._retry, timeout=self._timeout, metadata=self._metadata
         )
+
+    async def _encode_after_reading(self, batch: Batch) -> _Plan:
+        stored = await self._read(
+            {self._message_path(d.thread_id, d.message_id) for _, d in batch.messages}
+        )
+        return await asyncio.to_thread(self._encode, batch, stored, limits=False)
+
+    async def _read(self, paths: set[str]) -> dict[str, tuple[Stored, Any] | None]:
+        """What is stored at ``paths``, as authorship needs it, with each document's
+        update time (None: no document)."""
+        if not paths:
+            return {}
+        found: dict[str, tuple[Stored, Any] | None] = {}
+        responses = await self._firestore_api().batch_get_documents(
+            request={
+                "database": self._database,
+                "documents": sorted(paths),
+                "mask": {"field_paths": ["key", "editedAt"]},
+            },
+            retry=self._retry,
+            timeout=self._timeout,
+            metadata=self._metadata,
+        )
+        async for response in responses:
+            result = types.BatchGetDocumentsResponse.pb(response)
+            if result.HasField("found"):
+                document = result.found
+                found[document.name] = (_stored(document.fields), document.update_time)
+            elif result.missing:
+                found[result.missing] = None
+        return found
+
+    def _message_path(self, thread_id: str, message_id: str) -> str:
+        return f"{self._threads}/{_id(thread_id)}/messages/{_id(message_id)}"
+
+    def _encode(
+        self,
+        batch: Batch,
+        stored: dict[str, tuple[Stored, Any] | None] | None,
+        *,
+        limits: bool,
+    ) -> _Plan:
+        """The commit for ``batch``, given what is stored (None: assume no message is).
+        With ``limits``, operations past the request's size stay out of it."""
+        request = types.CommitRequest.pb()(database=self._database)
+        plan = _Plan(
+            request, reads_first=stored is None and any(d.merge for _, d in batch.messages)
+        )
+        known: dict[str, Stored | None] = {}
+        size = 0
+        for seq, doc in batch.messages:
+            path = self._message_path(doc.thread_id, doc.message_id)
+            first = path not in known
+            read = stored.get(path) if first and stored is not None else None
+            if first:
+                known[path] = read[0] if read is not None else None
+            resolution = resolve(doc, known[path])
+            written = resolution.write
+            if written is not None:
+                write = request.writes.add()
+                target = self._message_path(doc.thread_id, written.message_id)
+                _add_set(write, target, written.fields, merge=written.merge)
+                if first and target == path:
+                    _precondition(write, read)
+                if limits and write.ByteSize() > MAX_WRITE_BYTES:
+                    del request.writes[-1]
+                    plan.too_large.messages.append((seq, doc))
+                    if first:
+                        del known[path]
+                    continue
+                if limits and size + write.ByteSize() > MAX_REQUEST_BYTES:
+                    del request.writes[-1]
+                    break  # it and the ones after it wait for the next request
+                size += write.ByteSize()
+            known[path] = resolution.stored
+            plan.batch.messages.append((seq, doc))
+            if resolution.outcome in CONFLICT_OUTCOMES:
+                plan.conflicts.append(Conflict(doc.account_id, resolution.outcome))
+        for thread in batch.threads:
+            write = request.writes.add()
+            name = f"{self._threads}/{_id(thread.patch.thread_id)}"
+            _add_set(write, name, thread.patch.fields, merge=True)
+            if limits and write.ByteSize() > MAX_WRITE_BYTES:
+                del request.writes[-1]
+                plan.too_large.threads.append(thread)
+                continue
+            if limits and size + write.ByteSize() > MAX_REQUEST_BYTES:
+                del request.writes[-1]
+                continue  # still due: the next batch takes it
+            size += write.ByteSize()
+            plan.batch.threads.append(thread)
+        plan.batch.next_due_s = batch.next_due_s
+        plan.request = types.CommitRequest.wrap(request)  # no copy
+        return plan
 
     async def close(self) -> None:
         api, self._api = self._api, None
@@ -102,6 +235,44 @@ class FirestoreStore:
             transport = FirestoreGrpcAsyncIOTransport(host=host, channel=channel)
             self._api = FirestoreAsyncClient(transport=transport)
         return self._api
+
+
+@dataclass
+class _Plan:
+    """A commit and what it holds: the store's side of :class:`Prepared`."""
+
+    request: Any
+    reads_first: bool
+    batch: Batch = field(default_factory=Batch)
+    too_large: Batch = field(default_factory=Batch)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def _precondition(write: Any, read: tuple[Stored, Any] | None) -> None:
+    """The document is as read: absent, or unchanged since its update time."""
+    if read is None:
+        write.current_document.exists = False
+    else:
+        write.current_document.update_time.CopyFrom(read[1])
+
+
+def _stored(fields: Any) -> Stored:
+    """Authorship from a read document's raw fields (``key`` and ``editedAt``)."""
+    key = _value(fields, "key", "map_value")
+    from_me = _value(key.fields, "fromMe", "boolean_value") if key is not None else None
+    participant = _value(key.fields, "participant", "string_value") if key is not None else None
+    stamp = _value(fields, "editedAt", "timestamp_value")
+    return Stored(
+        None if from_me is None else (from_me, participant),
+        None if stamp is None else stamp.seconds * 1000 + stamp.nanos // 1_000_000,
+    )
+
+
+def _value(fields: Any, name: str, kind: str) -> Any:
+    """``fields[name]`` when it holds a value of ``kind``, else None."""
+    if name not in fields or fields[name].WhichOneof("value_type") != kind:
+        return None
+    return getattr(fields[name], kind)
 
 
 def _id(document_id: str) -> str:

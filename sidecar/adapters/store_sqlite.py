@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ from typing import Any
 
 from sidecar.adapters.spool import Batch
 from sidecar.adapters.sqlite_files import CorruptDatabaseError, open_private
-from sidecar.domain.records import SERVER_TIME, Timestamp
+from sidecar.core.spooling import Conflict, Prepared
+from sidecar.domain.authorship import CONFLICT_OUTCOMES, Stored, Write, author_of, resolve
+from sidecar.domain.records import SERVER_TIME, MessageDoc, Timestamp
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS threads (
@@ -56,34 +59,26 @@ class SqliteMessageStore:
             raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
         self._lock = threading.Lock()
 
-    def prepare(self, batch: Batch) -> Batch:
-        return batch  # encoded inside the transaction: nothing to gain apart
+    def prepare(self, batch: Batch) -> Prepared:
+        return Prepared(batch, batch)  # encoded inside the transaction: nothing to gain apart
 
-    async def commit(self, batch: Batch) -> None:
-        await asyncio.to_thread(self._write, batch)
+    async def commit(self, prepared: Prepared) -> list[Conflict]:
+        return await asyncio.to_thread(self._write, prepared.batch)
 
-    def _write(self, batch: Batch) -> None:
+    def refuses(self, exc: BaseException) -> bool:
+        """Too big for SQLite, or a value JSON cannot hold: the same every time."""
+        return isinstance(exc, (sqlite3.DataError, TypeError, ValueError))
+
+    def _write(self, batch: Batch) -> list[Conflict]:
         now_ms = round(time.time() * 1000)
+        conflicts: list[Conflict] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for _, doc in batch.messages:
-                    fields = json.dumps(_plain(doc.fields, now_ms), ensure_ascii=False)
-                    if doc.merge:
-                        self._db.execute(
-                            "INSERT INTO messages (thread_id, message_id, account_id, doc)"
-                            " VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
-                            " SET doc = json_patch(messages.doc, excluded.doc)",
-                            (doc.thread_id, doc.message_id, doc.account_id, fields),
-                        )
-                    else:
-                        # A rewrite (retry, replay) keeps the first createdAt, as a create would.
-                        self._db.execute(
-                            "INSERT INTO messages (thread_id, message_id, account_id, doc)"
-                            " VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET doc = json_set("
-                            "excluded.doc, '$.createdAt', json_extract(messages.doc, ?))",
-                            (doc.thread_id, doc.message_id, doc.account_id, fields, "$.createdAt"),
-                        )
+                    outcome = self._apply(doc, now_ms)
+                    if outcome in CONFLICT_OUTCOMES:
+                        conflicts.append(Conflict(doc.account_id, outcome))
                 for thread in batch.threads:
                     patch = thread.patch
                     self._db.execute(
@@ -100,6 +95,41 @@ class SqliteMessageStore:
                 if self._db.in_transaction:  # SQLite may have rolled back by itself (SQLITE_FULL)
                     self._db.execute("ROLLBACK")
                 raise
+        return conflicts
+
+    def _apply(self, doc: MessageDoc, now_ms: int) -> str:
+        """One message operation, by the authorship rules, inside the open transaction."""
+        current = self._read(doc.thread_id, doc.message_id)
+        stored = None if current is None else _stored(current)
+        resolution = resolve(doc, stored)
+        write = resolution.write
+        if write is not None:
+            self._put(doc, write, current if write.message_id == doc.message_id else None, now_ms)
+        return resolution.outcome
+
+    def _read(self, thread_id: str, message_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT doc FROM messages WHERE thread_id = ? AND message_id = ?",
+            (thread_id, message_id),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def _put(
+        self, doc: MessageDoc, write: Write, current: dict[str, Any] | None, now_ms: int
+    ) -> None:
+        fields = _plain(write.fields, now_ms)
+        if write.merge and current is not None:
+            fields = _merged(current, fields)
+        self._db.execute(
+            "INSERT INTO messages (thread_id, message_id, account_id, doc) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO UPDATE SET doc = excluded.doc",
+            (
+                doc.thread_id,
+                write.message_id,
+                doc.account_id,
+                json.dumps(fields, ensure_ascii=False),
+            ),
+        )
 
     async def close(self) -> None:
         with self._lock:
@@ -114,3 +144,20 @@ def _plain(value: Any, now_ms: int) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v, now_ms) for k, v in value.items()}
     return value
+
+
+def _stored(current: dict[str, Any]) -> Stored:
+    edited = current.get("editedAt")
+    return Stored(author_of(current), edited if isinstance(edited, int) else None)
+
+
+def _merged(current: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """As a Firestore merge: the leaves named replace, the others stay."""
+    merged = dict(current)
+    for key, value in fields.items():
+        known = merged.get(key)
+        if isinstance(value, dict) and value and isinstance(known, dict):
+            merged[key] = _merged(known, value)
+        else:
+            merged[key] = value
+    return merged

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from sidecar.core.spooling import Backlog, Batch
+from sidecar.core.spooling import Backlog, Batch, Conflict, Prepared
 from sidecar.domain.account import PersistedState
 from sidecar.domain.records import MessageDoc, ThreadPatch
 
@@ -61,13 +61,20 @@ class MessageStore(Protocol):
     """Writes spool batches (:class:`FirestoreStore`, :class:`SqliteMessageStore`).
 
     ``prepare`` (encoding; runs on a worker thread) is apart from ``commit`` so the
-    writer can encode the next batch while this one commits."""
+    writer can encode the next batch while this one commits. ``prepare`` takes as much
+    of a batch as one request may hold; ``commit`` applies message operations by the
+    rules of :mod:`sidecar.domain.authorship` and returns those it did not apply as asked."""
 
     backend: str
 
-    def prepare(self, batch: Batch) -> Any: ...
+    def prepare(self, batch: Batch) -> Prepared: ...
 
-    async def commit(self, prepared: Any) -> None: ...
+    async def commit(self, prepared: Prepared) -> list[Conflict]: ...
+
+    def refuses(self, exc: BaseException) -> bool:
+        """``exc`` says the store refuses what the operations hold: retrying the same
+        operations can never succeed (a transient error says False)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -9,12 +9,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from sidecar.core.failures import Failures, error_kind
 from sidecar.core.ports import MessageStore, SpoolPort
-from sidecar.core.spooling import Batch, SpoolError
+from sidecar.core.spooling import Batch, Conflict, Prepared, SpoolError
 from sidecar.domain.supervision import Backoff
 
 log = logging.getLogger(__name__)
@@ -39,14 +38,19 @@ class StoreStats:
         self.last_write_at: dict[str, float] = {}
         #: Real messages per account that the spool could not take (not stored).
         self.spool_rejected: dict[str, int] = {}
+        #: Message operations per (account, outcome) the store did not apply as asked.
+        self.conflicts: dict[tuple[str, str], int] = {}
 
     def rejected(self, account: str) -> None:
         with self._lock:
             self.spool_rejected[account] = self.spool_rejected.get(account, 0) + 1
 
-    def succeeded(self, batch: Batch, seconds: float) -> None:
+    def succeeded(self, batch: Batch, seconds: float, conflicts: Sequence[Conflict] = ()) -> None:
         now = self._now()
         with self._lock:
+            for conflict in conflicts:
+                key = (conflict.account_id, conflict.outcome)
+                self.conflicts[key] = self.conflicts.get(key, 0) + 1
             self.writes += len(batch)
             self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self.latency_sum += seconds
@@ -123,36 +127,41 @@ class SpoolWriter:
         stay one at a time and in spool order, so an edit never lands before the
         message it edits, and a failed commit discards the batch prepared behind it.
         """
-        batch, prepared = await asyncio.to_thread(self._prepare_next, None)
-        while batch:
-            commit = asyncio.create_task(self._commit(batch, prepared))
+        prepared = await asyncio.to_thread(self._prepare_next, None)
+        while prepared.batch:
+            commit = asyncio.create_task(self._commit(prepared))
             try:
-                following = await asyncio.to_thread(self._prepare_next, batch)
+                following = await asyncio.to_thread(self._prepare_next, prepared.batch)
                 committed = await commit
             finally:
                 if not commit.done():
                     commit.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await commit
-            if committed and following[0]:
-                batch, prepared = following
+            if committed and following.batch:
+                prepared = following
             else:
-                batch, prepared = await asyncio.to_thread(self._prepare_next, None)
-        return batch.next_due_s
+                prepared = await asyncio.to_thread(self._prepare_next, None)
+        return prepared.batch.next_due_s
 
     async def drain_once(self) -> int:
         """Write one batch now (tests). Returns how many operations it held."""
-        batch, prepared = await asyncio.to_thread(self._prepare_next, None)
-        if batch:
-            await self._commit(batch, prepared)
-        return len(batch)
+        prepared = await asyncio.to_thread(self._prepare_next, None)
+        if prepared.batch:
+            await self._commit(prepared)
+        return len(prepared.batch)
 
-    def _prepare_next(self, in_flight: Batch | None) -> tuple[Batch, Any]:
+    def _prepare_next(self, in_flight: Batch | None) -> Prepared:
         batch = self._spool.take(after=in_flight)
         if not batch:
-            return batch, None
+            return Prepared(batch, None)
+        return self._prepare(batch)
+
+    def _prepare(self, batch: Batch) -> Prepared:
+        """``batch`` encoded by the store; operations it can never take are set aside,
+        so they do not hold up the others."""
         try:
-            return batch, self._store.prepare(batch)
+            prepared = self._store.prepare(batch)
         except Exception as exc:  # an operation no store will ever take; the others go on
             unstorable = self._unstorable(batch)
             self._spool.discard(unstorable, describe_error(exc))
@@ -161,7 +170,10 @@ class SpoolWriter:
                 [t for t in batch.threads if t not in unstorable.threads],
                 batch.next_due_s,
             )
-            return rest, self._store.prepare(rest) if rest else None
+            prepared = self._store.prepare(rest) if rest else Prepared(rest, None)
+        if prepared.too_large:
+            self._spool.discard(prepared.too_large, "larger than the store takes")
+        return prepared
 
     def _unstorable(self, batch: Batch) -> Batch:
         """The operations of ``batch`` that cannot even be encoded, each tried alone."""
@@ -178,13 +190,16 @@ class SpoolWriter:
             [t for t in batch.threads if fails(Batch(threads=[t]))],
         )
 
-    async def _commit(self, batch: Batch, prepared: Any) -> bool:
+    async def _commit(self, prepared: Prepared) -> bool:
+        batch = prepared.batch
         started = time.perf_counter()
         try:
-            await self._store.commit(prepared)
+            conflicts = await self._store.commit(prepared)
         except Exception as exc:
             error = describe_error(exc)
             self._stats.failed(batch, error)
+            if self._store.refuses(exc):
+                return await self._isolate(batch, error)
             delay = self._backoff.next_delay()
             log.warning(
                 "store %s: writing %d operations failed (%s); retrying in %.1f s",
@@ -195,7 +210,16 @@ class SpoolWriter:
             )
             await asyncio.sleep(delay)
             return False
-        self._stats.succeeded(batch, time.perf_counter() - started)
+        self._stats.succeeded(batch, time.perf_counter() - started, conflicts)
+        if conflicts:
+            log.warning(
+                "store %s: %d message operations not applied as asked (%s): an edit by"
+                " someone else than the message's author, or a message id another sender"
+                " used first (whatsapp_message_conflicts_total)",
+                self._store.backend,
+                len(conflicts),
+                ", ".join(sorted({c.outcome for c in conflicts})),
+            )
         try:
             await asyncio.to_thread(self._spool.ack, batch)
         except SpoolError as exc:
@@ -205,6 +229,19 @@ class SpoolWriter:
             await asyncio.sleep(self._backoff.next_delay())
             return False
         self._backoff.reset()
+        return True
+
+    async def _isolate(self, batch: Batch, error: str) -> bool:
+        """The store refuses something ``batch`` holds: write its halves apart, in order,
+        down to the single operations it refuses, which are set aside; the rest is
+        written. False when a half fails for another reason (retried later)."""
+        if len(batch) == 1:
+            await asyncio.to_thread(self._spool.discard, batch, error)
+            return True
+        for half in batch.halves():
+            prepared = await asyncio.to_thread(self._prepare, half)
+            if prepared.batch and not await self._commit(prepared):
+                return False
         return True
 
     @property

@@ -160,32 +160,42 @@ def build_records(
     content = _content(message, kind)
     chat = jid_string(source.Chat)
     tid = thread_id(account_id, chat)
-    direction = "outbound" if source.IsFromMe else "inbound"
     message_id = text_of(info.ID)
     ts_ms = timestamp_ms(info.Timestamp)
     if kind == EDIT_KIND:
+        # The edit names its message; the store applies it only for the message's own
+        # author (sidecar.domain.authorship), and keeps it whole if the message is not there.
         edited = content.protocolMessage
-        return (
-            MessageDoc(
-                account_id,
-                tid,
-                document_id(text_of(edited.key.ID) or message_id),
-                {
-                    "body": _body(edited.editedMessage, _first_kind(edited.editedMessage)),
-                    "editedAt": Timestamp(ts_ms),
-                    "updatedAt": SERVER_TIME,
-                },
-                merge=True,
-            ),
-            None,
-        )
-    body = _body(content, kind)
+        new_content = edited.editedMessage
+        new_kind = _first_kind(new_content)
+        target = text_of(edited.key.ID) or message_id
+        fields = _message_fields(
+            account_id, chat, tid, source, target, ts_ms, new_content, new_kind
+        ) | {"editedAt": Timestamp(ts_ms)}
+        return MessageDoc(account_id, tid, document_id(target), fields, merge=True), None
+    fields = _message_fields(account_id, chat, tid, source, message_id, ts_ms, content, kind)
+    return MessageDoc(account_id, tid, document_id(message_id), fields), _thread_patch(
+        account_id, tid, chat, source, fields["direction"], ts_ms, fields["body"]
+    )
+
+
+def _message_fields(
+    account_id: str,
+    chat: str,
+    tid: str,
+    source: Any,
+    message_id: str,
+    ts_ms: int,
+    content: WAMessage,
+    kind: str,
+) -> dict[str, Any]:
+    """A message document's fields, in the existing backend's layout."""
     fields: dict[str, Any] = {
         "accountId": account_id,
         "clientJid": chat,
         "threadId": tid,
-        "direction": direction,
-        "body": body,
+        "direction": "outbound" if source.IsFromMe else "inbound",
+        "body": _body(content, kind),
         "messageType": _MESSAGE_TYPES.get(kind, kind),
         "media": _media(content, kind),
         "tsClient": Timestamp(ts_ms),
@@ -200,9 +210,7 @@ def build_records(
     }
     if source.IsGroup:
         fields["senderJid"] = jid_string(source.Sender)
-    return MessageDoc(account_id, tid, document_id(message_id), fields), _thread_patch(
-        account_id, tid, chat, source, direction, ts_ms, body
-    )
+    return fields
 
 
 def _content(message: WAMessage, kind: str) -> WAMessage:

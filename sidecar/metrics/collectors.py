@@ -20,6 +20,7 @@ from sidecar.core.replay import ReplayErrors
 from sidecar.core.service import Sidecar
 from sidecar.core.spool_writer import LATENCY_BUCKETS
 from sidecar.core.storage import Storage
+from sidecar.domain.authorship import CONFLICT_OUTCOMES
 from sidecar.metrics.buckets import cumulative_buckets
 from sidecar.metrics.exposition import AccountRow, Family, RowCollector, Sample
 from sidecar.metrics.families import (
@@ -28,6 +29,7 @@ from sidecar.metrics.families import (
     HTTP_AUTH_RATE_LIMITED,
     LEASE_HELD,
     LEASES_LOST,
+    MESSAGE_CONFLICTS,
     NEEDS_REPAIR,
     REMEDIATION_STEPS,
     REPLAY_ERRORS,
@@ -173,6 +175,29 @@ class SpoolCollector(RowCollector):
                     () if oldest is None else (((), oldest),),
                     () if oldest is None else (((), max(0.0, now - oldest)),),
                     errors,
+                ),
+            )
+
+
+class ConflictCollector(RowCollector):
+    """Message operations per account the store did not apply as asked, by outcome."""
+
+    families = (MESSAGE_CONFLICTS,)
+
+    def __init__(self, storage: Storage, accounts: Sequence[str]) -> None:
+        self._storage = storage
+        self._accounts = accounts
+
+    def rows(self) -> Iterator[AccountRow]:
+        counts = dict(self._storage.stats.conflicts)
+        for account in self._accounts:
+            yield (
+                account,
+                (
+                    tuple(
+                        ((outcome,), counts.get((account, outcome), 0))
+                        for outcome in CONFLICT_OUTCOMES
+                    ),
                 ),
             )
 

@@ -128,6 +128,15 @@ SPOOL_WRITE_ERRORS = Family(
     "counter",
 )
 
+MESSAGE_CONFLICTS = Family(
+    "whatsapp_message_conflicts",
+    "Message operations the store did not apply as asked: edit_refused (an edit by someone"
+    " else than the message's author), id_reused (a message id another sender used first;"
+    " the message is kept under an id of its own).",
+    "counter",
+    ("outcome",),
+)
+
 REMEDIATION_STEPS = Family(
     "whatsapp_remediation_steps",
     "Re-pairs started and remediation steps taken: repair, reconnect, recovered, needs_repair.",
