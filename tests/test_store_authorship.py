@@ -105,17 +105,17 @@ async def test_a_group_member_cannot_edit_another_members_message(
         [
             said("G1", "Meeting at 10.", T0, sender=ALICE, **group),
             edited(
-                "G1", "120363000000000001@g.us", "Meeting cancelled.", T0 + 1, sender=BOB, **group
+                "G1", "120363000000000001@g.us", "Meeting at 11.", T0 + 1, sender=ALICE, **group
             ),
             edited(
-                "G1", "120363000000000001@g.us", "Meeting at 11.", T0 + 2, sender=ALICE, **group
+                "G1", "120363000000000001@g.us", "Meeting cancelled.", T0 + 2, sender=BOB, **group
             ),
         ],
         one_batch,
     )
     message = stored[GROUP_THREAD]["G1"]
-    assert message["body"] == "Meeting at 11."  # Alice's own edit, not Bob's
-    assert message["editedAt"] == int((T0 + 2) * 1000)
+    assert message["body"] == "Meeting at 11."  # Alice's own edit, not Bob's later one
+    assert message["editedAt"] == int((T0 + 1) * 1000)
     assert message["key"]["participant"] == "12025550147@s.whatsapp.net"
     assert conflicts(sidecar, "edit_refused") == 1
     await close(sidecar)

@@ -95,7 +95,8 @@ async def test_an_operation_firestore_refuses_is_found_and_set_aside_alone(
     own size limit set above Firestore's, so the emulator refuses a 1.2 MB value), the
     writer splits the batch until that operation is alone, sets it aside, and writes
     every other operation, in order."""
-    monkeypatch.setattr(store_firestore, "MAX_WRITE_BYTES", 2_000_000)
+    # raising=False: without the constant (older code) the test must still run and fail
+    monkeypatch.setattr(store_firestore, "MAX_WRITE_BYTES", 2_000_000, raising=False)
     sidecar = make_sidecar(make_config, firestore_backend)
     for n in range(6):
         receive(sidecar, f"OK{n}", f"fine {n}", chat=n % 3, at=T0 + n)
