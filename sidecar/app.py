@@ -140,6 +140,8 @@ async def serve(
             log.info("listening on %s", _format_address(address))
         if not auth.configured:
             log.warning("no auth configured: the /api/ endpoints refuse every request")
+        for weakness in auth.weaknesses():
+            log.warning("auth: %s", weakness)
         source_task = asyncio.create_task(source(stop), name="event-source")
         stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar import __version__
+from sidecar.adapters.logline import OneLineFormatter
 from sidecar.adapters.sqlite_files import RUNBOOK, CorruptDatabaseError
 from sidecar.config import ConfigError, LoadedConfig, load_config
 
@@ -100,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    # one record, one line: a client's newline cannot forge a record
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(
         level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
         force=True,  # neonize configures the root logger on import; ours wins
     )
     if level != "DEBUG":

@@ -162,7 +162,7 @@ def build_app(
     config = assembly.loaded.config
     if limiter is None:
         rate = config.auth.rate_limit if config.auth else RateLimitConfig()
-        limiter = FailureLimiter(rate.failures, rate.window)
+        limiter = FailureLimiter(rate.failures, rate.window, global_failures=rate.global_failures)
     assembly.metrics.register(LimiterCollector(limiter))
     return create_app(
         assembly.sidecar,

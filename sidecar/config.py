@@ -128,17 +128,29 @@ class FirebaseAuthConfig(_Strict):
     certs_url: str = (
         "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
     )
-    #: Only these users may act (empty: every user of the project).
+    #: Only these users may act. This or ``required_claim`` is required: a project's
+    #: users include anyone who signs up, anonymous sign-ins too.
     allowed_uids: list[str] = Field(default_factory=list)
     #: A custom claim the token must carry, e.g. {name: whatsapp_admin, value: true}.
     required_claim: RequiredClaim | None = None
 
+    @model_validator(mode="after")
+    def _someone_named(self) -> FirebaseAuthConfig:
+        if not self.allowed_uids and self.required_claim is None:
+            raise ValueError(
+                "set allowed_uids or required_claim: without them every user of the"
+                " Firebase project, anonymous sign-ins included, could pair accounts"
+            )
+        return self
+
 
 class RateLimitConfig(_Strict):
-    """Failed bearer tokens allowed per client address: ``failures`` per ``window``
-    (beyond that, 429 with Retry-After until the address has earned another try)."""
+    """Failed bearer tokens allowed per client address, ``failures`` per ``window``, and
+    from all addresses together, ``global_failures`` per ``window`` (beyond either, 429
+    with Retry-After, except for tokens that cannot be guessed)."""
 
     failures: Annotated[int, Field(ge=1, le=100_000)] = 10
+    global_failures: Annotated[int, Field(ge=1, le=100_000)] = 100
     window: Duration = 60.0
 
 

@@ -3,40 +3,52 @@
 Static tokens (for machines) are compared in constant time against every
 configured token. Firebase ID tokens (for people using the existing app's
 login) are verified with Google's own library against the project's
-signing certificates, fetched from a URL the config may override (tests
-serve their own keys). An optional allow-list of user ids, or a required
-custom claim, narrows who among the project's users may act.
+signing certificates (:mod:`sidecar.adapters.firebase_keys`). A Firebase
+user is accepted only when an allow-list of user ids or a required custom
+claim names them: nobody by default, and never an anonymous sign-in.
+
+A client over its failed-attempt budget is still heard when its token cannot
+be guessed (``limited``): a static token of at least :data:`STRONG_TOKEN_CHARS`
+characters, or a Firebase token whose key is already cached. A shorter static
+token is refused with its address, so a guess made while waiting learns nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from google.auth import jwt
 from pydantic import SecretStr
 
+from sidecar.adapters.firebase_keys import GOOGLE_CERTS_URL, FetchCerts, SigningKeys, fetch_certs
+
 log = logging.getLogger(__name__)
 
-GOOGLE_CERTS_URL = (
-    "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
-)
-CERTS_TTL_S = 300.0
+#: Static tokens at least this long are taken as unguessable (``secrets.token_urlsafe(32)``
+#: gives 43 characters): they are accepted even from an address over its budget.
+STRONG_TOKEN_CHARS = 32
+#: Firebase's own limit on a user id.
+MAX_UID_CHARS = 128
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who made a request, as the audit log names them (never the token itself)."""
+    """Who made a request, as the logs and the audit log name them (never the token).
+
+    The name is made printable ASCII here, whatever the token said (a Firebase
+    uid may hold a newline): no principal can forge a log line. The escaping
+    (Python's ``unicode_escape``) is reversible, so two users never share a name."""
 
     kind: str  # "static" or "firebase"
     id: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.id.encode("unicode_escape").decode("ascii"))
 
 
 def _digest(token: str) -> bytes:
@@ -49,33 +61,28 @@ class StaticTokens:
     refusal takes says nothing about a token's content or length."""
 
     def __init__(self, tokens: Iterable[SecretStr]) -> None:
-        self._digests = [_digest(t.get_secret_value()) for t in tokens]
+        values = [t.get_secret_value() for t in tokens]
+        self._digests = [(_digest(v), len(v) >= STRONG_TOKEN_CHARS) for v in values]
 
     @property
     def configured(self) -> bool:
         return bool(self._digests)
 
-    def match(self, candidate: str) -> Principal | None:
+    @property
+    def weak(self) -> int:
+        """How many tokens are shorter than :data:`STRONG_TOKEN_CHARS`."""
+        return sum(not strong for _, strong in self._digests)
+
+    def match(self, candidate: str, *, strong_only: bool = False) -> Principal | None:
         presented = _digest(candidate)
-        found: bytes | None = None
-        for digest in self._digests:
-            if hmac.compare_digest(presented, digest):
-                found = digest
-        if found is None:
+        found: tuple[bytes, bool] | None = None
+        for entry in self._digests:
+            if hmac.compare_digest(presented, entry[0]):
+                found = entry
+        if found is None or (strong_only and not found[1]):
             return None
         # the audit log's fingerprint: the first 12 hex digits of the token's SHA-256
-        return Principal("static", "token:" + found.hex()[:12])
-
-
-FetchCerts = Callable[[str], Awaitable[dict[str, str]]]
-
-
-async def fetch_certs(url: str) -> dict[str, str]:
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
-        response.raise_for_status()
-        certs: dict[str, str] = await response.json(content_type=None)
-    return certs
+        return Principal("static", "token:" + found[0].hex()[:12])
 
 
 class FirebaseVerifier:
@@ -87,53 +94,67 @@ class FirebaseVerifier:
         allowed_uids: Iterable[str] = (),
         required_claim: tuple[str, Any] | None = None,
         fetch: FetchCerts = fetch_certs,
+        keys: SigningKeys | None = None,
     ) -> None:
         self.project_id = project_id
-        self._certs_url = certs_url
+        self.certs_url = certs_url
         self._allowed = frozenset(allowed_uids)
         self._required_claim = required_claim
-        self._fetch = fetch
-        self._certs: dict[str, str] = {}
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
+        self.keys = keys or SigningKeys(certs_url, fetch)
 
-    async def _current_certs(self) -> dict[str, str]:
-        async with self._lock:
-            if not self._certs or time.monotonic() - self._fetched_at > CERTS_TTL_S:
-                self._certs = await self._fetch(self._certs_url)
-                self._fetched_at = time.monotonic()
-            return self._certs
+    @property
+    def admits_anyone(self) -> bool:
+        """False without an allow-list or a required claim: then nobody is accepted."""
+        return bool(self._allowed) or self._required_claim is not None
 
-    async def verify(self, token: str) -> Principal | None:
-        """The user behind a valid ID token of this project, or None (the reason is logged)."""
+    async def verify(self, token: str, *, limited: bool = False) -> Principal | None:
+        """The user behind a valid ID token of this project, or None (the reason is logged,
+        unless ``limited``: then only cached keys are used, and nothing is logged)."""
+        outcome = await self._check(token, limited)
+        if isinstance(outcome, Principal):
+            return outcome
+        if not limited:
+            log.info("Firebase token refused: %s", outcome)
+        return None
+
+    async def _check(self, token: str, limited: bool) -> Principal | str:
+        if not self.admits_anyone:
+            return "no user is allowed (set allowed_uids or required_claim)"
         try:
-            certs = await self._current_certs()
-        except Exception as exc:
-            log.warning("cannot fetch Firebase signing certificates: %s", type(exc).__name__)
-            return None
+            header = jwt.decode_header(token)  # type: ignore[no-untyped-call]
+        except Exception:
+            return "malformed"
+        kid = header.get("kid") if isinstance(header, dict) else None
+        if not isinstance(kid, str) or header.get("alg") != "RS256":
+            return "malformed"
+        cert = await self.keys.certificate(kid, may_fetch=not limited)
+        if cert is None:
+            return "no signing certificate for its key id (now)"
         try:
             claims: dict[str, Any] = jwt.decode(  # type: ignore[no-untyped-call]
-                token, certs=certs, audience=self.project_id
+                token, certs={kid: cert}, audience=self.project_id
             )
         except Exception as exc:  # google-auth raises several kinds for bad tokens
-            log.info("Firebase token refused: %s", _reason(exc))
-            return None
+            return _reason(exc)
+        return self._refusal(claims) or Principal("firebase", claims["sub"])
+
+    def _refusal(self, claims: dict[str, Any]) -> str | None:
+        """Why a correctly signed token of this project is not accepted, if it is not."""
         if claims.get("iss") != f"https://securetoken.google.com/{self.project_id}":
-            log.info("Firebase token refused: wrong issuer")
-            return None
+            return "wrong issuer"
         uid = claims.get("sub")
-        if not isinstance(uid, str) or not uid:
-            log.info("Firebase token refused: no subject")
-            return None
+        if not isinstance(uid, str) or not 0 < len(uid) <= MAX_UID_CHARS:
+            return "no subject"
+        firebase = claims.get("firebase")
+        if isinstance(firebase, dict) and firebase.get("sign_in_provider") == "anonymous":
+            return "anonymous sign-in"  # never, allow-listed or not
         if self._allowed and uid not in self._allowed:
-            log.info("Firebase token refused: user not in the allow-list")
-            return None
+            return "user not in the allow-list"
         if self._required_claim is not None:
             name, value = self._required_claim
             if claims.get(name) != value:
-                log.info("Firebase token refused: claim %r missing or different", name)
-                return None
-        return Principal("firebase", uid)
+                return f"claim {name!r} missing or different"
+        return None
 
 
 def _reason(exc: Exception) -> str:
@@ -153,14 +174,42 @@ class Authenticator:
     def configured(self) -> bool:
         return self.static.configured or self.firebase is not None
 
-    async def authenticate(self, header: str | None) -> Principal | None:
+    async def authenticate(self, header: str | None, *, limited: bool = False) -> Principal | None:
+        """Who sent ``header``, or None. ``limited``: the client is over its failed-attempt
+        budget, so only tokens that cannot be guessed are accepted, at no extra cost."""
         token = bearer_token(header)
         if token is None:
             return None
-        principal = self.static.match(token)
+        principal = self.static.match(token, strong_only=limited)
         if principal is None and self.firebase is not None and token.count(".") == 2:
-            principal = await self.firebase.verify(token)
+            principal = await self.firebase.verify(token, limited=limited)
         return principal
+
+    def weaknesses(self) -> list[str]:
+        """What an operator should be told at start-up about these settings."""
+        found = []
+        if self.static.weak:
+            found.append(
+                f"{self.static.weak} static token(s) shorter than {STRONG_TOKEN_CHARS} characters:"
+                " they can be guessed, so they are refused with their address once it is over"
+                " the failed-attempt budget; use secrets.token_urlsafe(32)"
+            )
+        if self.firebase is not None:
+            if not self.firebase.admits_anyone:
+                found.append(
+                    "auth.firebase has neither allowed_uids nor required_claim:"
+                    " no Firebase user is accepted"
+                )
+            if not self.firebase.certs_url.startswith("https://"):
+                found.append(
+                    "auth.firebase.certs_url is not https: whoever sits on the path can"
+                    " sign tokens the sidecar accepts"
+                )
+        return found
+
+    async def close(self) -> None:
+        if self.firebase is not None:
+            await self.firebase.keys.close()
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -8,7 +8,7 @@ collector is registered, not in Prometheus.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client.core import Metric
@@ -109,11 +109,15 @@ class AuthCounts(Protocol):
     def failed(self) -> int: ...
 
     @property
-    def refused(self) -> int: ...
+    def refused(self) -> Mapping[str, int]: ...
+
+
+#: The budgets a token attempt can be refused by (``FailureLimiter``'s names).
+AUTH_BUDGETS = ("address", "global")
 
 
 class LimiterCollector(FamiliesCollector):
-    """Two process-wide counters; the address is never a label."""
+    """Process-wide counters; the address is never a label, only which budget refused."""
 
     families = (HTTP_AUTH_FAILURES, HTTP_AUTH_RATE_LIMITED)
 
@@ -122,7 +126,8 @@ class LimiterCollector(FamiliesCollector):
 
     def samples(self) -> Iterator[tuple[Family, tuple[str, ...], Any]]:
         yield HTTP_AUTH_FAILURES, (), self._limiter.failed
-        yield HTTP_AUTH_RATE_LIMITED, (), self._limiter.refused
+        for budget in AUTH_BUDGETS:
+            yield HTTP_AUTH_RATE_LIMITED, (budget,), self._limiter.refused.get(budget, 0)
 
 
 class LeaseCollector(FamiliesCollector):

@@ -188,14 +188,15 @@ BUILD_INFO = Family(
 )
 HTTP_AUTH_FAILURES = Family(
     "whatsapp_http_auth_failures",
-    "Requests to /api/ with a bearer token that was not accepted.",
+    "Requests to /api/ whose bearer token was checked and not accepted (401).",
     "counter",
     per_account=False,
 )
 HTTP_AUTH_RATE_LIMITED = Family(
     "whatsapp_http_auth_rate_limited",
-    "Requests to /api/ refused with 429: their address failed too often.",
+    "Requests to /api/ refused with 429: their address, or all clients together, failed too often.",
     "counter",
+    ("budget",),
     per_account=False,
 )
 LEASE_HELD = Family(

@@ -71,6 +71,11 @@ def create_app(
     app[LIMITER] = limiter
     app[RENDER] = render
 
+    async def close_auth(_app: web.Application) -> None:
+        await auth.close()  # a certificate fetch still running
+
+    app.on_cleanup.append(close_auth)
+
     def get(path: str, handler: Handler) -> None:
         app.router.add_get(path, handler, expect_handler=expect_nothing_yet)
 

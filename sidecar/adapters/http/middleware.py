@@ -1,6 +1,6 @@
 """What every request goes through, in order: errors turned into JSON and the response
 sent within the write timeout (:func:`respond_safely`), the bearer token and the
-failed-attempt limit on /api/ (:func:`require_token`), the body size (:func:`limit_body`).
+failed-attempt budgets on /api/ (:func:`require_token`), the body size (:func:`limit_body`).
 """
 
 from __future__ import annotations
@@ -97,22 +97,25 @@ def _needs_token(request: web.Request) -> bool:
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Checked before anything else on /api/, so an unknown account without a token is 401.
 
-    An address that failed too often is told to wait, before its token is looked at."""
+    A token is charged to the failed-attempt budgets before it is checked. A client over
+    a budget is answered 429 unless its token cannot be guessed (a strong static token, or
+    a Firebase token whose key is cached): those are never refused for someone else's
+    failures, and a guess made while waiting learns nothing."""
     if _needs_token(request):
         limiter = request.app[LIMITER]
-        client = client_key(request.remote)
-        wait = limiter.check(client)
-        if wait > 0:
-            return json_error(
-                429,
-                "too many failed attempts",
-                **{"Retry-After": str(max(1, math.ceil(round(wait, 3))))},  # 5.000000001 is 5
-            )
         header = request.headers.get("Authorization")
-        principal = await request.app[AUTH].authenticate(header)
+        # a request without any token is not a guess: it costs nothing
+        attempt = limiter.attempt(client_key(request.remote), charge=header is not None)
+        principal = await request.app[AUTH].authenticate(header, limited=not attempt.admitted)
+        limiter.settle(attempt, accepted=principal is not None)
         if principal is None:
-            if header is not None:  # a guess; a request without any token is not one
-                limiter.record_failure(client)
+            if not attempt.admitted:
+                return json_error(
+                    429,
+                    "too many failed attempts",
+                    # 5.000000001 is 5
+                    **{"Retry-After": str(max(1, math.ceil(round(attempt.wait, 3))))},
+                )
             return json_error(
                 401, "unauthorized", **{"WWW-Authenticate": 'Bearer realm="wa-sidecar"'}
             )
