@@ -196,7 +196,11 @@ def live_source(
     """Supervised neonize sessions for every account, and the control that acts on
     them for re-pairs. With ``record``, every event is also written as a capture."""
     sidecar, state_dir = assembly.sidecar, assembly.state_dir
-    recorder = Recorder(record, blank_text=blank_record_text) if record is not None else None
+    recorder = (
+        Recorder(record, blank_text=blank_record_text, is_probe=sidecar.is_sent_probe)
+        if record is not None
+        else None
+    )
     control = LiveControl()
     supervisors, delivers = [], {}
     for account_id in sidecar.account_ids:
