@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -909,6 +910,9 @@ def test_the_limiter_refills_forgets_and_stays_bounded() -> None:
     assert all(limiter.retry_after(k) > 0 for k in ("c", "d", "e"))
     with pytest.raises(ValueError, match="positive"):
         FailureLimiter(0, 60)
+    for window in (0.0, math.inf, math.nan):  # infinity made every refusal divide by zero
+        with pytest.raises(ValueError, match="positive and finite"):
+            FailureLimiter(10, window)
 
 
 @pytest.mark.parametrize(

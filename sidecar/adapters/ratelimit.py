@@ -15,6 +15,7 @@ IPv6 clients are counted per /64, the block one subscriber usually holds.
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -53,8 +54,8 @@ class FailureLimiter:
         max_addresses: int = MAX_ADDRESSES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if failures < 1 or window <= 0 or max_addresses < 1:
-            raise ValueError("failures, window and max_addresses must be positive")
+        if failures < 1 or not 0 < window < math.inf or max_addresses < 1:
+            raise ValueError("failures, window and max_addresses must be positive and finite")
         self._capacity = float(failures)
         self._per_second = failures / window
         self._window = window
