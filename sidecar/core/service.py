@@ -51,9 +51,7 @@ class Sidecar:
         self._states: dict[str, AccountState] = {
             account_id: AccountState(s) for account_id, s in self._settings.items()
         }
-        for account_id, persisted in state_store.load().items():
-            if account_id in self._states:
-                self._states[account_id].restore(persisted)
+        self._restored = self._restore()
         self._pipeline = EventPipeline(self._states)
         if storage is not None:
             self._pipeline.add_message_listener(storage.listener)
@@ -168,8 +166,23 @@ class Sidecar:
 
     # -- saved state and logs -------------------------------------------------------
 
+    def _restore(self) -> bool:
+        """Take in the saved state; False while the state store cannot read it yet."""
+        saved = self._state_store.load()
+        if saved is None:
+            return False
+        for account_id, persisted in saved.items():
+            if account_id in self._states:
+                self._states[account_id].restore(persisted)
+        return True
+
     def flush_state(self) -> int:
-        """Write the accounts whose saved state changed. Returns how many."""
+        """Write the accounts whose saved state changed. Returns how many. Until the saved
+        state could be read (a full disk at start-up), nothing is written over it."""
+        if not self._restored:
+            self._restored = self._restore()
+            if not self._restored:
+                return 0
         changed = []
         for account_id, state in self._states.items():
             persisted = state.take_persisted()

@@ -177,10 +177,14 @@ class AccountState:
         return self.settings.account_id
 
     def restore(self, persisted: PersistedState) -> None:
+        """Take in the saved state; what happened since start-up (when the saved state
+        could only be read late) is kept: times only move forward, counts add up."""
         with self.lock:
             self.version += 1
-            self.last_real_at = persisted.last_real_at
-            self.last_protocol_at = persisted.last_protocol_at
+            if persisted.last_real_at is not None:
+                self.last_real_at = _later(self.last_real_at, persisted.last_real_at)
+            if persisted.last_protocol_at is not None:
+                self.last_protocol_at = _later(self.last_protocol_at, persisted.last_protocol_at)
             if persisted.gaps:
                 self._gap_model().load(persisted.gaps)
 
