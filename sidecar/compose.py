@@ -24,6 +24,13 @@ from sidecar import __version__
 from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, FirebaseVerifier, StaticTokens
 from sidecar.adapters.capture import capture_records
+from sidecar.adapters.deferred import (
+    DeferredSpool,
+    DeferredStateStore,
+    DeferredStore,
+    is_disk_failure,
+    open_or_defer,
+)
 from sidecar.adapters.firestore_leases import FirestoreLeases
 from sidecar.adapters.http import HttpLimits, create_app
 from sidecar.adapters.neonize_session import Deliver, NeonizeSession
@@ -36,8 +43,9 @@ from sidecar.adapters.store_sqlite import SqliteMessageStore
 from sidecar.config import LoadedConfig, RateLimitConfig
 from sidecar.core.clock import Clock, ReplayClock
 from sidecar.core.control import LiveControl
+from sidecar.core.failures import error_kind
 from sidecar.core.live import LiveAccounts
-from sidecar.core.ports import AccountControl, MessageStore
+from sidecar.core.ports import AccountControl, MessageStore, SpoolPort, StateStore
 from sidecar.core.prober import Prober
 from sidecar.core.repair import RecordingControl, Repairs
 from sidecar.core.replay import Replayer, ReplayErrors
@@ -91,7 +99,16 @@ def build_store(loaded: LoadedConfig) -> MessageStore:
         return FirestoreStore(
             firestore.project, database=firestore.database, timeout_s=firestore.write_timeout
         )
-    return SqliteMessageStore(config.state_dir)
+    open_store: Callable[[], MessageStore] = functools.partial(SqliteMessageStore, config.state_dir)
+    store, later = open_or_defer(
+        f"the message store {SqliteMessageStore.FILENAME}",
+        open_store,
+        "; messages wait in the spool (whatsapp_store_write_errors_total)",
+    )
+    if later is not None:
+        return DeferredStore(later, SqliteMessageStore.backend)
+    assert store is not None
+    return store
 
 
 def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Assembly:
@@ -102,11 +119,11 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
     with a WARNING. ``storage=False`` leaves out the spool and the message store
     (tests and benchmarks of the event path alone)."""
     state_dir = loaded.config.state_dir
-    spool = Spool(state_dir) if storage else None
+    spool = _spool(state_dir) if storage else None
     try:
         stored = None if spool is None else Storage(spool, build_store(loaded))
         sidecar = Sidecar(
-            loaded.config.account_settings(), clock, SqliteStateStore(state_dir), storage=stored
+            loaded.config.account_settings(), clock, _state_store(state_dir), storage=stored
         )
     except BaseException:
         if spool is not None:
@@ -119,6 +136,32 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
         metrics.register(SpoolCollector(stored, sidecar.account_ids))
         metrics.register(ConflictCollector(stored, sidecar.account_ids))
     return Assembly(loaded, sidecar, metrics, replay_errors, stored)
+
+
+def _spool(state_dir: Path) -> SpoolPort:
+    """The spool; on a full or failing disk, one that opens when it can."""
+    spool, later = open_or_defer(
+        f"the spool {Spool.FILENAME}",
+        functools.partial(Spool, state_dir),
+        "; real messages are not stored until it opens (whatsapp_spool_write_errors_total)",
+    )
+    if later is not None:
+        return DeferredSpool(later)
+    assert spool is not None
+    return spool
+
+
+def _state_store(state_dir: Path) -> StateStore:
+    """The account state; on a full or failing disk, one that opens when it can."""
+    store, later = open_or_defer(
+        f"the state database {SqliteStateStore.FILENAME}",
+        functools.partial(SqliteStateStore, state_dir),
+        "; account state is neither restored nor saved until it opens",
+    )
+    if later is not None:
+        return DeferredStateStore(later)
+    assert store is not None
+    return store
 
 
 def build_authenticator(loaded: LoadedConfig) -> Authenticator:
@@ -198,12 +241,22 @@ def live_source(
     """Supervised neonize sessions for every account, and the control that acts on
     them for re-pairs. With ``record``, every event is also written as a capture."""
     sidecar, state_dir = assembly.sidecar, assembly.state_dir
-    recorder = Recorder(record, blank_text=blank_record_text) if record is not None else None
+    recorder = (
+        Recorder(record, blank_text=blank_record_text, is_probe=sidecar.is_sent_probe)
+        if record is not None
+        else None
+    )
     control = LiveControl()
     supervisors, delivers = [], {}
     for account_id in sidecar.account_ids:
         store = _session_store(assembly, account_id)
-        store.prepare()
+        try:
+            store.prepare()
+        except OSError as exc:
+            if not is_disk_failure(exc):
+                raise
+            # each connection attempt makes it again, and connects once there is space
+            log.error("account=%s session store: cannot make it: %s", account_id, error_kind(exc))
         deliver = _deliverer(sidecar, account_id, recorder)
         supervisor = AccountSupervisor(
             account_id,

@@ -8,12 +8,10 @@ from a file or an environment variable, never from the YAML itself.
 from __future__ import annotations
 
 import os
-import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -25,11 +23,18 @@ from pydantic import (
     model_validator,
 )
 
+from sidecar.config_input import (
+    UnreadableConfig,
+    at_least,
+    read_yaml,
+    yaml_path,
+)
+from sidecar.config_input import (
+    parse_duration as parse_duration,  # re-exported: callers read it here
+)
 from sidecar.domain.account import AccountSettings, ProbeSettings
 
 ACCOUNT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class ConfigError(Exception):
@@ -39,20 +44,6 @@ class ConfigError(Exception):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
-
-
-def parse_duration(value: Any) -> float:
-    """``90s``, ``5m``, ``1h30m``, ``1d`` -> seconds. A bare number has no unit and is refused."""
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"expected a duration with a unit such as 90s, 5m, 1h, 1d; got {value!r}")
-    text = value.strip()
-    parts = _DURATION_PART.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {value!r}: use 90s, 5m, 1h, 1d (or 1h30m)")
-    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be greater than zero")
-    return seconds
 
 
 def _check_timezone(name: str) -> str:
@@ -86,6 +77,8 @@ def _parse_listen(value: Any) -> Any:
         raise ValueError(f"expected host:port (e.g. 127.0.0.1:9464), got {value!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if len(port) > 10:  # never int() of thousands of digits
+        raise ValueError(f"port {port[:10]}... ({len(port)} digits) is out of range 0-65535")
     number = int(port)
     if not 0 <= number <= 65535:
         raise ValueError(f"port {number} is out of range 0-65535")
@@ -151,7 +144,9 @@ class RateLimitConfig(_Strict):
 
     failures: Annotated[int, Field(ge=1, le=100_000)] = 10
     global_failures: Annotated[int, Field(ge=1, le=100_000)] = 100
-    window: Duration = 60.0
+    window: Annotated[
+        Duration, at_least(1.0, "a shorter window gives a guesser its failures every instant")
+    ] = 60.0
 
 
 class AuthConfig(_Strict):
@@ -253,16 +248,6 @@ class LoadedConfig(BaseModel):
     postgres_urls: dict[str, SecretStr] = Field(default_factory=dict)
 
 
-def _yaml_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(top level)"
-
-
 def _describe(error: Any) -> str:
     # Drop pydantic's own wrapper names (function-after[...], etc.) from the path.
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
@@ -278,7 +263,7 @@ def _describe(error: Any) -> str:
             f"invalid account id {error['input']!r}: use 1-63 lowercase letters, digits,"
             " '_' or '-', starting with a letter or digit"
         )
-    return f"{_yaml_path(loc)}: {message}"
+    return f"{yaml_path(loc)}: {message}"
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
@@ -355,6 +340,10 @@ def _read_tokens(
             problems.append(
                 f"auth.tokens_file: cannot read {str(auth.tokens_file)!r}: {exc.strerror}"
             )
+        except UnicodeDecodeError as exc:
+            problems.append(
+                f"auth.tokens_file: {str(auth.tokens_file)!r} is not UTF-8 text (byte {exc.start})"
+            )
         else:
             file_tokens = _token_lines(text)
             if not file_tokens:
@@ -383,16 +372,11 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Load
     """Read, parse and validate the config file and the secrets it names."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = read_yaml(Path(path))
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the config file: {exc.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [f"{where}not valid YAML: {problem}"]) from None
+    except UnreadableConfig as exc:
+        raise ConfigError(source, [exc.problem]) from None
     config = parse_config(data, source)
     env = dict(os.environ) if environ is None else environ
     tokens, problems = _read_tokens(config.auth, env)

@@ -37,10 +37,9 @@ CHANGES: dict[str, Callable[[AccountState], Any]] = {
     "set_qr": lambda s: s.set_qr("2@code", 10.0),
     "set_paired": lambda s: s.set_paired("android", 10.0),
     "set_needs_repair": lambda s: s.set_needs_repair(True),
-    "count_probe_failure": lambda s: s.count_probe_failure("unexpected"),
 }
 #: Methods that read, or change only what no snapshot shows (the "dirty" flag).
-READERS = {"snapshot", "pairing_view", "take_persisted"}
+READERS = {"snapshot", "pairing_view", "take_persisted", "was_sent_probe"}
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))

@@ -12,7 +12,7 @@ INVALID = sorted((FIXTURES / "invalid").glob("*.yaml"))
 
 
 def expected_problem(path: Path) -> str:
-    first = path.read_text().splitlines()[0]
+    first = path.read_bytes().split(b"\n", 1)[0].decode()  # the rest may not be UTF-8
     assert first.startswith("# expect: "), f"{path.name} must start with '# expect: '"
     return first.removeprefix("# expect: ")
 
@@ -120,6 +120,57 @@ def test_empty_tokens_file_is_an_error(tmp_path: Path) -> None:
     config.write_text(f"auth:\n  tokens_file: {tokens}\naccounts:\n  - id: a\n")
     with pytest.raises(ConfigError, match=r"auth\.tokens_file: .* holds no token"):
         load_config(config)
+
+
+def test_a_tokens_file_that_is_not_utf8_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"token-\xff\xfe\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"auth:\n  tokens_file: {tokens}\naccounts:\n  - id: a\n")
+    assert main(["check-config", "--config", str(config)]) == EXIT_USAGE
+    assert f"auth.tokens_file: '{tokens}' is not UTF-8 text (byte 6)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("depth", [33, 900, 5000])
+def test_yaml_nested_deeper_than_any_config_is_refused_before_it_is_built(
+    tmp_path: Path, depth: int
+) -> None:
+    """Deep YAML overflowed the YAML reader's recursion (a traceback and exit 1); block
+    mappings and flow lists alike are refused with the key they are under."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("accounts:\n  - id: a\nextra: " + "[" * depth + "]" * depth + "\n")
+    block = tmp_path / "block.yaml"
+    block.write_text(
+        "accounts:\n  - id: a\nhttp:\n"
+        + "".join("  " * (level + 1) + "k:\n" for level in range(depth))
+        + "  " * (depth + 1)
+        + "v: 1\n"
+    )
+    for path, where in ((flow, "extra[0][0]..."), (block, "http.k.k...")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.problems[0].startswith(f"{where}: nested more than 32 levels deep")
+
+
+def test_the_deepest_real_config_is_not_too_deep() -> None:
+    assert load_config(FIXTURES / "valid" / "full.yaml").config.accounts
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("1" * 309 + "s", "is longer than 365 days"),  # float() of it is infinity
+        ("9" * 400 + "d", "is longer than 365 days"),
+        ("366d", "is longer than 365 days"),
+        ("0.9ms", "is shorter than 1ms"),
+        ("0." + "0" * 330 + "1s", "must be greater than zero"),
+    ],
+)
+def test_durations_out_of_bounds(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_duration(text)
 
 
 def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,10 @@ from sidecar.core.clock import ReplayClock
 from sidecar.core.pipeline import EventPipeline
 from sidecar.core.service import Sidecar
 from sidecar.domain.account import AccountSettings, AccountState, ProbeSettings
+from sidecar.domain.classify import Classification, MessageClass
 from sidecar.domain.gaps import GapModel
 from sidecar.domain.probes import ProbeSent, probe_text
+from sidecar.domain.records import build_records
 from sidecar.domain.verdict import evidence_verdict
 
 from .support.config import ConfigFactory
@@ -165,6 +168,51 @@ def test_probes_that_arrive_prove_the_session_hears() -> None:
             "b", build.message_event(build.text(probe_text(f"p{n}"))), T0 + n * 300 + 90
         )
     assert judge(receiver, T0 + 4 * 300 + 100).degraded is False
+
+
+class Stored:
+    """The storage's hook: what the message store would be given."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def on_message(
+        self, account_id: str, event: Any, classification: Classification, received_at: float
+    ) -> None:
+        records = build_records(account_id, event, classification)
+        if records is not None:
+            self.bodies.append(records[0].fields["body"])
+
+
+def test_a_text_that_only_looks_like_a_probe_is_an_ordinary_message() -> None:
+    """Anyone can type the probe marker: on an account that expects no probes, and with an
+    id that was never sent to the account, the text is stored and counted as real, and no
+    probe failure is counted."""
+    sender, receiver, pipeline = probe_pair()
+    stored = Stored()
+    pipeline.add_message_listener(stored)
+    forged = [probe_text("0123456789abcdef"), probe_text("p1"), probe_text("p1 ")]
+    for n, text in enumerate(forged):  # p1 is not sent yet
+        pipeline.handle("a", build.message_event(build.text(text)), T0 + 10 + n)  # no probes
+        pipeline.handle("b", build.message_event(build.text(text)), T0 + 20 + n)
+    assert stored.bodies == [body for text in forged for body in (text, text)]
+    for state in (sender, receiver):
+        snap = state.snapshot()
+        assert snap.class_total(MessageClass.REAL) == 3
+        assert snap.class_total(MessageClass.PROTOCOL) == 0
+        assert snap.probe_failures == {}
+        assert snap.last_real_at is not None
+
+    pipeline.handle("a", ProbeSent("p1", "b", ok=True), T0 + 300)
+    pipeline.handle("b", build.message_event(build.text(probe_text("p1"))), T0 + 310)
+    pipeline.handle("b", build.message_event(build.text(probe_text("p1"))), T0 + 311)  # again
+    pipeline.handle("b", build.message_event(build.text(probe_text("p2"))), T0 + 312)  # not sent
+    snap = receiver.snapshot()
+    assert stored.bodies[6:] == [probe_text("p2")]
+    assert snap.message_counts[(MessageClass.PROTOCOL, "probe")] == 2
+    assert snap.class_total(MessageClass.REAL) == 4
+    assert snap.probe_failures == {"unexpected": 1}  # the second copy of p1
+    assert snap.last_probe_success_at == T0 + 310
 
 
 def test_probes_that_cannot_be_sent_mark_the_sender() -> None:

@@ -21,6 +21,7 @@ import random
 import re
 import signal
 import sqlite3
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,11 +32,16 @@ import pytest
 import yaml
 
 from sidecar import testing as build
+from sidecar.adapters import deferred, neonize_session
 from sidecar.adapters.capture import encode_record
+from sidecar.adapters.health_json import health_json
+from sidecar.adapters.session_store import FileAccountLock, SessionStore
 from sidecar.adapters.spool import Batch, Spool, SpoolError
 from sidecar.adapters.sqlite_files import integrity_problem
 from sidecar.adapters.sqlite_state import SqliteStateStore, StateStoreError
 from sidecar.adapters.store_sqlite import SqliteMessageStore
+from sidecar.compose import assemble
+from sidecar.core.clock import ReplayClock
 from sidecar.core.spooling import Conflict, Prepared
 from sidecar.core.storage import Storage
 from sidecar.domain.account import PersistedState
@@ -44,7 +50,7 @@ from sidecar.domain.records import build_records
 
 from .support.backends import Backend
 from .support.cli import SidecarProcess, sidecar_cli, wait_ready
-from .support.config import TOKEN
+from .support.config import TOKEN, ConfigFactory
 from .support.http import get
 from .support.paths import REPO
 from .support.polling import wait_for
@@ -661,6 +667,159 @@ def test_a_failed_state_save_is_written_with_the_next_one(
     assert saved["sales"].gaps == {0: b"x" * 2048, 1: b"y" * 200_000}
     assert saved["support"].last_real_at == T0 + 5
     store.close()
+
+
+def test_a_full_disk_at_start_up_starts_without_storage_and_opens_it_when_space_returns(
+    small_disk: Callable[[str], Path],
+    make_config: ConfigFactory,
+    clock: ReplayClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spool, the SQLite store and the state database cannot open on a full disk: the
+    sidecar starts anyway, says what fails (health, metrics, one ERROR line each), refuses
+    real messages meanwhile, and opens each part once there is space, keeping the state
+    it had saved before and what it learned since."""
+    monkeypatch.setattr(deferred, "RETRY_S", 0.0)
+    folder = small_disk("16m")
+    loaded = make_config([{"id": "sales"}], state_dir=str(folder / "state"))
+    earlier = assemble(loaded, clock)  # a run with space left its files and its state
+    earlier.sidecar.handle("sales", message(0, T0, "before the disk filled"), T0)
+    assert earlier.sidecar.flush_state() == 1
+    assert earlier.storage is not None
+    asyncio.run(earlier.storage.close())
+    earlier.close()
+
+    filler = fill(folder)
+    assembly = assemble(loaded, clock)
+    sidecar, storage = assembly.sidecar, assembly.storage
+    assert storage is not None
+    assert isinstance(storage.spool, deferred.DeferredSpool)
+    assert isinstance(storage.store, deferred.DeferredStore)
+    health = health_json(sidecar.health("sales"))
+    assert health["store"]["spoolError"] == "OperationalError (SQLITE_IOERR_SHMSIZE)"
+    assert health["lastRealMessageMs"] is None  # the saved state cannot be read yet
+    sidecar.handle("sales", message(1, T0 + 100, "while the disk is full"), T0 + 100)
+    health = health_json(sidecar.health("sales"))
+    assert (health["store"]["spoolError"], health["store"]["spoolWriteErrors"]) == (
+        "OperationalError (SQLITE_IOERR_SHMSIZE)",
+        1,
+    )
+    sidecar.handle("sales", build.message_event(build.app_state_key_share()), T0 + 101)
+    assert sidecar.flush_state() == 0  # nothing written over the state it could not read
+    assert storage.write_errors("sales") == 1
+    text = assembly.metrics.render().decode()
+    assert 'whatsapp_spool_write_errors_total{account="sales"} 1.0' in text
+
+    filler.unlink()
+    assert sidecar.flush_state() == 1  # opened, read, merged, written
+    restored = sidecar.snapshot("sales")
+    assert (restored.last_real_at, restored.last_protocol_at) == (T0 + 100, T0 + 101)
+    # the writer's next take opens the spool (the event path never waits for that), and
+    # the store with it: the message the earlier run left in the spool is written
+    assert asyncio.run(storage.writer.drain_once()) == 2
+    sidecar.handle("sales", message(2, T0 + 200, "after the space returned"), T0 + 200)
+    sidecar.handle("sales", message(3, T0 + 201, "and one more"), T0 + 201)
+    asyncio.run(drain(storage))
+    assert storage.write_errors("sales") == 1
+    health = health_json(sidecar.health("sales"))
+    assert (health["store"]["spoolError"], health["store"]["lastError"]) == (None, None)
+    assert sidecar.flush_state() == 1
+    asyncio.run(storage.close())
+    assembly.close()
+    stored = stored_messages(folder / "state")
+    assert sorted(stored) == ["F00000", "F00002", "F00003"]
+    saved = SqliteStateStore(folder / "state").load()
+    assert (saved["sales"].last_real_at, saved["sales"].last_protocol_at) == (T0 + 201, T0 + 101)
+    # the learned traffic: the earlier run's message, and the three of this one, added up
+    _, *hourly = struct.unpack("<d24I", saved["sales"].gaps[0])
+    assert sum(hourly) == 4
+
+
+def test_the_account_lock_is_held_on_a_full_disk(small_disk: Callable[[str], Path]) -> None:
+    """Its holder's pid (for a waiting process's message) cannot be written: it is held."""
+    folder = small_disk("1m")
+    fill(folder)
+    lock = FileAccountLock(folder, "sales")
+    assert lock.acquire()
+    lock.release()
+
+
+def test_each_connection_attempt_makes_the_session_store_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at start-up may have kept the session store from being made, and
+    whatsmeow would make it open to all: each attempt makes it owner-only first, and one
+    where that fails is a failed dial, tried again with backoff."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    store = SessionStore("sales", str(not_a_folder / "sales.sqlite3"), not_a_folder / "s.sqlite3")
+    made: list[str] = []
+    monkeypatch.setattr(neonize_session, "NewClient", made.append)
+    delivered: list[Any] = []
+    neonize_session.NeonizeSession("sales", store, delivered.append)._connect()
+    assert (made, delivered) == ([], [neonize_session.DIAL_FAILED])
+
+
+async def drain(storage: Storage) -> int:
+    """Write batches until the spool is empty; how many operations were written."""
+    written = 0
+    for _ in range(20):
+        written += await storage.writer.drain_once()
+        if storage.spool.is_empty():
+            return written
+    raise AssertionError("the spool did not drain")
+
+
+@pytest.mark.services
+def test_a_sidecar_started_on_a_full_disk_serves_and_recovers(
+    tmp_path: Path, tokens_file: Path, small_disk: Callable[[str], Path]
+) -> None:
+    """Started with state_dir's disk full, the CLI serves /healthz, /metrics and health
+    (which name the failing spool), counts and logs the real messages it cannot take, and
+    stores the later ones once space returns; it exits 0."""
+    state_dir = small_disk("16m") / "state"
+    filler = fill(state_dir.parent)
+    records: list[tuple[float, str | None, Any]] = [(T0, "sales", build.connected())]
+    records += [(T0 + 1 + i * 0.01, "sales", message(i, T0 + 1, f"full {i}")) for i in range(20)]
+    records += [(T0 + 8, None, None)]
+    records += [
+        (T0 + 9 + i * 0.01, "sales", message(i, T0 + 9, f"room {i}")) for i in range(20, 40)
+    ]
+    capture = write_capture(tmp_path / "full.jsonl", records)
+    config = write_config(tmp_path / "full.yaml", state_dir, 0, tokens_file, {})
+    process = sidecar_cli(
+        "replay", str(capture), "--config", str(config), "--speed", "1", "--linger", "60"
+    )
+    try:
+        port = wait_ready(process)
+        health_url = f"http://127.0.0.1:{port}/api/whatsapp/accounts/sales/health"
+        wait_for(lambda: metric(port, REJECTED) == 20, 20, "the first messages to be refused")
+        assert get(f"http://127.0.0.1:{port}/healthz") == {"status": "alive"}
+        store = get(health_url, TOKEN)["store"]
+        assert store["spoolError"] == "OperationalError (SQLITE_FULL)"
+        assert store["spoolWriteErrors"] == 20
+        filler.unlink()
+        wait_for(lambda: metric(port, HANDLED) == 40, 20, "the later messages to be handled")
+        wait_for(lambda: len(stored_messages(state_dir)) == 20, 30, "them to be stored")
+        store = get(health_url, TOKEN)["store"]
+        assert (store["spoolError"], store["lastError"], store["backlog"]) == (None, None, 0)
+        assert metric(port, REJECTED) == 20
+    finally:
+        _, err = stop(process)
+    assert process.returncode == 0, err[-3000:]
+    assert sorted(stored_messages(state_dir)) == [f"F{i:05d}" for i in range(20, 40)]
+    opening = [line for line in err.splitlines() if "sidecar.adapters.deferred" in line]
+    assert any(
+        line.endswith(
+            "ERROR sidecar.adapters.deferred opening the spool spool.sqlite3 failed:"
+            " OperationalError (SQLITE_FULL); real messages are not stored until it opens"
+            " (whatsapp_spool_write_errors_total)"
+        )
+        for line in opening
+    ), opening
+    assert any("opening the spool spool.sqlite3 works again" in line for line in opening)
+    for secret in ("full 1", "room 2", "12025550", "Traceback"):
+        assert secret not in err
 
 
 # -- 3. corrupt state databases --------------------------------------------------------

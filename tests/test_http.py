@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -119,6 +122,33 @@ async def test_health_object_value_by_value(
     assert body["reasons"] == ["silence_with_protocol_traffic"]
     assert body["messages"] == {"real": 1, "protocol": 1, "other": 0}
     assert body["lastProtocolMessageMs"] == 1_764_068_500_000
+
+
+async def test_a_number_that_is_not_finite_never_reaches_a_json_body(
+    client: Client, sidecar: Sidecar
+) -> None:
+    """JSON has no Infinity or NaN (a browser's JSON.parse refuses the whole body): the
+    encoder refuses them, and the request fails as a bare JSON 500. The config lets none
+    through (tests/test_config.py); here one is put in behind its back."""
+    settings = sidecar.settings("sales")
+    sidecar._settings["sales"] = replace(settings, silence_threshold_s=math.inf)
+    for path in ("/api/whatsapp/accounts/sales/health", "/api/whatsapp/accounts"):
+        response = await client.get(path, headers=AUTH)
+        text = await response.text()
+        assert "Infinity" not in text
+        assert (response.status, strict_json(text)) == (500, {"error": "internal error"})
+    sidecar._settings["sales"] = settings
+    response = await client.get("/api/whatsapp/accounts/sales/health", headers=AUTH)
+    assert strict_json(await response.text())["silenceThresholdSeconds"] == 300.0
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` as a browser's ``JSON.parse``: no NaN, no Infinity."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 async def test_account_list_and_nulls_before_any_real_message(client: Client) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -918,6 +919,9 @@ def test_the_limiter_refills_forgets_and_stays_bounded() -> None:
     assert len(limiter) == 4
     with pytest.raises(ValueError, match="positive"):
         FailureLimiter(0, 60)
+    for window in (0.0, math.inf, math.nan):  # infinity made every refusal divide by zero
+        with pytest.raises(ValueError, match="positive and finite"):
+            FailureLimiter(10, window)
 
 
 @pytest.mark.parametrize(

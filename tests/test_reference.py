@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator
 
 from sidecar import cli
 from sidecar import testing as build
-from sidecar.adapters.capture import MAX_T, MIN_T, TICK, encode_record
+from sidecar.adapters.capture import MAX_LINE_BYTES, MAX_T, MIN_T, TICK, encode_record
 from sidecar.adapters.health_json import health_json
 from sidecar.adapters.http.common import API_PREFIX
 from sidecar.adapters.http.pages import pairing_view
@@ -33,7 +33,7 @@ from sidecar.domain.records import build_records
 from sidecar.metrics.families import ALL
 
 from .support.config import AssemblyFactory, ConfigFactory
-from .support.reference import Reference, backticked, drift, json_paths
+from .support.reference import REFERENCE, Reference, backticked, drift, json_paths
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +214,11 @@ def test_capture_records(reference: Reference) -> None:
     assert all(bound in " ".join(t_row.cells) for bound in bounds), (
         f"'Record fields': the row of `t` must give its range {bounds}"
     )
+
+
+def test_capture_line_bound() -> None:
+    text = REFERENCE.read_text(encoding="utf-8").split("## Capture format", 1)[1]
+    assert f"`{MAX_LINE_BYTES}` bytes" in text, "the capture section must give the bound"
 
 
 def test_capture_event_names(reference: Reference) -> None:

@@ -130,6 +130,40 @@ async def test_pair_events_stream_the_qr_and_the_pairing(
     response.close()
 
 
+@pytest.mark.parametrize(
+    "leave",
+    [
+        pytest.param([build.connected()], id="connected"),
+        pytest.param([build.pair_status(success=False), build.disconnected()], id="disconnected"),
+        pytest.param([build.logged_out()], id="logged-out"),
+    ],
+)
+async def test_a_qr_code_is_never_shown_again_once_the_account_left_qr_pending(
+    harness: Harness, clock: ReplayClock, leave: list[Any]
+) -> None:
+    """A QR code is shown while it waits to be scanned. Once the account leaves qr_pending
+    (it connected, or the connection ended), a later return to qr_pending without a fresh
+    code (a failed pairing, a QR event without codes) shows none: never the old one."""
+    handle = harness.sidecar.handle
+    handle("sales", build.qr_with_code("2@stale-code,xyz"), clock.now())
+    assert harness.sidecar.pairing_view("sales").qr_code == "2@stale-code,xyz"
+    for event in leave:
+        handle("sales", event, clock.now())
+    assert harness.sidecar.pairing_view("sales").qr_code is None
+    for event in (build.pair_status(success=False), build.qr()):
+        handle("sales", event, clock.now())
+        view = harness.sidecar.pairing_view("sales")
+        assert (view.status, view.qr_code) == ("qr_pending", None)
+    response = await harness.client.get("/api/whatsapp/accounts/sales/pair/events", headers=AUTH)
+    line = b""
+    while not line.startswith(b"data: "):
+        line = await asyncio.wait_for(response.content.readline(), 5)
+    assert json.loads(line[6:])["qrSvg"] is None
+    response.close()
+    handle("sales", build.qr_with_code("2@fresh-code,xyz"), clock.now())
+    assert harness.sidecar.pairing_view("sales").qr_code == "2@fresh-code,xyz"
+
+
 async def test_webhook_ladder_reconnects_then_marks_needs_repair(
     harness: Harness, clock: ReplayClock
 ) -> None:

@@ -7,18 +7,26 @@ import json
 import re
 import socket
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sidecar import testing as build
-from sidecar.adapters.capture import capture_records, encode_record
+from sidecar.adapters import capture as capture_module
+from sidecar.adapters.capture import (
+    MAX_LINE_BYTES,
+    CaptureWriter,
+    RecordTooLongError,
+    capture_records,
+    encode_record,
+)
 from sidecar.adapters.health_json import health_json
 from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.compose import assemble
 from sidecar.core.clock import ReplayClock
-from sidecar.core.replay import Replayer
+from sidecar.core.replay import Replayer, Unreadable
 
 from .support.cli import sidecar_cli, wait_ready
 from .support.config import TOKEN, ConfigFactory, cli_config
@@ -320,3 +328,73 @@ def test_busy_port_is_a_clear_error_and_exit_1(tmp_path: Path, tokens_file: Path
     assert process.returncode == 1
     assert "wa-sidecar replay failed" in err
     assert "address already in use" in err.lower()
+
+
+async def test_an_overlong_line_is_skipped_unread_and_the_rest_replayed(
+    tmp_path: Path, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line longer than MAX_LINE_BYTES (1 MiB here; the line, shaped like a record, is
+    40 MiB) is one bad record: reading it never holds it whole (a 200 MB line took 686 MB),
+    and the records after it are replayed."""
+    limit = 1 << 20
+    monkeypatch.setattr(capture_module, "MAX_LINE_BYTES", limit)
+    capture = tmp_path / "c.jsonl"
+    huge = 40 * limit
+    with capture.open("wb") as out:
+        out.write(encode_record(T0, "sales", build.connected()).encode() + b"\n")
+        out.write(b'{"t": %d, "account": "sales", "event": "MessageEv", "payload": "' % T0)
+        chunk = b"A" * (1 << 20)
+        for _ in range(huge // len(chunk)):
+            out.write(chunk)
+        out.write(b'"}\n')
+        out.write(encode_record(T0 + 1, "sales", build.message_event(build.text("x"))).encode())
+        out.write(b"\n" + encode_record(T0 + 2, "sales", build.disconnected()).encode() + b"\n")
+    clock = ReplayClock(speed=0)
+    assembly = assemble(make_config([{"id": "sales"}]), clock, storage=False)
+    tracemalloc.start()
+    try:
+        records = list(capture_records(capture))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * limit, f"{peak:,} bytes held to read a {huge:,}-byte line"
+    assert [type(r).__name__ for r in records] == [
+        "CaptureRecord",
+        "Unreadable",
+        "CaptureRecord",
+        "CaptureRecord",
+    ]
+    assert records[1] == Unreadable(2, f"longer than {limit} bytes")
+    report = await Replayer(assembly.sidecar, clock, assembly.replay_errors).run(records)
+    assert (report.events, report.errors) == (3, 1)
+    registry = assembly.metrics.registry
+    assert registry.get_sample_value("whatsapp_replay_errors_total") == 1.0
+    assert (
+        registry.get_sample_value(
+            "whatsapp_messages_received_total",
+            {"account": "sales", "class": "real", "kind": "conversation"},
+        )
+        == 1.0
+    )
+    assert assembly.sidecar.snapshot("sales").status == "disconnected"
+    assembly.close()
+
+
+def test_a_line_of_exactly_the_limit_is_read_and_the_writer_writes_no_longer_one(
+    tmp_path: Path,
+) -> None:
+    record = encode_record(T0, "sales", build.connected())
+    pad = MAX_LINE_BYTES - len(record)
+    line = record[:-1] + ", " + '"x": "' + "y" * (pad - 9) + '"}'
+    assert len(line) == MAX_LINE_BYTES
+    capture = tmp_path / "c.jsonl"
+    capture.write_text(line + "\n" + line + "y\n")
+    records = list(capture_records(capture))
+    assert [type(r).__name__ for r in records] == ["CaptureRecord", "Unreadable"]
+    writer = CaptureWriter(tmp_path / "w.jsonl")
+    big = build.message_event(build.text("z" * MAX_LINE_BYTES))
+    with pytest.raises(RecordTooLongError):
+        writer.write(T0, "sales", big)
+    writer.write(T0, "sales", build.connected())
+    writer.close()
+    assert (tmp_path / "w.jsonl").read_text() == record + "\n"

@@ -189,3 +189,66 @@ def test_merge_is_by_message_time_per_group_of_fields() -> None:
 def test_preview_collapses_whitespace_and_stops_at_100() -> None:
     assert preview("  a\n\tb   c ") == "a b c"
     assert preview("x" * 150) == "x" * 100
+
+
+def test_a_written_thread_update_leaves_no_trace_of_its_text_or_number(tmp_path: Path) -> None:
+    """Once the store confirmed a thread update (and no newer one waits), the spool keeps
+    neither its last text nor the chat's number: not in a row, not in free pages, not in
+    the WAL, not in memory; pacing still holds the thread's next update back."""
+    clock = FakeTime()
+    spool = Spool(tmp_path, thread_interval_s=60.0, now=clock)
+    chat = build.jid("40721555123")
+
+    def enqueue(body: str, message_id: str, ts_ms: int) -> None:
+        event = build.message_event(
+            build.text(body), chat=chat, message_id=message_id, timestamp_ms=ts_ms
+        )
+        built = build_records("sales", event, classify(event.Message))
+        assert built is not None
+        spool.enqueue(*built)
+
+    enqueue("meet me at the clinic at 7pm", "A", 1)
+    first = spool.take()
+    assert [t.patch.fields["lastMessageText"] for t in first.threads] == [
+        "meet me at the clinic at 7pm"
+    ]
+    spool.ack(first)
+    clock.now += 1
+    enqueue("bring the passport scan", "B", 2)
+    held = spool.take()
+    assert (held.threads, held.next_due_s) == ([], 59.0)  # pacing still knows the thread
+    spool.ack(held)
+    clock.now += 59
+    due = spool.take()
+    assert [t.patch.fields["lastMessageText"] for t in due.threads] == ["bring the passport scan"]
+    spool.ack(due)
+    assert spool.is_empty()
+
+    secrets = [b"meet me at the clinic", b"passport scan", b"40721555123"]
+
+    def on_disk() -> bytes:
+        return b"".join(path.read_bytes() for path in sorted(tmp_path.glob("spool.*")))
+
+    assert spool._queue.db.execute("SELECT COUNT(*) FROM spool_threads").fetchone() == (0,)
+    assert [secret for secret in secrets if secret in on_disk()] == []
+    # set, whatever SQLite's build defaults to (Debian's overwrites deleted content anyway)
+    assert spool._queue.db.execute("PRAGMA secure_delete").fetchone() == (1,)
+    assert all(thread.fields == {} for thread in spool._pacing.threads.values())
+    clock.now += 60
+    spool.take()
+    assert spool._pacing.threads == {}  # its pacing is over: nothing is kept at all
+    spool.close()
+    assert [secret for secret in secrets if secret in on_disk()] == []
+
+
+def test_thread_rows_an_earlier_version_kept_after_writing_are_deleted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, now=FakeTime())
+    spool.enqueue(*records("written long ago", "A", 1))
+    spool.flush()
+    spool._queue.db.execute("UPDATE spool_threads SET pending = 0, last_written_at = 1.0")
+    spool._queue.db.execute("DELETE FROM spool_messages")
+    spool.close()
+    reopened = Spool(tmp_path, now=FakeTime())
+    assert reopened._queue.db.execute("SELECT COUNT(*) FROM spool_threads").fetchone() == (0,)
+    reopened.close()
+    assert b"written long ago" not in (tmp_path / "spool.sqlite3").read_bytes()

@@ -9,6 +9,7 @@ ends or stays up until the supervisor stops it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -246,6 +247,41 @@ async def test_busy_account_lock_waits_and_does_not_connect(
     harness.stopping.set()
     harness.supervisor.stop_session()
     await asyncio.wait_for(task, 2)
+
+
+class LockOnAFullDisk:
+    """An account lock whose file cannot be made while the disk is full (twice)."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    def acquire(self) -> bool:
+        self.tries += 1
+        if self.tries <= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return True
+
+    def holder(self) -> str:
+        return "unknown"
+
+    def release(self) -> None:
+        """Nothing is held."""
+
+
+async def test_a_lock_a_full_disk_keeps_from_being_made_is_tried_again(
+    assembly: Assembly, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor died of the OSError: the account never connected, even once there
+    was space again."""
+    harness = Harness(assembly, [([build.connected()], True)])
+    lock = harness.supervisor._lock = LockOnAFullDisk()
+    caplog.set_level("WARNING", logger="sidecar.core.supervisor")
+    await harness.run_until(lambda: harness.sidecar.snapshot("sales").status is Status.CONNECTED)
+    assert (lock.tries, harness.started) == (3, 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "account=sales taking the account lock failed: OSError (ENOSPC); it is tried again",
+        "account=sales taking the account lock works again, after 2 failures",
+    ]
 
 
 @pytest.mark.parametrize("status", list(Status))

@@ -1,7 +1,9 @@
 """The capture format, version 1: JSON Lines of events (docs/reference.md, "Capture format").
 
 Reading never stops at a bad line: each one becomes a :class:`CaptureError`
-with its line number, and the caller counts it and goes on.
+with its line number, and the caller counts it and goes on. A line longer than
+:data:`MAX_LINE_BYTES` is one: it is skipped without ever being held whole in
+memory (and the writer never writes one).
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ TICK = "tick"
 #: ``t`` is Unix seconds from 1970 up to 2100: the clock, the learned hourly rates and
 #: the health JSON all turn it into dates, and a date past year 9999 does not exist.
 MIN_T, MAX_T = 0.0, 4_102_444_800.0
+#: The longest line read as a record (without its newline): far more than any real event
+#: (a message with its thumbnail is tens of KB; history syncs come in chunks of a few MB).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: How much of an overlong line is read at a time while it is skipped.
+_SKIP_CHUNK = 1 << 16
+
+
+class RecordTooLongError(ValueError):
+    """An event whose capture line would be longer than :data:`MAX_LINE_BYTES`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +77,16 @@ CaptureDecodeError = RecordDecodeError
 
 
 def read_capture(stream: IO[bytes]) -> Iterator[CaptureRecord | CaptureError]:
-    for number, raw in enumerate(stream, start=1):
-        if not raw.strip():
-            continue
-        yield parse_line(raw, number)
+    number = 0
+    while raw := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raw = b""  # not kept while the rest of the line goes by
+            while (chunk := stream.readline(_SKIP_CHUNK)) and not chunk.endswith(b"\n"):
+                pass
+            yield CaptureError(number, f"longer than {MAX_LINE_BYTES} bytes")
+        elif raw.strip():
+            yield parse_line(raw, number)
 
 
 def capture_records(path: Path) -> Iterator[CaptureRecord | CaptureError]:
@@ -177,7 +194,12 @@ class CaptureWriter:
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, t: float, account: str | None, event: ProtoMessage | ProbeSent | None) -> None:
-        self._file.write(encode_record(t, account, event) + "\n")
+        """Append one record; raises :class:`RecordTooLongError` (nothing written) for an
+        event whose line replay would refuse."""
+        line = encode_record(t, account, event)
+        if len(line) > MAX_LINE_BYTES:  # ASCII: characters are bytes
+            raise RecordTooLongError(f"a record of {len(line)} bytes")
+        self._file.write(line + "\n")
 
     def flush(self) -> None:
         self._file.flush()

@@ -117,6 +117,9 @@ class NeonizeSession:
         try:
             if self._stopped.is_set():
                 return
+            # made (owner-only) at every try: a full disk at start-up may have kept it from
+            # being made, and whatsmeow would make it open to all
+            self._store.prepare()
             client = NewClient(self._store.location)
             for cls in EVENT_CLASSES.values():
                 client.event(cls)(self._on_event)

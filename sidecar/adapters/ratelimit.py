@@ -21,6 +21,7 @@ subscriber usually holds.
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -77,8 +78,8 @@ class FailureLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         total = 10 * failures if global_failures is None else global_failures
-        if failures < 1 or window <= 0 or total < 1:
-            raise ValueError("failures, global_failures and window must be positive")
+        if failures < 1 or not 0 < window < math.inf or total < 1:
+            raise ValueError("failures, global_failures and window must be positive and finite")
         self._capacity = float(failures)
         self._global_capacity = float(total)
         self._window = window

@@ -80,8 +80,11 @@ class FileAccountLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # the holder's pid is only for the message of a process that waits: a full disk
+        # that keeps it from being written must not keep the lock from being held
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return True
 

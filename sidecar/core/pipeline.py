@@ -138,9 +138,8 @@ class EventPipeline:
         )
         classification = classify(message)
         probe_id = probe_id_of(message) if classification.kind in PROBE_KINDS else None
-        if probe_id is not None:
-            if state.record_probe_delivery(probe_id, received_at) is None:
-                state.count_probe_failure("unexpected")
+        # only a probe sent to this account is one; any other text is what it looks like
+        if probe_id is not None and state.record_probe_delivery(probe_id, received_at):
             classification = PROBE
         self._record(state, event, classification, received_at)
 

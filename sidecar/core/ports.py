@@ -18,7 +18,10 @@ from sidecar.domain.records import MessageDoc, ThreadPatch
 class StateStore(Protocol):
     """The account state that survives a restart (:class:`SqliteStateStore`)."""
 
-    def load(self) -> dict[str, PersistedState]: ...
+    def load(self) -> dict[str, PersistedState] | None:
+        """The saved state; None when it cannot be read yet (a full disk at start-up:
+        :class:`DeferredStateStore`), and the core asks again before it saves."""
+        ...
 
     def save(self, states: Iterable[tuple[str, PersistedState]]) -> int: ...
 

@@ -13,16 +13,17 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from google.protobuf.message import Message as ProtoMessage
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 
 from sidecar.core.clock import Clock
-from sidecar.core.pipeline import EventPipeline, MessageListener, StatusListener
+from sidecar.core.pipeline import PROBE_KINDS, EventPipeline, MessageListener, StatusListener
 from sidecar.core.ports import StateStore
 from sidecar.core.spooling import Backlog
 from sidecar.core.storage import Storage
 from sidecar.domain.account import AccountSettings, AccountSnapshot, AccountState, Status
-from sidecar.domain.classify import MessageClass
+from sidecar.domain.classify import MessageClass, classify
 from sidecar.domain.health import AccountHealth, PairingView, VerdictChange, account_health, to_ms
-from sidecar.domain.probes import ProbeSent
+from sidecar.domain.probes import ProbeSent, probe_id_of
 from sidecar.domain.verdict import Verdict, VerdictRule, evidence_verdict
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,7 @@ class Sidecar:
         self._states: dict[str, AccountState] = {
             account_id: AccountState(s) for account_id, s in self._settings.items()
         }
-        for account_id, persisted in state_store.load().items():
-            if account_id in self._states:
-                self._states[account_id].restore(persisted)
+        self._restored = self._restore()
         self._pipeline = EventPipeline(self._states)
         if storage is not None:
             self._pipeline.add_message_listener(storage.listener)
@@ -96,6 +95,15 @@ class Sidecar:
     def add_message_listener(self, listener: MessageListener) -> None:
         """Told about every classified message (the storage listens this way)."""
         self._pipeline.add_message_listener(listener)
+
+    def is_sent_probe(self, account_id: str, message: WAMessage | None) -> bool:
+        """Whether ``message`` is a probe sent to this account, which the pipeline will
+        recognise as one (a recording with blank text keeps only such markers)."""
+        state = self._states.get(account_id)
+        if state is None or classify(message).kind not in PROBE_KINDS:
+            return False
+        probe_id = probe_id_of(message)
+        return probe_id is not None and state.was_sent_probe(probe_id)
 
     def clear_qr(self, account_id: str) -> None:
         """Forget the QR code shown for the account (a re-pair waits for a fresh one)."""
@@ -158,8 +166,23 @@ class Sidecar:
 
     # -- saved state and logs -------------------------------------------------------
 
+    def _restore(self) -> bool:
+        """Take in the saved state; False while the state store cannot read it yet."""
+        saved = self._state_store.load()
+        if saved is None:
+            return False
+        for account_id, persisted in saved.items():
+            if account_id in self._states:
+                self._states[account_id].restore(persisted)
+        return True
+
     def flush_state(self) -> int:
-        """Write the accounts whose saved state changed. Returns how many."""
+        """Write the accounts whose saved state changed. Returns how many. Until the saved
+        state could be read (a full disk at start-up), nothing is written over it."""
+        if not self._restored:
+            self._restored = self._restore()
+            if not self._restored:
+                return 0
         changed = []
         for account_id, state in self._states.items():
             persisted = state.take_persisted()

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from sidecar.core.failures import Failures
 from sidecar.core.ports import AccountLock, Session, SessionFactory
 from sidecar.core.service import Sidecar
 from sidecar.domain.account import Status, StatusChange
@@ -141,19 +142,30 @@ class AccountSupervisor:
         return stopping.is_set()
 
     async def _take_lock(self, stopping: asyncio.Event) -> bool:
+        """Wait for the account lock: another process may hold it, or a full disk may
+        keep its file from being made (the account connects once there is space)."""
         assert self._lock is not None
         warned = False
-        while not self._lock.acquire():
-            if not warned:
-                log.warning(
-                    "account=%s is held by another wa-sidecar process (pid %s); waiting",
-                    self.account_id,
-                    self._lock.holder(),
-                )
-                warned = True
+        failures = Failures(
+            log, f"account={self.account_id} taking the account lock", "; it is tried again"
+        )
+        while True:
+            try:
+                if self._lock.acquire():
+                    failures.succeeded()
+                    return True
+            except OSError as exc:
+                failures.failed(exc)
+            else:
+                if not warned:
+                    log.warning(
+                        "account=%s is held by another wa-sidecar process (pid %s); waiting",
+                        self.account_id,
+                        self._lock.holder(),
+                    )
+                    warned = True
             if await sleep_unless(stopping, self._poll_s):
                 return False
-        return True
 
     async def _await_new_device(self, stopping: asyncio.Event) -> bool:
         """Park until a device other than the one that just failed is paired."""

@@ -177,10 +177,14 @@ class AccountState:
         return self.settings.account_id
 
     def restore(self, persisted: PersistedState) -> None:
+        """Take in the saved state; what happened since start-up (when the saved state
+        could only be read late) is kept: times only move forward, counts add up."""
         with self.lock:
             self.version += 1
-            self.last_real_at = persisted.last_real_at
-            self.last_protocol_at = persisted.last_protocol_at
+            if persisted.last_real_at is not None:
+                self.last_real_at = _later(self.last_real_at, persisted.last_real_at)
+            if persisted.last_protocol_at is not None:
+                self.last_protocol_at = _later(self.last_protocol_at, persisted.last_protocol_at)
             if persisted.gaps:
                 self._gap_model().load(persisted.gaps)
 
@@ -229,6 +233,10 @@ class AccountState:
                 self.keepalive_failing_since = None
             if old is status:
                 return None
+            if status is not Status.QR_PENDING:
+                # a QR code is valid only while it waits to be scanned: once the account
+                # connects (or leaves qr_pending otherwise) it is never shown again
+                self.qr_code = self.qr_at = None
             self.status = status
             self.status_since = at
             if status is Status.CONNECTED:
@@ -282,21 +290,35 @@ class AccountState:
                     )
             self.probes_received.append(ProbeRecord(probe_id, sent_at))
 
-    def record_probe_delivery(self, probe_id: str, received_at: float) -> float | None:
-        """A probe arrived; returns its delivery latency when it was expected."""
+    def record_probe_delivery(self, probe_id: str, received_at: float) -> bool:
+        """A text with the probe marker and ``probe_id`` arrived. True when it is a probe
+        sent to this account (its delivery is recorded; a second copy of one already
+        received counts as ``unexpected``). False when it is none: anyone can type the
+        marker, and such a text is an ordinary message, stored and counted as real."""
         with self.lock:
             self.version += 1
+            if self.settings.expects_probes is None:
+                return False
             for index, record in enumerate(self.probes_received):
-                if record.probe_id == probe_id and record.received_at is None:
-                    self.probes_received[index] = ProbeRecord(probe_id, record.sent_at, received_at)
-                    latency = max(0.0, received_at - record.sent_at)
-                    self.probe_latency_counts[
-                        bisect.bisect_left(PROBE_LATENCY_BUCKETS, latency)
-                    ] += 1
-                    self.probe_latency_sum += latency
-                    self.last_probe_success_at = _later(self.last_probe_success_at, received_at)
-                    return latency
-            return None
+                if record.probe_id != probe_id:
+                    continue
+                if record.received_at is not None:
+                    self.probe_failures["unexpected"] += 1
+                    return True
+                self.probes_received[index] = ProbeRecord(probe_id, record.sent_at, received_at)
+                latency = max(0.0, received_at - record.sent_at)
+                self.probe_latency_counts[bisect.bisect_left(PROBE_LATENCY_BUCKETS, latency)] += 1
+                self.probe_latency_sum += latency
+                self.last_probe_success_at = _later(self.last_probe_success_at, received_at)
+                return True
+            return False
+
+    def was_sent_probe(self, probe_id: str) -> bool:
+        """Whether ``probe_id`` is one of the probes sent to this account that it remembers."""
+        with self.lock:
+            return self.settings.expects_probes is not None and any(
+                record.probe_id == probe_id for record in self.probes_received
+            )
 
     def set_qr(self, code: str | None, at: float) -> None:
         """The newest pairing QR code (held for the re-pair page; never logged)."""
@@ -327,11 +349,6 @@ class AccountState:
                 self.paired_platform,
                 self.paired_at,
             )
-
-    def count_probe_failure(self, reason: str) -> None:
-        with self.lock:
-            self.version += 1
-            self.probe_failures[reason] += 1
 
     def take_persisted(self) -> PersistedState | None:
         """The state to write, if it changed since the last call."""

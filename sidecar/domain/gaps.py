@@ -101,9 +101,14 @@ class GapModel:
         return {0: _PACK.pack(self._first_seen or 0.0, *self._counts)}
 
     def load(self, blobs: dict[int, bytes]) -> None:
+        """Add what was saved to what was learned since start-up (nothing, unless the
+        saved state could only be read late: a full disk at start-up)."""
         blob = blobs.get(0)
         if blob is None or len(blob) != _PACK.size:
             return
         first_seen, *counts = _PACK.unpack(blob)
-        self._first_seen = first_seen or None
-        self._counts = list(counts)
+        if any(self._counts):
+            self._dirty = True  # the sum is new: it is saved next time
+        if first_seen and (self._first_seen is None or first_seen < self._first_seen):
+            self._first_seen = first_seen
+        self._counts = [mine + saved for mine, saved in zip(self._counts, counts, strict=True)]

@@ -1,8 +1,9 @@
 """Canary probes: a message one account sends another, to prove the receiver hears.
 
-The probe is an ordinary WhatsApp text with a marker no person types; the
-receiving sidecar recognises it, records when it arrived, and neither
-stores nor forwards it as a chat message.
+The probe is an ordinary WhatsApp text with a marker and an id; the receiving
+sidecar recognises one of the probes sent to it by that id, records when it
+arrived, and neither stores nor forwards it as a chat message. Any other text,
+the marker or not, is an ordinary message.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def probe_text(probe_id: str) -> str:
 
 
 def probe_id_of(message: WAMessage | None) -> str | None:
-    """The probe id when ``message`` is a probe, else None."""
+    """The id after the probe marker when ``message`` is a text that starts with it, else
+    None. Anyone can type the marker: only the receiving account can tell whether the id
+    is one of the probes sent to it (:meth:`AccountState.record_probe_delivery`)."""
     if message is None:
         return None
     content = unwrap(message)
@@ -67,5 +70,4 @@ def probe_id_of(message: WAMessage | None) -> str | None:
     # strings): it is no probe, and must still count as the real message it is.
     if not isinstance(text, str) or not text.startswith(PROBE_PREFIX):
         return None
-    probe_id = text[len(PROBE_PREFIX) :].strip()
-    return probe_id or None
+    return text[len(PROBE_PREFIX) :] or None

@@ -69,7 +69,8 @@ PROBES_SENT = Family("whatsapp_probes_sent", "Canary probes this account tried t
 
 PROBE_FAILURES = Family(
     "whatsapp_probe_failures",
-    "Canary probes that failed: send_failed (sender), not_received, unexpected (receiver).",
+    "Canary probes that failed: send_failed (sender), not_received, unexpected (receiver: a"
+    " second copy of a probe it had received).",
     "counter",
     ("reason",),
 )

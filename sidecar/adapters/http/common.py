@@ -5,10 +5,11 @@ the others import it, never each other in a circle."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -68,5 +69,17 @@ SECURITY_HEADERS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def json_dumps(data: Any) -> str:
+    """JSON as RFC 8259 has it: a number that is not finite is refused (the handler fails:
+    a 500), never written as ``Infinity`` or ``NaN``, which ``JSON.parse`` rejects."""
+    return json.dumps(data, allow_nan=False)
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=json_dumps)
+
+
 def json_error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+    return json_response({"error": message}, status=status, headers=headers or None)

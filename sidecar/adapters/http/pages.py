@@ -5,7 +5,6 @@ accounts exist; the stream is under /api/ and needs a token like the rest."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from sidecar.adapters.http.common import (
     SECURITY_HEADERS,
     SIDECAR,
     Handler,
+    json_dumps,
     log,
 )
 from sidecar.adapters.http.routes import account
@@ -67,7 +67,7 @@ async def pair_events(request: web.Request) -> web.StreamResponse:
         if view != last:
             try:
                 async with asyncio.timeout(write_timeout):
-                    await response.write(f"data: {json.dumps(view)}\n\n".encode())
+                    await response.write(f"data: {json_dumps(view)}\n\n".encode())
             except TimeoutError:
                 log.info("a pair page did not read its events for %.0f s; dropped", write_timeout)
                 if request.transport is not None:

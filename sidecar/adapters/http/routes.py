@@ -22,6 +22,7 @@ from sidecar.adapters.http.common import (
     REPAIRS,
     SIDECAR,
     json_error,
+    json_response,
 )
 from sidecar.adapters.http.hardening import continue_if_expected
 from sidecar.core.repair import (
@@ -52,12 +53,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return json_response({"status": "alive"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     if request.app[READY].is_set():
-        return web.json_response({"status": "ready"})
+        return json_response({"status": "ready"})
     return json_error(503, "not ready")
 
 
@@ -65,7 +66,7 @@ async def list_accounts(request: web.Request) -> web.Response:
     # off the event loop: the store's part reads the spool's SQLite file
     healths = await asyncio.to_thread(request.app[SIDECAR].all_health)
     accounts = [health_json(health) for health in healths]
-    return web.json_response({"accounts": accounts})
+    return json_response({"accounts": accounts})
 
 
 def account(request: web.Request) -> str:
@@ -130,7 +131,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def account_health(request: web.Request) -> web.Response:
     health = await asyncio.to_thread(request.app[SIDECAR].health, account(request))
-    return web.json_response(health_json(health))
+    return json_response(health_json(health))
 
 
 async def regenerate_qr(request: web.Request) -> web.Response:
@@ -139,7 +140,7 @@ async def regenerate_qr(request: web.Request) -> web.Response:
         body = await request.app[REPAIRS].start_repair(account_id, _who(request))
     except RepairError as exc:
         return _repair_error(exc)
-    return web.json_response(body, status=202)
+    return json_response(body, status=202)
 
 
 async def pair_code(request: web.Request) -> web.Response:
@@ -155,7 +156,7 @@ async def pair_code(request: web.Request) -> web.Response:
         )
     except RepairError as exc:
         return _repair_error(exc)
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def alertmanager_webhook(request: web.Request) -> web.Response:
@@ -165,7 +166,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         isinstance(alert, dict) and isinstance(alert.get("labels", {}), dict) for alert in alerts
     ):
         return json_error(400, "expected Alertmanager's webhook JSON")
-    return web.json_response(await request.app[REPAIRS].on_alerts(data, _who(request)))
+    return json_response(await request.app[REPAIRS].on_alerts(data, _who(request)))
 
 
 #: The endpoints that take a body larger than :data:`NO_BODY_BYTES`, and how large.

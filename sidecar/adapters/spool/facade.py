@@ -59,7 +59,7 @@ class Spool:
         self.journal_failures = Failures(log, f"spool: starting a new {self.JOURNAL}")
         self._queue = Queue(self.path)
         try:
-            self._pacing.load(self._queue.load_threads(self.now() - thread_interval_s))
+            self._pacing.load(self._queue.load_threads())
             self._journal = Journal(self.journal_path, self.journal_failures)
             try:
                 self._recover()
@@ -187,7 +187,6 @@ class Spool:
                 [seq for seq, _ in batch.messages],
                 [(thread_id, pending) for thread_id, _, pending in written],
                 now,
-                self._pacing.done_before(now),
             )
             self._pacing.confirm(written, now)
 

@@ -20,8 +20,8 @@ from sidecar.domain.records import ThreadPatch, merge_thread_fields
 
 @dataclass(slots=True)
 class Thread:
-    """A row of ``spool_threads``, mirrored in memory. Rows no longer pending leave once
-    their pacing is over."""
+    """A row of ``spool_threads``, mirrored in memory. Once written (and not pending
+    again) only its times stay, in memory only, until its pacing is over."""
 
     account_id: str
     fields: dict[str, Any]
@@ -54,7 +54,9 @@ class Pacing:
         self.threads: dict[str, Thread] = {}
 
     def load(self, threads: Iterable[tuple[str, Thread]]) -> None:
-        """The rows a previous process left: pending, or written within ``interval_s``."""
+        """The rows a previous process left: pending (written rows are not kept on disk:
+        after a restart, a thread written in the last ``interval_s`` may be written
+        again at once, one write early)."""
         self.threads.update(threads)
 
     def any_pending(self) -> bool:
@@ -90,6 +92,7 @@ class Pacing:
         """At most ``limit`` pending updates that are due, oldest first, none of a thread
         in ``busy``; and the seconds until the next one that had to wait becomes due."""
         due_before = now - self.interval_s
+        self._forget_done(due_before)
         waiting = sorted(
             ((t.enqueued_at, thread_id, t) for thread_id, t in self.threads.items() if t.pending),
             key=lambda item: item[0],
@@ -128,7 +131,12 @@ class Pacing:
         """:meth:`written` is committed: mark it, and forget rows whose pacing is over."""
         for _, thread, pending in written:
             thread.last_written_at, thread.pending = now, pending
-        done_before = self.done_before(now)
+            if not pending:
+                thread.fields = {}  # written: pacing needs only the time
+        self._forget_done(now - self.interval_s)
+
+    def _forget_done(self, done_before: float) -> None:
+        """Forget the threads written no later than ``done_before`` and not pending."""
         for thread_id in [
             thread_id
             for thread_id, thread in self.threads.items()
@@ -137,7 +145,3 @@ class Pacing:
             and thread.last_written_at <= done_before
         ]:
             del self.threads[thread_id]
-
-    def done_before(self, now: float) -> float:
-        """Rows written no later than this, and not pending, matter no more."""
-        return now - self.interval_s

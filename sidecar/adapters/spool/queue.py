@@ -5,6 +5,12 @@ Entries move in from the journal in batches, one transaction each, together with
 thread rows pacing computed and the journal generation they complete. The writer takes
 the oldest rows and acks them; rows that cannot be read back are dropped, so that they
 hold up nothing.
+
+What the store confirmed leaves at once: its messages, and the rows of its thread updates
+(the last text and the chat's JID) unless a newer update waits; pacing keeps only when
+each thread was written, in memory. Deleted content is overwritten (``secure_delete``),
+and once the spool is empty the WAL is checkpointed and truncated, so no copy stays in
+free pages or in the WAL.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ SCHEMA = (
     "INSERT OR IGNORE INTO spool_journal (id, flushed_generation) VALUES (1, 0)",
 )
 
+#: How long a statement waits for a lock another connection holds (open_private's default).
+BUSY_TIMEOUT_MS = 5000
+
 #: What the spool database holds, for the error that refuses a corrupt one.
 HOLDS = "real messages not yet written to the store"
 
@@ -63,14 +72,20 @@ class Queue:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.db = open_private(path, SCHEMA, check=True)
+            self.db = open_private(path, SCHEMA, check=True, busy_timeout_s=BUSY_TIMEOUT_MS / 1000)
         except CorruptDatabaseError as exc:
             raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the spool {path}: {exc}") from exc
+        # content deleted is overwritten, not left in free pages (nor in the WAL's copies)
+        self.db.execute("PRAGMA secure_delete = ON")
+        # a WAL that was reset is truncated: it keeps no copies of deleted rows
+        self.db.execute("PRAGMA journal_size_limit = 0")
 
-    def load_threads(self, written_after: float) -> list[tuple[str, Thread]]:
-        """The thread rows still pending, or written after ``written_after``."""
+    def load_threads(self) -> list[tuple[str, Thread]]:
+        """The thread rows still pending. Rows of updates already written (an earlier
+        version kept them for a while) are deleted."""
+        self.db.execute("DELETE FROM spool_threads WHERE pending = 0")
         threads = []
         for (
             thread_id,
@@ -82,8 +97,7 @@ class Queue:
             written,
         ) in self.db.execute(
             "SELECT thread_id, account_id, patch, version, pending, enqueued_at, last_written_at"
-            " FROM spool_threads WHERE pending = 1 OR last_written_at > ?",
-            (written_after,),
+            " FROM spool_threads WHERE pending = 1"
         ):
             fields = _decoded(account_id, thread_id, thread_id, patch)
             numbers_ok = isinstance(version, int) and all(
@@ -170,28 +184,46 @@ class Queue:
         )
         return [account if isinstance(account, str) else "" for _, account in damaged]
 
-    def ack(
-        self, seqs: list[int], threads: list[tuple[str, bool]], now: float, done_before: float
-    ) -> None:
-        """Forget the messages ``seqs``; mark ``threads`` written at ``now``, each pending
-        or not; forget thread rows whose pacing ended by ``done_before``."""
+    def ack(self, seqs: list[int], threads: list[tuple[str, bool]], now: float) -> None:
+        """Forget the messages ``seqs``; forget the rows of ``threads``, written at ``now``,
+        except those a newer update is pending for (marked written at ``now``). Once the
+        spool is empty, checkpoint and truncate the WAL."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("DELETE FROM spool_messages WHERE seq = ?", [(s,) for s in seqs])
             self.db.executemany(
-                "UPDATE spool_threads SET last_written_at = ?, pending = ? WHERE thread_id = ?",
-                [(now, int(pending), thread_id) for thread_id, pending in threads],
+                "UPDATE spool_threads SET last_written_at = ? WHERE thread_id = ?",
+                [(now, thread_id) for thread_id, pending in threads if pending],
             )
-            # rows whose pacing is over matter no more
-            self.db.execute(
-                "DELETE FROM spool_threads WHERE pending = 0 AND last_written_at <= ?",
-                (done_before,),
+            # written: what the row held (the last text, the chat's JID) is needed no more
+            self.db.executemany(
+                "DELETE FROM spool_threads WHERE thread_id = ?",
+                [(thread_id,) for thread_id, pending in threads if not pending],
             )
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.db.in_transaction:  # SQLite may have rolled back by itself
                 self.db.execute("ROLLBACK")
             raise SpoolError(f"cannot update the spool {self.path}: {exc}") from exc
+        self._truncate_wal_when_empty()
+
+    def _truncate_wal_when_empty(self) -> None:
+        """Once nothing waits, copy the WAL into the database and truncate it: the copies
+        it held of deleted rows go. It never waits for a reader, and a failure is left to
+        the next time (the rows themselves are gone already)."""
+        try:
+            waiting = self.db.execute(
+                "SELECT 1 FROM spool_messages UNION ALL SELECT 1 FROM spool_threads LIMIT 1"
+            ).fetchone()
+            if waiting is not None:
+                return
+            self.db.execute("PRAGMA busy_timeout = 0")
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            log.debug("spool: truncating the WAL failed: %s", error_kind(exc))
 
     def count(self) -> int:
         row = self.db.execute("SELECT COUNT(*) FROM spool_messages").fetchone()
