@@ -46,6 +46,7 @@ from sidecar.core.storage import Storage
 from sidecar.core.supervisor import AccountSupervisor
 from sidecar.metrics.accounts import AccountCollector
 from sidecar.metrics.collectors import (
+    AuditCollector,
     LeaseCollector,
     LimiterCollector,
     ProcessCollector,
@@ -143,6 +144,7 @@ def build_repairs(assembly: Assembly, control: AccountControl) -> Repairs:
         grace_s=repair.grace,
     )
     assembly.metrics.register(RepairCollector(repairs, assembly.sidecar))
+    assembly.metrics.register(AuditCollector(repairs))
     return repairs
 
 

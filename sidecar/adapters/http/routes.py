@@ -25,6 +25,7 @@ from sidecar.adapters.http.common import (
 )
 from sidecar.adapters.http.hardening import continue_if_expected
 from sidecar.core.repair import (
+    AuditUnavailable,
     NoLiveSession,
     PairingNotStarted,
     PairingRefused,
@@ -87,6 +88,7 @@ _REPAIR_STATUS: dict[type[RepairError], int] = {
     PairingNotStarted: 409,
     PairingRefused: 502,
     NoLiveSession: 503,
+    AuditUnavailable: 503,
 }
 
 
