@@ -25,7 +25,7 @@ from sidecar.adapters.audit import AuditLog
 from sidecar.adapters.auth import Authenticator, FirebaseVerifier, StaticTokens
 from sidecar.adapters.capture import capture_records
 from sidecar.adapters.firestore_leases import FirestoreLeases
-from sidecar.adapters.http import HttpLimits, create_app
+from sidecar.adapters.http import HttpLimits, StreamLimits, create_app
 from sidecar.adapters.neonize_session import Deliver, NeonizeSession
 from sidecar.adapters.ratelimit import FailureLimiter
 from sidecar.adapters.recorder import Recorder
@@ -171,6 +171,9 @@ def build_app(
         render=assembly.metrics.render,
         limits=limits,
         limiter=limiter,
+        streams=StreamLimits(
+            config.http.event_streams.total, config.http.event_streams.per_principal
+        ),
     )
 
 
