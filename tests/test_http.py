@@ -296,3 +296,49 @@ async def test_pair_streams_are_capped_per_principal_and_in_all(
         await asyncio.sleep(0.1)
     for response in (mine[1], theirs, again):
         response.close()
+
+
+async def test_health_requests_share_one_read_of_the_spool_a_second(
+    make_config: ConfigFactory,
+    aiohttp_client: AiohttpClient,
+    clock: ReplayClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read of the spool's backlog is a GROUP BY under its lock, which holds up the
+    event path: however many health requests come, it is read at most once a second."""
+    assembly = assemble(make_config([{"id": "sales"}, {"id": "support"}]), clock)
+    storage = assembly.storage
+    assert storage is not None
+    try:
+        now = [100.0]
+        monkeypatch.setattr(storage, "monotonic", lambda: now[0])
+        reads = [0]
+        backlog = storage.spool.backlog
+
+        def read() -> Any:
+            reads[0] += 1
+            return backlog()
+
+        monkeypatch.setattr(storage.spool, "backlog", read)
+        for n in range(3):
+            assembly.sidecar.handle(
+                "sales", build.message_event(build.text("x"), message_id=f"M{n}"), T0
+            )
+        client = await aiohttp_client(build_app(assembly))
+
+        async def sales_backlog(path: str) -> int:
+            body = await (await client.get(path, headers=AUTH)).json()
+            health = body["accounts"][0] if "accounts" in body else body
+            return int(health["store"]["backlog"])
+
+        paths = ["/api/whatsapp/accounts", "/api/whatsapp/accounts/sales/health"] * 15
+        assert await asyncio.gather(*map(sales_backlog, paths)) == [3] * 30
+        assert reads == [1]
+        assembly.sidecar.handle("sales", build.message_event(build.text("x"), message_id="M3"), T0)
+        assert await sales_backlog(paths[1]) == 3  # at most a second old
+        now[0] += 1.0
+        assert await sales_backlog(paths[0]) == 4
+        assert reads == [2]
+    finally:
+        assembly.close()
+        await storage.close()

@@ -32,6 +32,7 @@ from sidecar.core.repair import (
     RepairError,
     RepairTooSoon,
 )
+from sidecar.domain.health import AccountHealth
 
 #: Bodies: the pair-code request is a phone number; an Alertmanager webhook carries its
 #: whole group of alerts (~1 KiB each); everything else takes none (a stray ``{}`` is fine).
@@ -131,7 +132,12 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def account_health(request: web.Request) -> web.Response:
-    health = await asyncio.to_thread(request.app[SIDECAR].health, account(request))
+    sidecar, account_id = request.app[SIDECAR], account(request)
+
+    def build() -> AccountHealth:  # the backlog every health request shares
+        return sidecar.health(account_id, sidecar.recent_backlog())
+
+    health = await asyncio.to_thread(build)
     return web.json_response(health_json(health))
 
 
