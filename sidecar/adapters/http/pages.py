@@ -13,14 +13,13 @@ from aiohttp import web
 
 from sidecar.adapters.http.common import (
     LIMITS,
-    PRINCIPAL,
     READY,
     SECURITY_HEADERS,
     Handler,
     json_error,
     log,
 )
-from sidecar.adapters.http.routes import account
+from sidecar.adapters.http.routes import account, who
 from sidecar.adapters.http.streams import FEED, STREAMS, qr_svg, view_json
 from sidecar.config import ACCOUNT_ID_PATTERN
 from sidecar.core.service import Sidecar
@@ -43,16 +42,15 @@ async def pair_events(request: web.Request) -> web.StreamResponse:
     ``http.event_streams`` are open at once (429 beyond); each reads the view shared
     by every stream of the account (:class:`PairFeed`)."""
     account_id = account(request)
-    principal = request[PRINCIPAL]
-    who = f"{principal.kind}:{principal.id}"
+    principal = who(request)
     slots = request.app[STREAMS]
-    if not slots.take(who):
+    if not slots.take(principal):
         log.debug("refused a pair event stream: %d open", slots.open)
         return json_error(429, "too many event streams")
     try:
         return await _stream(request, account_id)
     finally:
-        slots.give_back(who)
+        slots.give_back(principal)
 
 
 async def _stream(request: web.Request, account_id: str) -> web.StreamResponse:

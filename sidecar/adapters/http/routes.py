@@ -78,7 +78,8 @@ def account(request: web.Request) -> str:
     return account_id
 
 
-def _who(request: web.Request) -> str:
+def who(request: web.Request) -> str:
+    """The principal as the audit log and the stream caps name it: kind and id."""
     principal: Principal = request[PRINCIPAL]
     return f"{principal.kind}:{principal.id}"
 
@@ -144,7 +145,7 @@ async def account_health(request: web.Request) -> web.Response:
 async def regenerate_qr(request: web.Request) -> web.Response:
     account_id = account(request)
     try:
-        body = await request.app[REPAIRS].start_repair(account_id, _who(request))
+        body = await request.app[REPAIRS].start_repair(account_id, who(request))
     except RepairError as exc:
         return _repair_error(exc)
     return web.json_response(body, status=202)
@@ -159,7 +160,7 @@ async def pair_code(request: web.Request) -> web.Response:
         return json_error(400, 'send {"phone": "+<country code><number>"}')
     try:
         body = await request.app[REPAIRS].pair_code(
-            account_id, phone.replace(" ", ""), _who(request)
+            account_id, phone.replace(" ", ""), who(request)
         )
     except RepairError as exc:
         return _repair_error(exc)
@@ -173,7 +174,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         isinstance(alert, dict) and isinstance(alert.get("labels", {}), dict) for alert in alerts
     ):
         return json_error(400, "expected Alertmanager's webhook JSON")
-    return web.json_response(await request.app[REPAIRS].on_alerts(data, _who(request)))
+    return web.json_response(await request.app[REPAIRS].on_alerts(data, who(request)))
 
 
 #: The endpoints that take a body larger than :data:`NO_BODY_BYTES`, and how large.

@@ -10,7 +10,6 @@ tick costs a dictionary lookup on the event loop. Nothing here reads the store.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,12 +32,11 @@ class StreamLimits:
 
 
 class StreamSlots:
-    """Who holds how many of the open streams."""
+    """Who holds how many of the open streams (used on the event loop only)."""
 
     def __init__(self, limits: StreamLimits) -> None:
         self.limits = limits
         self._held: Counter[str] = Counter()
-        self._lock = threading.Lock()
 
     @property
     def open(self) -> int:
@@ -46,19 +44,17 @@ class StreamSlots:
 
     def take(self, principal: str) -> bool:
         """One slot for ``principal``, if it and the whole server are under their caps."""
-        with self._lock:
-            if self._held[principal] >= self.limits.per_principal:
-                return False
-            if self._held.total() >= self.limits.total:
-                return False
-            self._held[principal] += 1
-            return True
+        if self._held[principal] >= self.limits.per_principal:
+            return False
+        if self._held.total() >= self.limits.total:
+            return False
+        self._held[principal] += 1
+        return True
 
     def give_back(self, principal: str) -> None:
-        with self._lock:
-            self._held[principal] -= 1
-            if self._held[principal] <= 0:
-                del self._held[principal]
+        self._held[principal] -= 1
+        if self._held[principal] <= 0:
+            del self._held[principal]
 
 
 def qr_svg(code: str | None) -> str | None:
