@@ -105,6 +105,20 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
         },
         {
+            "alert": "WhatsappAuditWriteErrors",
+            "expr": f"sum by (job, instance) (increase(whatsapp_audit_write_errors_total{{{job}}}[10m])) > 0",
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                config,
+                "whatsappauditwriteerrors",
+                "wa-sidecar cannot write its audit log: re-pairs and remediations are refused",
+                '{{ $value | printf "%.0f" }} audit records could not be written in the last 10'
+                " minutes (a full or failing disk under state_dir). Re-pairs, pairing codes and"
+                " the remediation ladder's reconnects are refused until it works again.",
+                repair=False,
+            ),
+        },
+        {
             "alert": "WhatsappAccountLoggedOut",
             "expr": f'whatsapp_connection_state{{{job},state="logged_out"}} == 1',
             "for": config.for_logged_out,

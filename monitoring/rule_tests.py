@@ -178,6 +178,27 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
             ],
         },
         {
+            "name": "audit log writes failing: refused actions page, then clear",
+            "interval": "1m",
+            "input_series": [
+                s("whatsapp_audit_write_errors_total", "0x5 2x20"),
+                {
+                    "series": f'whatsapp_audit_write_errors_total{{job="{config.job}",instance="other:9464"}}',
+                    "values": "0x25",
+                },
+            ],
+            "alert_rule_test": [
+                c.expect("WhatsappAuditWriteErrors", "4m"),
+                c.expect(
+                    "WhatsappAuditWriteErrors",
+                    "10m",
+                    {"job": config.job, "instance": INSTANCE},
+                    value="2",
+                ),
+                c.expect("WhatsappAuditWriteErrors", "20m"),
+            ],
+        },
+        {
             "name": "logged out and unusable states page; connected does not",
             "interval": "1m",
             "input_series": [

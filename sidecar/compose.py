@@ -32,7 +32,7 @@ from sidecar.adapters.deferred import (
     open_or_defer,
 )
 from sidecar.adapters.firestore_leases import FirestoreLeases
-from sidecar.adapters.http import HttpLimits, create_app
+from sidecar.adapters.http import HttpLimits, StreamLimits, create_app
 from sidecar.adapters.neonize_session import Deliver, NeonizeSession
 from sidecar.adapters.ratelimit import FailureLimiter
 from sidecar.adapters.recorder import Recorder
@@ -54,6 +54,7 @@ from sidecar.core.storage import Storage
 from sidecar.core.supervisor import AccountSupervisor
 from sidecar.metrics.accounts import AccountCollector
 from sidecar.metrics.collectors import (
+    AuditCollector,
     ConflictCollector,
     LeaseCollector,
     LimiterCollector,
@@ -188,6 +189,7 @@ def build_repairs(assembly: Assembly, control: AccountControl) -> Repairs:
         grace_s=repair.grace,
     )
     assembly.metrics.register(RepairCollector(repairs, assembly.sidecar))
+    assembly.metrics.register(AuditCollector(repairs))
     return repairs
 
 
@@ -214,6 +216,9 @@ def build_app(
         render=assembly.metrics.render,
         limits=limits,
         limiter=limiter,
+        streams=StreamLimits(
+            config.http.event_streams.total, config.http.event_streams.per_principal
+        ),
     )
 
 

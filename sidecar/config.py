@@ -85,10 +85,24 @@ def _parse_listen(value: Any) -> Any:
     return {"host": host, "port": number}
 
 
+class EventStreamsConfig(_Strict):
+    """The pair page's event streams open at once; one more is refused with 429."""
+
+    total: Annotated[int, Field(ge=1, le=10_000)] = 32
+    per_principal: Annotated[int, Field(ge=1, le=10_000)] = 4
+
+    @model_validator(mode="after")
+    def _per_principal_within_total(self) -> EventStreamsConfig:
+        if self.per_principal > self.total:
+            raise ValueError("per_principal must not be more than total")
+        return self
+
+
 class HttpConfig(_Strict):
     listen: Annotated[ListenAddress, BeforeValidator(_parse_listen)] = Field(
         default_factory=lambda: ListenAddress(host="127.0.0.1", port=9464)
     )
+    event_streams: EventStreamsConfig = Field(default_factory=EventStreamsConfig)
 
 
 class FirestoreConfig(_Strict):

@@ -44,3 +44,12 @@ def test_scrape_benchmark_reports_both_handlers() -> None:
     p99, baseline_p99, _ = figure(output, "50 accounts: p99 ms")
     assert p99 > 0
     assert baseline_p99 > 0
+
+
+def test_pair_streams_benchmark_measures_healthz_with_and_without_streams() -> None:
+    output = run_smoke("bench.pair_streams", timeout=180)
+    rows = re.findall(r"^\s+(0|10)\s+[\d.]+\s+[\d.]+\s+[\d.]+$", output, re.MULTILINE)
+    assert sorted(rows) == ["0", "10"]
+    p99, baseline_p99, _ = figure(output, "10 streams: /healthz p99 ms")
+    assert p99 > 0
+    assert baseline_p99 > 0

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, cast
 
 import pytest
-from aiohttp import web
+import segno
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar import testing as build
-from sidecar.adapters.http import READY
-from sidecar.compose import Assembly, build_app, build_repairs
+from sidecar.adapters.http import READY, pages
+from sidecar.compose import Assembly, assemble, build_app, build_repairs
+from sidecar.config import LoadedConfig
 from sidecar.core.clock import ReplayClock
 from sidecar.core.repair import RecordingControl
 from sidecar.core.service import Sidecar
@@ -201,3 +205,169 @@ async def test_scrape_of_a_thousand_accounts_has_every_account(
     states = [line for line in text.splitlines() if line.startswith("whatsapp_connection_state{")]
     assert len(states) == 1000 * 9
     assert text.count("whatsapp_last_real_message_timestamp_seconds{") == len(range(0, 1000, 7))
+
+
+# -- the pair page's event streams: shared work, capped numbers --------------------------
+
+
+def stream_config(make_config: ConfigFactory, total: int, per_principal: int) -> LoadedConfig:
+    return make_config(
+        [{"id": "sales"}],
+        http={
+            "listen": "127.0.0.1:0",
+            "event_streams": {"total": total, "per_principal": per_principal},
+        },
+    )
+
+
+async def first_event(response: ClientResponse) -> dict[str, Any]:
+    line = b""
+    while not line.startswith(b"data: "):
+        line = await asyncio.wait_for(response.content.readline(), 10)
+    return cast(dict[str, Any], json.loads(line[6:]))
+
+
+async def test_pair_streams_cost_the_same_whatever_their_number(
+    make_config: ConfigFactory,
+    aiohttp_client: AiohttpClient,
+    clock: ReplayClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every stream of an account reads one shared view: per poll interval the account is
+    judged at most once and its QR drawn only when the code changes, and the spool (a
+    GROUP BY under its lock) is never read, whether 1 or 12 streams are open."""
+    monkeypatch.setattr(pages, "PAIR_EVENTS_POLL_S", 0.05)
+    assembly = assemble(stream_config(make_config, 20, 20), clock)  # with its spool
+    try:
+        await count_stream_work(assembly, aiohttp_client, clock, monkeypatch)
+    finally:
+        assembly.close()
+        assert assembly.storage is not None
+        await assembly.storage.close()
+
+
+async def count_stream_work(
+    assembly: Assembly,
+    aiohttp_client: AiohttpClient,
+    clock: ReplayClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sidecar, storage = assembly.sidecar, assembly.storage
+    assert storage is not None
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, work: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            calls[name] += 1
+            return work(*args)
+
+        return call
+
+    monkeypatch.setattr(sidecar, "pairing_view", counted("views", sidecar.pairing_view))
+    monkeypatch.setattr(storage.spool, "backlog", counted("backlog", storage.spool.backlog))
+    monkeypatch.setattr(segno, "make_qr", counted("qr drawn", segno.make_qr))
+    for n in range(50):  # messages waiting in the spool
+        sidecar.handle("sales", build.message_event(build.text("x"), message_id=f"M{n}"), T0)
+    assert storage.spool.backlog()["sales"].messages == 50
+    assert calls["backlog"] == 1  # counted, were anything to read it
+    app = build_app(assembly, repairs=build_repairs(assembly, RecordingControl()))
+    app[READY].set()
+    client = await aiohttp_client(app)
+    sidecar.handle("sales", build.qr_with_code("2@only-code,xyz"), clock.now())
+    loop = asyncio.get_running_loop()
+    for streams in (1, 12):
+        responses = [
+            await client.get("/api/whatsapp/accounts/sales/pair/events", headers=AUTH)
+            for _ in range(streams)
+        ]
+        for response in responses:
+            assert (await first_event(response))["status"] == "qr_pending"
+        calls.clear()
+        started = loop.time()
+        await asyncio.sleep(20 * 0.05)  # about 20 ticks of every stream
+        polls = (loop.time() - started) / 0.05
+        assert 1 <= calls["views"] <= polls + 2, (streams, calls)
+        assert (calls["qr drawn"], calls["backlog"]) == (0, 0), (streams, calls)
+        for response in responses:
+            response.close()
+
+
+async def test_pair_streams_are_capped_per_principal_and_in_all(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, aiohttp_client: AiohttpClient
+) -> None:
+    assembly = make_assembly(stream_config(make_config, 3, 2))
+    app = build_app(assembly, repairs=build_repairs(assembly, RecordingControl()))
+    app[READY].set()
+    client = await aiohttp_client(app)
+    path = "/api/whatsapp/accounts/sales/pair/events"
+    second = {"Authorization": "Bearer second-token"}
+
+    async def opened(headers: dict[str, str]) -> ClientResponse:
+        response = await client.get(path, headers=headers)
+        assert response.status == 200
+        await first_event(response)
+        return response
+
+    async def refused(headers: dict[str, str]) -> None:
+        response = await client.get(path, headers=headers)
+        assert response.status == 429  # before the body: a stream's never ends
+        assert await response.json() == {"error": "too many event streams"}
+
+    mine = [await opened(AUTH), await opened(AUTH)]
+    await refused(AUTH)  # this token's two
+    theirs = await opened(second)
+    await refused(second)  # three in all
+    mine[0].close()  # the page went away: its slot is free again
+    deadline = asyncio.get_running_loop().time() + 10
+    while (again := await client.get(path, headers=AUTH)).status != 200:
+        assert again.status == 429
+        assert asyncio.get_running_loop().time() < deadline, "the closed stream kept its slot"
+        await asyncio.sleep(0.1)
+    for response in (mine[1], theirs, again):
+        response.close()
+
+
+async def test_health_requests_share_one_read_of_the_spool_a_second(
+    make_config: ConfigFactory,
+    aiohttp_client: AiohttpClient,
+    clock: ReplayClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read of the spool's backlog is a GROUP BY under its lock, which holds up the
+    event path: however many health requests come, it is read at most once a second."""
+    assembly = assemble(make_config([{"id": "sales"}, {"id": "support"}]), clock)
+    storage = assembly.storage
+    assert storage is not None
+    try:
+        now = [100.0]
+        monkeypatch.setattr(storage, "monotonic", lambda: now[0])
+        reads = [0]
+        backlog = storage.spool.backlog
+
+        def read() -> Any:
+            reads[0] += 1
+            return backlog()
+
+        monkeypatch.setattr(storage.spool, "backlog", read)
+        for n in range(3):
+            assembly.sidecar.handle(
+                "sales", build.message_event(build.text("x"), message_id=f"M{n}"), T0
+            )
+        client = await aiohttp_client(build_app(assembly))
+
+        async def sales_backlog(path: str) -> int:
+            body = await (await client.get(path, headers=AUTH)).json()
+            health = body["accounts"][0] if "accounts" in body else body
+            return int(health["store"]["backlog"])
+
+        paths = ["/api/whatsapp/accounts", "/api/whatsapp/accounts/sales/health"] * 15
+        assert await asyncio.gather(*map(sales_backlog, paths)) == [3] * 30
+        assert reads == [1]
+        assembly.sidecar.handle("sales", build.message_event(build.text("x"), message_id="M3"), T0)
+        assert await sales_backlog(paths[1]) == 3  # at most a second old
+        now[0] += 1.0
+        assert await sales_backlog(paths[0]) == 4
+        assert reads == [2]
+    finally:
+        assembly.close()
+        await storage.close()

@@ -4,49 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from sidecar import testing as build
-from sidecar.adapters.http import READY
-from sidecar.compose import Assembly, build_app, build_repairs
 from sidecar.core.clock import ReplayClock
-from sidecar.core.repair import RecordingControl, Repairs
 
 from .support.config import TOKEN, AssemblyFactory, ConfigFactory
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-Client = TestClient[Any, Any]
-
-
-class Harness:
-    def __init__(
-        self, assembly: Assembly, client: Client, control: RecordingControl, repairs: Repairs
-    ) -> None:
-        self.assembly, self.client, self.control, self.repairs = assembly, client, control, repairs
-        self.sidecar = assembly.sidecar
-        self.state_dir = assembly.state_dir
-        self.registry = assembly.metrics.registry
+from .support.repair import AUTH, AiohttpClient, Harness, harness_factory
 
 
 @pytest.fixture
 async def harness(
-    make_config: ConfigFactory,
-    make_assembly: AssemblyFactory,
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, aiohttp_client: AiohttpClient
 ) -> Harness:
-    assembly = make_assembly(
-        make_config([{"id": "sales"}, {"id": "support"}], repair={"interval": "1h", "grace": "1s"})
-    )
-    control = RecordingControl()
-    repairs = build_repairs(assembly, control)
-    app = build_app(assembly, repairs=repairs)
-    app[READY].set()
-    return Harness(assembly, await aiohttp_client(app), control, repairs)
+    return await harness_factory(make_config, make_assembly, aiohttp_client)()
 
 
 async def test_regenerate_qr_starts_a_pairing_once_per_interval(harness: Harness) -> None:

@@ -157,7 +157,9 @@ class Leases(Protocol):
 class Audit(Protocol):
     """Who asked for what (:class:`AuditLog`, a file under state_dir)."""
 
-    def record(self, who: str, action: str, account: str, outcome: str, **details: Any) -> None: ...
+    def record(self, who: str, action: str, account: str, outcome: str, **details: Any) -> None:
+        """Write one record, or raise (:class:`OSError`) if it could not be written."""
+        ...
 
 
 class AccountControl(Protocol):

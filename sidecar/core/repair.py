@@ -15,8 +15,10 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from typing import Any
 
+from sidecar.core.failures import Failures, error_kind
 from sidecar.core.ports import AccountControl, Audit
 from sidecar.core.service import Sidecar
 
@@ -72,7 +74,21 @@ class RecordingControl:
         )
 
 
+class AuditUnavailable(RepairError):
+    """The audit log cannot take the action's record, so the action is not taken."""
+
+
 class Repairs:
+    """What people and Alertmanager ask for, each action audited before it is taken.
+
+    An action someone asks for (a re-pair, a pairing code, a remediation) is taken
+    only once its audit record is written: when the log cannot be written (a full
+    disk) it is refused (:class:`AuditUnavailable`), counted in
+    ``whatsapp_audit_write_errors_total`` and logged at ERROR. What the sidecar only
+    observes (a refusal, a failure, needs_repair) is recorded best effort: the
+    failure is counted and logged, and nothing else changes. An action is counted
+    (``steps``) and reported as started only once it really started."""
+
     def __init__(
         self,
         sidecar: Sidecar,
@@ -90,40 +106,85 @@ class Repairs:
         self._last_repair: dict[str, float] = {}
         self._lock = threading.Lock()
         self.steps: Counter[tuple[str, str]] = Counter()
-        self._ladders: dict[str, asyncio.Task[None]] = {}
+        #: Audit records that could not be written (``whatsapp_audit_write_errors_total``).
+        self.audit_errors = 0
+        self._audit_failures = Failures(
+            log,
+            "audit log: writing a record",
+            "; re-pairs, pairing codes and remediations are refused while it fails"
+            " (whatsapp_audit_write_errors_total)",
+            level=logging.ERROR,
+        )
+        #: Accounts whose remediation ladder is starting or running.
+        self._laddering: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the audit log ------------------------------------------------------------------
+
+    def _audit(self, who: str, action: str, account_id: str, outcome: str) -> bool:
+        """Record one action; False (counted, logged) if the record could not be written."""
+        try:
+            self.audit.record(who, action, account_id, outcome)
+        except Exception as exc:  # whatever the log fails with, the record is not there
+            self.audit_errors += 1  # on the event loop, as every caller of Repairs
+            self._audit_failures.failed(exc)
+            return False
+        self._audit_failures.succeeded()
+        return True
+
+    def _audit_or_refuse(self, who: str, action: str, account_id: str, outcome: str) -> None:
+        if not self._audit(who, action, account_id, outcome):
+            raise AuditUnavailable("the audit log cannot be written; nothing was done")
 
     # -- the re-pair page ---------------------------------------------------------------
 
     async def start_repair(self, account_id: str, who: str) -> dict[str, str]:
+        """Start a re-pair: at most one per ``interval`` per account. The slot is taken
+        once the start is audited, and given back if the start fails."""
         now = time.monotonic()
         with self._lock:
             last = self._last_repair.get(account_id)
             if last is not None and now - last < self._interval:
                 retry = self._interval - (now - last)
-                self.audit.record(who, "regenerate_qr", account_id, "refused: too soon")
+                self._audit(who, "regenerate_qr", account_id, "refused: too soon")
                 raise RepairTooSoon("a re-pair of this account started recently", retry)
+            self._audit_or_refuse(who, "regenerate_qr", account_id, "started")
             self._last_repair[account_id] = now
-        self.steps[(account_id, "repair")] += 1
-        self.audit.record(who, "regenerate_qr", account_id, "started")
         log.info("account=%s re-pair started by %s", account_id, who)
-        self.sidecar.clear_qr(account_id)
-        await self.control.start_pairing(account_id)
+        try:
+            self.sidecar.clear_qr(account_id)
+            await self.control.start_pairing(account_id)
+        except Exception as exc:
+            with self._lock:
+                if self._last_repair.get(account_id) == now:  # ours: a retry may start at once
+                    if last is None:
+                        del self._last_repair[account_id]
+                    else:
+                        self._last_repair[account_id] = last
+            self._audit(who, "regenerate_qr", account_id, f"failed: {error_kind(exc)}")
+            raise
+        self.steps[(account_id, "repair")] += 1
         return {"accountId": account_id, "status": "pairing"}
 
     async def pair_code(self, account_id: str, phone: str, who: str) -> dict[str, str]:
+        """A phone pairing code, handed out only once its issue is in the audit log."""
         try:
             code = await self.control.pair_code(account_id, phone)
         except RepairError:
-            self.audit.record(who, "pair_code", account_id, "failed")
+            self._audit(who, "pair_code", account_id, "failed")
             raise
-        self.audit.record(who, "pair_code", account_id, "issued")
+        self._audit_or_refuse(who, "pair_code", account_id, "issued")
         return {"accountId": account_id, "code": code}
 
     # -- Alertmanager's webhook: the remediation ladder ------------------------------------
 
     async def on_alerts(self, payload: dict[str, Any], who: str) -> dict[str, list[str]]:
+        """Start the ladder of each firing degraded account: its reconnect is done before
+        the answer, which lists as started only the ladders whose reconnect was; those
+        that could not start (audit log, reconnect) are listed under ``failed``."""
         started: list[str] = []
         skipped: list[str] = []
+        failed: list[str] = []
         alerts = payload.get("alerts")
         for alert in alerts if isinstance(alerts, list) else []:
             labels = alert.get("labels") if isinstance(alert, dict) else None
@@ -134,19 +195,40 @@ class Repairs:
                 continue
             if not self.sidecar.has_account(account):
                 continue
-            if alert.get("status") != "firing" or account in self._ladders:
+            if alert.get("status") != "firing" or account in self._laddering:
                 skipped.append(account)
                 continue
-            self._ladders[account] = asyncio.create_task(self._ladder(account, who))
+            self._laddering.add(account)
+            try:
+                await self._reconnect(account, who)
+            except Exception:
+                self._laddering.discard(account)
+                failed.append(account)
+                continue
+            self._spawn(self._watch(account, who), f"remediation-{account}")
             started.append(account)
-        return {"started": started, "skipped": skipped}
+        answer = {"started": started, "skipped": skipped}
+        if failed:
+            answer["failed"] = failed
+        return answer
 
-    async def _ladder(self, account_id: str, who: str) -> None:
+    async def _reconnect(self, account_id: str, who: str) -> None:
+        """The ladder's first step; raises if it was not taken."""
+        self._audit_or_refuse(who, "remediate_reconnect", account_id, "started")
+        log.warning("account=%s degraded: remediation step 1, reconnecting", account_id)
         try:
-            self.steps[(account_id, "reconnect")] += 1
-            self.audit.record(who, "remediate_reconnect", account_id, "started")
-            log.warning("account=%s degraded: remediation step 1, reconnecting", account_id)
             await self.control.reconnect(account_id)
+        except Exception as exc:
+            log.error(
+                "account=%s remediation: the reconnect failed: %s", account_id, error_kind(exc)
+            )
+            self._audit(who, "remediate_reconnect", account_id, f"failed: {error_kind(exc)}")
+            raise
+        self.steps[(account_id, "reconnect")] += 1
+
+    async def _watch(self, account_id: str, who: str) -> None:
+        """After the grace period: recovered, or needs_repair (a person must re-pair)."""
+        try:
             await asyncio.sleep(self._grace)
             verdict = self.sidecar.judge(account_id, self.sidecar.clock.now())
             if not verdict.degraded:
@@ -155,7 +237,7 @@ class Repairs:
                 return
             self.steps[(account_id, "needs_repair")] += 1
             self.sidecar.mark_needs_repair(account_id)
-            self.audit.record(who, "remediate_needs_repair", account_id, "marked")
+            self._audit(who, "remediate_needs_repair", account_id, "marked")
             log.warning(
                 "account=%s still degraded %.0f s after a reconnect: needs_repair,"
                 " a person must re-pair",
@@ -163,10 +245,25 @@ class Repairs:
                 self._grace,
             )
         finally:
-            self._ladders.pop(account_id, None)
+            self._laddering.discard(account_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` as a task that is kept until it ends and whose error, if any,
+        is logged: none ends unobserved ("Task exception was never retrieved")."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s failed: %s", task.get_name(), error_kind(exc))
 
     async def close(self) -> None:
-        for task in list(self._ladders.values()):
+        for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -147,9 +147,14 @@ class Sidecar:
         return account_health(snapshot, self._settings[account_id], verdict, now, history, store)
 
     def all_health(self) -> list[AccountHealth]:
-        """Every account's health; the spool's backlog is read once for all of them."""
-        backlog = self.storage.backlog() if self.storage is not None else None
+        """Every account's health; the spool's backlog is the one every health request
+        shares (:meth:`Storage.recent_backlog`: at most a second old)."""
+        backlog = self.recent_backlog()
         return [self.health(account_id, backlog) for account_id in self._states]
+
+    def recent_backlog(self) -> dict[str, Backlog] | None:
+        """The spool's backlog as the health API shares it (None: no storage)."""
+        return None if self.storage is None else self.storage.recent_backlog()
 
     def pairing_view(self, account_id: str) -> PairingView:
         """What the pair page shows; judged like :meth:`health`, without reading the store."""

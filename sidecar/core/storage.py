@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sidecar.core.failures import Failures
@@ -82,12 +83,25 @@ class StorageListener:
         return None if failures is None else failures.last
 
 
+#: How old the backlog the health API shares may be (:meth:`Storage.recent_backlog`).
+BACKLOG_MAX_AGE_S = 1.0
+
+
 class Storage:
     """Spool, store, writer and their numbers, as one part for the wiring."""
 
-    def __init__(self, spool: SpoolPort, store: MessageStore) -> None:
+    def __init__(
+        self,
+        spool: SpoolPort,
+        store: MessageStore,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.spool = spool
         self.store = store
+        self.monotonic = monotonic  # the clock the shared backlog's age is read from
+        self._recent: tuple[float, dict[str, Backlog]] | None = None
+        self._recent_lock = threading.Lock()
         self.stats = StoreStats(spool.now)
         self.writer = SpoolWriter(spool, store, self.stats)
         self.listener = StorageListener(spool, self.writer, self.stats)
@@ -109,6 +123,19 @@ class Storage:
     def backlog(self) -> dict[str, Backlog]:
         """Every account's spooled messages, in one read of the spool."""
         return self.spool.backlog()
+
+    def recent_backlog(self) -> dict[str, Backlog]:
+        """:meth:`backlog` at most ``BACKLOG_MAX_AGE_S`` old, shared by every caller.
+
+        A read is a GROUP BY under the spool's lock (~28 ms at 18,800 messages), which
+        holds up the event path's enqueues: health requests, however many, cost at
+        most one a second. Callers wait for a read in progress rather than start
+        their own (call it off the event loop)."""
+        with self._recent_lock:
+            recent = self._recent
+            if recent is None or self.monotonic() - recent[0] >= BACKLOG_MAX_AGE_S:
+                recent = self._recent = (self.monotonic(), self.spool.backlog())
+            return recent[1]
 
     def write_errors(self, account_id: str) -> int:
         """Real messages of the account that the spool could not take or keep."""

@@ -24,6 +24,7 @@ from sidecar.domain.authorship import CONFLICT_OUTCOMES
 from sidecar.metrics.buckets import cumulative_buckets
 from sidecar.metrics.exposition import AccountRow, Family, RowCollector, Sample
 from sidecar.metrics.families import (
+    AUDIT_WRITE_ERRORS,
     BUILD_INFO,
     HTTP_AUTH_FAILURES,
     HTTP_AUTH_RATE_LIMITED,
@@ -224,3 +225,15 @@ class RepairCollector(RowCollector):
             )
             needs = 1.0 if self._sidecar.needs_repair(account_id) else 0.0
             yield account_id, (steps, (((), needs),))
+
+
+class AuditCollector(FamiliesCollector):
+    """Audit records the re-pair side could not write."""
+
+    families = (AUDIT_WRITE_ERRORS,)
+
+    def __init__(self, repairs: Repairs) -> None:
+        self._repairs = repairs
+
+    def samples(self) -> Iterator[tuple[Family, tuple[str, ...], Any]]:
+        yield AUDIT_WRITE_ERRORS, (), self._repairs.audit_errors

@@ -200,6 +200,13 @@ HTTP_AUTH_RATE_LIMITED = Family(
     ("budget",),
     per_account=False,
 )
+AUDIT_WRITE_ERRORS = Family(
+    "whatsapp_audit_write_errors",
+    "Audit records that could not be written (a full or failing disk); the actions that"
+    " needed them were refused.",
+    "counter",
+    per_account=False,
+)
 LEASE_HELD = Family(
     "whatsapp_lease_held", "1 when this replica holds the account's lease.", "gauge"
 )

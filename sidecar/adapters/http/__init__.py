@@ -12,15 +12,20 @@ response, and an address that presents wrong bearer tokens too often is
 answered 429 (:mod:`sidecar.adapters.ratelimit`). No CORS headers are ever
 sent: browsers keep other sites' pages away from the API.
 
+The pair page's event streams are capped per principal and in all
+(``http.event_streams``; 429 beyond), and share one view per account.
+
 The modules, each importing only those listed before it: ``common`` (app keys,
-limits, the error shape), ``hardening`` (aiohttp's connection handling, the one
-place that touches its internals), ``routes``, ``pages``, ``middleware``, ``app``.
+limits, the error shape), ``streams`` (the event streams' caps and shared views),
+``hardening`` (aiohttp's connection handling, the one place that touches its
+internals), ``routes``, ``pages``, ``middleware``, ``app``.
 """
 
 from sidecar.adapters.http.app import create_app
 from sidecar.adapters.http.common import READY, HttpLimits
 from sidecar.adapters.http.hardening import HardenedAppRunner
 from sidecar.adapters.http.routes import NO_BODY_BYTES, PAIR_CODE_BODY_BYTES, WEBHOOK_BODY_BYTES
+from sidecar.adapters.http.streams import StreamLimits
 
 __all__ = [
     "NO_BODY_BYTES",
@@ -29,5 +34,6 @@ __all__ = [
     "WEBHOOK_BODY_BYTES",
     "HardenedAppRunner",
     "HttpLimits",
+    "StreamLimits",
     "create_app",
 ]

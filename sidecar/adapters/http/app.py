@@ -8,6 +8,7 @@ import asyncio
 from aiohttp import web
 
 from sidecar.adapters.auth import Authenticator
+from sidecar.adapters.http import pages
 from sidecar.adapters.http.common import (
     AUTH,
     LIMITER,
@@ -34,6 +35,7 @@ from sidecar.adapters.http.routes import (
     readyz,
     regenerate_qr,
 )
+from sidecar.adapters.http.streams import FEED, STREAMS, PairFeed, StreamLimits, StreamSlots
 from sidecar.adapters.ratelimit import FailureLimiter
 from sidecar.core.repair import Repairs
 from sidecar.core.service import Sidecar
@@ -47,6 +49,7 @@ def create_app(
     render: Render,
     limiter: FailureLimiter,
     limits: HttpLimits | None = None,
+    streams: StreamLimits | None = None,
 ) -> web.Application:
     """The aiohttp application; the caller adds background tasks to ``cleanup_ctx``.
 
@@ -89,6 +92,8 @@ def create_app(
     get("/api/whatsapp/accounts/{account_id}/health", account_health)
     if repairs is not None:
         app[REPAIRS] = repairs
+        app[STREAMS] = StreamSlots(streams or StreamLimits())
+        app[FEED] = PairFeed(sidecar, pages.PAIR_EVENTS_POLL_S)
         post("/api/whatsapp/regenerate-qr/{account_id}", regenerate_qr)
         post("/api/whatsapp/accounts/{account_id}/pair-code", pair_code)
         get("/api/whatsapp/accounts/{account_id}/pair/events", pair_events)

@@ -9,19 +9,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-import segno
 from aiohttp import web
 
 from sidecar.adapters.http.common import (
     LIMITS,
     READY,
     SECURITY_HEADERS,
-    SIDECAR,
     Handler,
-    json_dumps,
+    json_error,
     log,
 )
-from sidecar.adapters.http.routes import account
+from sidecar.adapters.http.routes import account, who
+from sidecar.adapters.http.streams import FEED, STREAMS, qr_svg, view_json
 from sidecar.config import ACCOUNT_ID_PATTERN
 from sidecar.core.service import Sidecar
 
@@ -33,23 +32,29 @@ PAIR_EVENTS_MAX_S = 600.0
 
 
 def pairing_view(sidecar: Sidecar, account_id: str) -> dict[str, Any]:
-    """What the pair page shows: state, the QR as SVG while one waits, the paired device."""
+    """What the pair page shows (each event of its stream is this, as JSON)."""
     view = sidecar.pairing_view(account_id)
-    return {
-        "status": view.status,
-        "qrSvg": None if view.qr_code is None else segno.make_qr(view.qr_code).svg_inline(scale=8),
-        "paired": view.platform is not None,
-        "platform": view.platform,
-        "pairedAtMs": view.paired_at_ms,
-        "lastRealMessageMs": view.last_real_message_ms,
-        "isDegraded": view.degraded,
-    }
+    return view_json(view, qr_svg(view.qr_code))
 
 
 async def pair_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events with the pairing view, sent whenever it changes."""
-    sidecar = request.app[SIDECAR]
+    """Server-sent events with the pairing view, sent whenever it changes. At most
+    ``http.event_streams`` are open at once (429 beyond); each reads the view shared
+    by every stream of the account (:class:`PairFeed`)."""
     account_id = account(request)
+    principal = who(request)
+    slots = request.app[STREAMS]
+    if not slots.take(principal):
+        log.debug("refused a pair event stream: %d open", slots.open)
+        return json_error(429, "too many event streams")
+    try:
+        return await _stream(request, account_id)
+    finally:
+        slots.give_back(principal)
+
+
+async def _stream(request: web.Request, account_id: str) -> web.StreamResponse:
+    feed = request.app[FEED]
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
     )
@@ -57,24 +62,24 @@ async def pair_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PAIR_EVENTS_MAX_S
-    last: dict[str, Any] | None = None
+    last: bytes | None = None
     ready = request.app[READY]
     write_timeout = request.app[LIMITS].write_timeout
     while loop.time() < deadline and ready.is_set():
         if request.transport is None or request.transport.is_closing():
             break  # the page went away
-        view = pairing_view(sidecar, account_id)
-        if view != last:
+        event = feed.event(account_id)
+        if event is not last:
             try:
                 async with asyncio.timeout(write_timeout):
-                    await response.write(f"data: {json_dumps(view)}\n\n".encode())
+                    await response.write(event)
             except TimeoutError:
                 log.info("a pair page did not read its events for %.0f s; dropped", write_timeout)
                 if request.transport is not None:
                     request.transport.abort()
                 break
-            last = view
-        await asyncio.sleep(PAIR_EVENTS_POLL_S)
+            last = event
+        await asyncio.sleep(feed.poll_s)
     return response
 
 

@@ -26,12 +26,14 @@ from sidecar.adapters.http.common import (
 )
 from sidecar.adapters.http.hardening import continue_if_expected
 from sidecar.core.repair import (
+    AuditUnavailable,
     NoLiveSession,
     PairingNotStarted,
     PairingRefused,
     RepairError,
     RepairTooSoon,
 )
+from sidecar.domain.health import AccountHealth
 
 #: Bodies: the pair-code request is a phone number; an Alertmanager webhook carries its
 #: whole group of alerts (~1 KiB each); everything else takes none (a stray ``{}`` is fine).
@@ -77,7 +79,8 @@ def account(request: web.Request) -> str:
     return account_id
 
 
-def _who(request: web.Request) -> str:
+def who(request: web.Request) -> str:
+    """The principal as the audit log and the stream caps name it: kind and id."""
     principal: Principal = request[PRINCIPAL]
     return f"{principal.kind}:{principal.id}"
 
@@ -88,6 +91,7 @@ _REPAIR_STATUS: dict[type[RepairError], int] = {
     PairingNotStarted: 409,
     PairingRefused: 502,
     NoLiveSession: 503,
+    AuditUnavailable: 503,
 }
 
 
@@ -130,14 +134,19 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def account_health(request: web.Request) -> web.Response:
-    health = await asyncio.to_thread(request.app[SIDECAR].health, account(request))
+    sidecar, account_id = request.app[SIDECAR], account(request)
+
+    def build() -> AccountHealth:  # the backlog every health request shares
+        return sidecar.health(account_id, sidecar.recent_backlog())
+
+    health = await asyncio.to_thread(build)
     return json_response(health_json(health))
 
 
 async def regenerate_qr(request: web.Request) -> web.Response:
     account_id = account(request)
     try:
-        body = await request.app[REPAIRS].start_repair(account_id, _who(request))
+        body = await request.app[REPAIRS].start_repair(account_id, who(request))
     except RepairError as exc:
         return _repair_error(exc)
     return json_response(body, status=202)
@@ -152,7 +161,7 @@ async def pair_code(request: web.Request) -> web.Response:
         return json_error(400, 'send {"phone": "+<country code><number>"}')
     try:
         body = await request.app[REPAIRS].pair_code(
-            account_id, phone.replace(" ", ""), _who(request)
+            account_id, phone.replace(" ", ""), who(request)
         )
     except RepairError as exc:
         return _repair_error(exc)
@@ -166,7 +175,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         isinstance(alert, dict) and isinstance(alert.get("labels", {}), dict) for alert in alerts
     ):
         return json_error(400, "expected Alertmanager's webhook JSON")
-    return json_response(await request.app[REPAIRS].on_alerts(data, _who(request)))
+    return json_response(await request.app[REPAIRS].on_alerts(data, who(request)))
 
 
 #: The endpoints that take a body larger than :data:`NO_BODY_BYTES`, and how large.
