@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,54 @@ def test_thread_rows_an_earlier_version_kept_after_writing_are_deleted(tmp_path:
     assert reopened._queue.db.execute("SELECT COUNT(*) FROM spool_threads").fetchone() == (0,)
     reopened.close()
     assert b"written long ago" not in (tmp_path / "spool.sqlite3").read_bytes()
+
+
+def test_the_backlog_is_kept_as_rows_come_and_go_not_counted_at_each_read(
+    tmp_path: Path,
+) -> None:
+    """The backlog is read at every scrape and health request, which anyone who reaches
+    the port can make; counting the rows each time took tens of ms under the spool's lock
+    with a large backlog (issue 15, finding 4). It must equal a count of the rows after
+    any mix of moves, takes, acks and set-asides, and read no row to say so."""
+    clock = FakeTime()
+    spool = Spool(tmp_path, thread_interval_s=0.0, now=clock)
+    db = spool._queue.db
+
+    def counted() -> dict[str, tuple[int, float]]:
+        rows = db.execute(
+            "SELECT account_id, COUNT(*), MIN(enqueued_at) FROM spool_messages GROUP BY account_id"
+        )
+        return {account: (count, oldest) for account, count, oldest in rows}
+
+    for n in range(2_000):
+        clock.now = 1000.0 + n
+        doc, patch = records(f"m{n}", f"ID{n}", 1000 + n)
+        spool.enqueue(replace(doc, account_id=f"acct{n % 7}"), patch)
+    spool.flush()
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    for step in range(6):
+        batch = spool.take(limit=150)
+        if step % 3 == 2:
+            spool.discard(batch, "test")
+        else:
+            spool.ack(batch)
+        expected = counted()
+        statements.clear()
+        backlog = spool.backlog()
+        assert {a: (b.messages, b.oldest_enqueued_at) for a, b in backlog.items()} == expected
+        # at most one indexed lookup per account whose oldest row just left; no count
+        assert len(statements) <= len(expected)
+        assert not any("COUNT" in s or "GROUP BY" in s for s in statements)
+        statements.clear()
+        spool.backlog()
+        assert statements == []  # known now: nothing read
+    db.set_trace_callback(None)
+    spool.close()
+
+    reopened = Spool(tmp_path, thread_interval_s=0.0, now=clock)  # counted once on opening
+    assert {a: (b.messages, b.oldest_enqueued_at) for a, b in reopened.backlog().items()} == (
+        expected
+    )
+    assert 0 < sum(count for count, _ in expected.values()) < 2_000 - 5 * 140
+    reopened.close()

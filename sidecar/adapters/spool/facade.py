@@ -184,7 +184,7 @@ class Spool:
         with self._lock:
             written = self._pacing.written(batch.threads)
             self._queue.ack(
-                [seq for seq, _ in batch.messages],
+                [(seq, doc.account_id) for seq, doc in batch.messages],
                 [(thread_id, pending) for thread_id, _, pending in written],
                 now,
             )

@@ -81,6 +81,17 @@ class Queue:
         self.db.execute("PRAGMA secure_delete = ON")
         # a WAL that was reset is truncated: it keeps no copies of deleted rows
         self.db.execute("PRAGMA journal_size_limit = 0")
+        # Messages per account, kept as rows come and go: the backlog is read at every
+        # scrape and health request, and counting the rows took tens of ms (under the
+        # spool's lock) with a large backlog. Counted once here.
+        self._counts: dict[str, int] = {}
+        for account, count in self.db.execute(
+            "SELECT account_id, COUNT(*) FROM spool_messages GROUP BY account_id"
+        ):
+            key = account if isinstance(account, str) else ""  # a damaged row's
+            self._counts[key] = self._counts.get(key, 0) + count
+        #: When each account's oldest row was enqueued, where known (found again lazily).
+        self._oldest: dict[str, float] = {}
 
     def load_threads(self) -> list[tuple[str, Thread]]:
         """The thread rows still pending. Rows of updates already written (an earlier
@@ -143,6 +154,11 @@ class Queue:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise
+        for entry in entries:
+            account = entry.doc.account_id
+            if not self._counts.get(account):
+                self._oldest[account] = entry.enqueued_at
+            self._counts[account] = self._counts.get(account, 0) + 1
 
     def oldest(self, after_seq: int, limit: int) -> tuple[list[tuple[int, MessageDoc]], list[str]]:
         """Up to ``limit`` messages past ``after_seq``, oldest first; and the accounts of
@@ -170,9 +186,7 @@ class Queue:
         """Rows that cannot be read back (a damaged page, salvaged): no store could take
         them, and they must not hold up the others. Returns their accounts."""
         try:
-            self.db.executemany(
-                "DELETE FROM spool_messages WHERE seq = ?", [(s,) for s, _ in damaged]
-            )
+            self._delete_messages(damaged)
         except sqlite3.Error as exc:  # they are skipped again at the next take
             log.warning("spool: dropping damaged rows failed: %s", error_kind(exc))
             return []
@@ -184,13 +198,15 @@ class Queue:
         )
         return [account if isinstance(account, str) else "" for _, account in damaged]
 
-    def ack(self, seqs: list[int], threads: list[tuple[str, bool]], now: float) -> None:
-        """Forget the messages ``seqs``; forget the rows of ``threads``, written at ``now``,
-        except those a newer update is pending for (marked written at ``now``). Once the
-        spool is empty, checkpoint and truncate the WAL."""
+    def ack(
+        self, messages: list[tuple[int, str]], threads: list[tuple[str, bool]], now: float
+    ) -> None:
+        """Forget ``messages`` (seq and account); forget the rows of ``threads``, written at
+        ``now``, except those a newer update is pending for (marked written at ``now``).
+        Once the spool is empty, checkpoint and truncate the WAL."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("DELETE FROM spool_messages WHERE seq = ?", [(s,) for s in seqs])
+            deleted = self._delete_messages(messages, commit=False)
             self.db.executemany(
                 "UPDATE spool_threads SET last_written_at = ? WHERE thread_id = ?",
                 [(now, thread_id) for thread_id, pending in threads if pending],
@@ -205,7 +221,35 @@ class Queue:
             if self.db.in_transaction:  # SQLite may have rolled back by itself
                 self.db.execute("ROLLBACK")
             raise SpoolError(f"cannot update the spool {self.path}: {exc}") from exc
+        self._forget(deleted)
         self._truncate_wal_when_empty()
+
+    def _delete_messages(
+        self, messages: Sequence[tuple[int, object]], *, commit: bool = True
+    ) -> dict[str, int]:
+        """Delete rows by seq; returns how many each account lost. With ``commit`` (a
+        statement of its own), the counts are updated here; else once the caller commits."""
+        by_account: dict[str, list[tuple[int]]] = {}
+        for seq, account in messages:
+            by_account.setdefault(account if isinstance(account, str) else "", []).append((seq,))
+        deleted = {
+            account: self.db.executemany("DELETE FROM spool_messages WHERE seq = ?", seqs).rowcount
+            for account, seqs in by_account.items()
+        }
+        if commit:
+            self._forget(deleted)
+        return deleted
+
+    def _forget(self, deleted: dict[str, int]) -> None:
+        for account, count in deleted.items():
+            if count <= 0:
+                continue
+            self._oldest.pop(account, None)  # it may have been among them
+            left = self._counts.get(account, 0) - count
+            if left > 0:
+                self._counts[account] = left
+            else:
+                self._counts.pop(account, None)
 
     def _truncate_wal_when_empty(self) -> None:
         """Once nothing waits, copy the WAL into the database and truncate it: the copies
@@ -226,16 +270,25 @@ class Queue:
             log.debug("spool: truncating the WAL failed: %s", error_kind(exc))
 
     def count(self) -> int:
-        row = self.db.execute("SELECT COUNT(*) FROM spool_messages").fetchone()
-        count: int = row[0]
-        return count
+        return sum(self._counts.values())
 
     def backlog(self) -> dict[str, Backlog]:
-        """Messages per account in here, and when the oldest was enqueued."""
-        rows = self.db.execute(
-            "SELECT account_id, COUNT(*), MIN(enqueued_at) FROM spool_messages GROUP BY account_id"
-        ).fetchall()
-        return {account: Backlog(count, oldest) for account, count, oldest in rows}
+        """Messages per account in here, and when the oldest was enqueued: counted as rows
+        come and go, the oldest looked up (by index) only after it left."""
+        backlog = {}
+        for account, count in self._counts.items():
+            oldest = self._oldest.get(account)
+            if oldest is None:
+                row = self.db.execute(
+                    "SELECT enqueued_at FROM spool_messages WHERE account_id = ?"
+                    " ORDER BY seq LIMIT 1",
+                    (account,),
+                ).fetchone()
+                oldest = row[0] if row is not None and isinstance(row[0], float) else None
+                if oldest is not None:
+                    self._oldest[account] = oldest
+            backlog[account] = Backlog(count, oldest)
+        return backlog
 
     def close(self) -> None:
         self.db.close()
