@@ -510,7 +510,7 @@ def invalid_utf8_message_event() -> bytes:
 def test_random_bytes_that_decode_are_handled_like_any_event(fed: Fed) -> None:
     decoded: list[str] = []
 
-    @settings(FAST, max_examples=600)
+    @settings(FAST, max_examples=300)
     @example(("MessageEv", invalid_utf8_message_event()))
     @given(damaged_payloads())
     def check(item: tuple[str, bytes]) -> None:

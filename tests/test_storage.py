@@ -335,7 +335,7 @@ async def test_busy_chat_updates_its_thread_at_most_once_a_second(
         storage=storage,
     )
     writer = asyncio.create_task(storage.writer.run())
-    for i in range(60):
+    for i in range(40):
         event = build.message_event(
             build.text(f"message {i}"),
             chat=CUSTOMER,
@@ -350,16 +350,15 @@ async def test_busy_chat_updates_its_thread_at_most_once_a_second(
         await asyncio.sleep(0.1)
     writer.cancel()
     await asyncio.gather(writer, return_exceptions=True)
-    thread_writes = storage.stats.writes - 60
+    thread_writes = storage.stats.writes - 40
     await close(sidecar)
-    assert 2 <= thread_writes <= 5, (
-        thread_writes
-    )  # ~3 s of traffic: one thread write a second at most
+    # ~2 s of traffic, 40 updates of one thread: one thread write a second at most
+    assert 2 <= thread_writes <= 4, thread_writes
     thread, messages = backend.read()["sales__12025550123@s.whatsapp.net"]
-    assert len(messages) == 60
+    assert len(messages) == 40
     assert thread is not None
-    assert thread["lastMessageText"] == "message 59"
-    assert thread["lastMessageAtMs"] == 1_764_068_400_000 + 59 * 50
+    assert thread["lastMessageText"] == "message 39"
+    assert thread["lastMessageAtMs"] == 1_764_068_400_000 + 39 * 50
 
 
 async def test_storage_metrics_and_health(tmp_path: Path, make_config: ConfigFactory) -> None:
