@@ -145,8 +145,8 @@ class FirebaseAuthConfig(_Strict):
     def _someone_named(self) -> FirebaseAuthConfig:
         if not self.allowed_uids and self.required_claim is None:
             raise ValueError(
-                "set allowed_uids or required_claim: without them every user of the"
-                " Firebase project, anonymous sign-ins included, could pair accounts"
+                "set allowed_uids or required_claim: without them anyone who can sign in"
+                " to the Firebase project's app could re-pair accounts"
             )
         return self
 

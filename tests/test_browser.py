@@ -74,7 +74,10 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
     config.write_text(
         yaml.safe_dump(
             {
-                "http": {"listen": "127.0.0.1:0"},
+                "http": {
+                    "listen": "127.0.0.1:0",
+                    "event_streams": {"per_principal": 1, "total": 4},
+                },
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
                 "accounts": [{"id": "sales"}, {"id": "support"}],
@@ -122,6 +125,19 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             )
             assert page.inner_html("#qr") == ""
             page.screenshot(path=str(ARTIFACTS / "pair-page-paired.png"), full_page=True)
+
+            # A second pair page for the same token, over the cap of one stream: it says so
+            # and offers no re-pair it could not show.
+            second = browser.new_page(viewport={"width": 390, "height": 844})
+            second.goto(base + "/accounts/support/pair")
+            second.wait_for_selector("#login", state="visible")
+            second.fill("#token", TOKEN)
+            second.click("#login button")
+            second.wait_for_selector("#error", state="visible")
+            assert "too many event streams" in second.inner_text("#error")
+            assert "close another pair page" in second.inner_text("#error")
+            assert second.is_hidden("#confirm")
+            second.screenshot(path=str(ARTIFACTS / "pair-page-too-many.png"), full_page=True)
             browser.close()
     finally:
         process.terminate()
@@ -129,5 +145,10 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
     audit = (tmp_path / "state" / "audit.log").read_text()
     assert '"action": "regenerate_qr"' in audit
     assert "made-up" not in audit
-    for name in ("status-page.png", "pair-page-qr.png", "pair-page-paired.png"):
+    for name in (
+        "status-page.png",
+        "pair-page-qr.png",
+        "pair-page-paired.png",
+        "pair-page-too-many.png",
+    ):
         assert (ARTIFACTS / name).stat().st_size > 5_000

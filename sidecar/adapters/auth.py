@@ -191,8 +191,9 @@ class Authenticator:
         if self.static.weak:
             found.append(
                 f"{self.static.weak} static token(s) shorter than {STRONG_TOKEN_CHARS} characters:"
-                " they can be guessed, so they are refused with their address once it is over"
-                " the failed-attempt budget; use secrets.token_urlsafe(32)"
+                " they can be guessed, so they are refused like a guess while their address,"
+                " or all clients together, are over the failed-attempt budget (anyone who"
+                " reaches the port can bring that about); use secrets.token_urlsafe(32)"
             )
         if self.firebase is not None:
             if not self.firebase.admits_anyone:
