@@ -22,19 +22,12 @@ from sidecar.adapters.ratelimit import FailureLimiter
 from sidecar.compose import Assembly, build_app, build_repairs
 from sidecar.core.repair import RecordingControl
 
+from .support.clock import SettableClock
 from .support.config import TOKEN, AssemblyFactory, ConfigFactory
 from .support.firebase import PROJECT, CertServer, KeyPair
 
 STRONG = "strong-token-" + "x" * 30  # 43 characters, as secrets.token_urlsafe(32) gives
 ACCOUNTS = "/api/whatsapp/accounts"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingAuthenticator(Authenticator):
@@ -52,7 +45,9 @@ class CountingAuthenticator(Authenticator):
 async def test_ten_thousand_and_one_64s_get_no_more_checks_than_the_global_budget(
     assembly: Assembly,
 ) -> None:
-    limiter = FailureLimiter(10, 60, clock=Clock())  # the global budget: 10 addresses' worth
+    limiter = FailureLimiter(
+        10, 60, clock=SettableClock()
+    )  # the global budget: 10 addresses' worth
     auth = CountingAuthenticator(TOKEN, STRONG)
     app = build_app(assembly, auth=auth, limiter=limiter)
     base = make_mocked_request("GET", ACCOUNTS, app=app)
@@ -82,7 +77,7 @@ async def test_ten_thousand_and_one_64s_get_no_more_checks_than_the_global_budge
 
 def test_no_crowd_of_addresses_refunds_a_budget() -> None:
     """Addresses are forgotten only once their bucket has refilled, never to make room."""
-    clock = Clock()
+    clock = SettableClock()
     limiter = FailureLimiter(10, 60, global_failures=100_000, clock=clock)
     for _ in range(10):
         limiter.settle(limiter.attempt("192.0.2.1"), accepted=False)
@@ -135,7 +130,7 @@ async def test_a_strong_token_is_never_refused_for_someone_elses_failures(serve:
     """One address behind a shared ingress fails over and over; the operators behind the
     same ingress still get in with their strong token, and so does everyone once the
     failures come from everywhere."""
-    clock = Clock()
+    clock = SettableClock()
     auth = CountingAuthenticator(TOKEN, STRONG)
     base = await serve(auth, FailureLimiter(3, 60, clock=clock))  # 30 for all together
     for guess in ("guess-1", "guess-2", "guess-3"):
@@ -172,7 +167,7 @@ async def test_a_firebase_user_over_budget_is_answered_with_the_cached_key(
     keys = KeyPair("key-1")
     certs = CertServer(keys)
     url = str((await aiohttp_server(certs.app())).make_url("/certs"))
-    keys_clock = Clock()
+    keys_clock = SettableClock()
     firebase = FirebaseVerifier(
         PROJECT,
         certs_url=url,
@@ -180,7 +175,7 @@ async def test_a_firebase_user_over_budget_is_answered_with_the_cached_key(
         keys=SigningKeys(url, clock=keys_clock),
     )
     auth = CountingAuthenticator(TOKEN, firebase=firebase)
-    base = await serve(auth, FailureLimiter(2, 60, clock=Clock()))
+    base = await serve(auth, FailureLimiter(2, 60, clock=SettableClock()))
     assert (await get(base, keys.token())).status == 200  # the key is fetched, and cached
     stranger = KeyPair("kid-nobody-knows")
     for _ in range(2):

@@ -13,18 +13,11 @@ import pytest
 from sidecar.adapters.auth import FirebaseVerifier
 from sidecar.adapters.firebase_keys import BACKOFF_S, REFETCH_S, REFRESH_AFTER_S, SigningKeys
 
+from .support.clock import SettableClock
 from .support.firebase import PROJECT, CertServer, KeyPair
 
 #: A deadlock guard only: each wait below ends on an event long before it.
 GUARD_S = 10.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +33,7 @@ async def server(keys: KeyPair, aiohttp_server: Any) -> AsyncIterator[tuple[Cert
     certs.release.set()  # let a hanging request end before the server closes
 
 
-def verifier(url: str, clock: Clock, fetch_timeout: float = 10.0) -> FirebaseVerifier:
+def verifier(url: str, clock: SettableClock, fetch_timeout: float = 10.0) -> FirebaseVerifier:
     return FirebaseVerifier(
         PROJECT,
         certs_url=url,
@@ -84,7 +77,7 @@ async def test_a_hanging_refresh_does_not_hold_up_a_user_whose_key_is_cached(
     keys: KeyPair, server: tuple[CertServer, str]
 ) -> None:
     certs, url = server
-    clock = Clock()
+    clock = SettableClock()
     check = verifier(url, clock)
     assert await check.verify(keys.token()) is not None
     clock.now += REFRESH_AFTER_S + 1  # the keys are due for a refresh...
@@ -109,7 +102,7 @@ async def test_a_hanging_first_fetch_is_made_once_and_then_fails_fast(
     keys: KeyPair, server: tuple[CertServer, str]
 ) -> None:
     certs, url = server
-    clock = Clock()
+    clock = SettableClock()
     certs.mode = "hang"
     check = verifier(url, clock, fetch_timeout=0.2)
     waiting = [asyncio.create_task(check.verify(t)) for t in [*bad_tokens(keys), keys.token()]]
@@ -145,7 +138,7 @@ async def test_unknown_key_ids_fetch_at_most_once_per_interval(
     keys: KeyPair, server: tuple[CertServer, str]
 ) -> None:
     certs, url = server
-    clock = Clock()
+    clock = SettableClock()
     check = verifier(url, clock)
     assert await check.verify(keys.token()) is not None
     strangers = [stranger(f"kid-{i}") for i in range(3)]
@@ -164,7 +157,7 @@ async def test_a_rotated_key_is_fetched_for_the_user_who_needs_it(
     keys: KeyPair, server: tuple[CertServer, str]
 ) -> None:
     certs, url = server
-    clock = Clock()
+    clock = SettableClock()
     check = verifier(url, clock)
     assert await check.verify(keys.token()) is not None
     rotated = KeyPair("key-2")
@@ -179,7 +172,7 @@ async def test_a_client_that_goes_away_does_not_cancel_the_fetch(
 ) -> None:
     certs, url = server
     certs.mode = "hang"
-    check = verifier(url, Clock())
+    check = verifier(url, SettableClock())
     gone = asyncio.create_task(check.verify(keys.token()))
     await until(lambda: certs.hanging == 1)
     gone.cancel()
@@ -196,7 +189,7 @@ async def test_keys_stop_serving_an_hour_after_the_url_stopped_answering(
     keys: KeyPair, server: tuple[CertServer, str]
 ) -> None:
     certs, url = server
-    clock = Clock()
+    clock = SettableClock()
     check = verifier(url, clock)
     assert await check.verify(keys.token()) is not None
     certs.mode = "fail"

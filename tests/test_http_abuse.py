@@ -39,6 +39,7 @@ from sidecar.compose import Assembly, build_app, build_repairs
 from sidecar.core.repair import RecordingControl
 from sidecar.core.service import Sidecar
 
+from .support.clock import SettableClock
 from .support.config import TOKEN, AssemblyFactory, ConfigFactory
 
 PHONE = "+12025550100"
@@ -776,14 +777,6 @@ async def test_no_spelling_of_an_api_path_skips_the_token(server: Harness, path:
 # -- token guessing --------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class CountingAuthenticator(Authenticator):
     def __init__(self, tokens: tuple[SecretStr, ...]) -> None:
         super().__init__(StaticTokens(tokens))
@@ -796,7 +789,7 @@ class CountingAuthenticator(Authenticator):
 
 
 async def test_failed_tokens_are_rate_limited_per_address(assembly: Assembly, serve: Serve) -> None:
-    clock = Clock()
+    clock = SettableClock()
     auth = CountingAuthenticator(assembly.loaded.tokens)
     server = await serve(assembly, auth=auth, limiter=FailureLimiter(3, 60, clock=clock))
     accounts = "/api/whatsapp/accounts"
@@ -842,7 +835,7 @@ async def test_failed_tokens_are_rate_limited_per_address(assembly: Assembly, se
 async def test_an_open_event_stream_outlives_a_brute_force_from_its_address(
     assembly: Assembly, sidecar: Sidecar, serve: Serve
 ) -> None:
-    server = await serve(assembly, limiter=FailureLimiter(2, 60, clock=Clock()))
+    server = await serve(assembly, limiter=FailureLimiter(2, 60, clock=SettableClock()))
     reader, writer = await connect(server.port)
     writer.write(
         b"GET /api/whatsapp/accounts/sales/pair/events HTTP/1.1\r\nHost: x\r\n"
@@ -887,7 +880,7 @@ async def test_the_limit_comes_from_the_config(
 
 
 def test_the_limiter_refills_forgets_and_stays_bounded() -> None:
-    clock = Clock()
+    clock = SettableClock()
     limiter = FailureLimiter(3, 60, clock=clock)
     assert limiter.retry_after("a") == 0.0
     for _ in range(3):

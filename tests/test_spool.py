@@ -18,6 +18,8 @@ from sidecar.domain.records import (
     preview,
 )
 
+from .support.clock import SettableClock
+
 
 def records(body: str, message_id: str, ts_ms: int, *, from_me: bool = False):  # type: ignore[no-untyped-def]
     event = build.message_event(
@@ -28,18 +30,8 @@ def records(body: str, message_id: str, ts_ms: int, *, from_me: bool = False):  
     return built
 
 
-class FakeTime:
-    """A settable clock for the spool's thread pacing (the spool asks it for 'now')."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_thread_updates_coalesce_and_newest_wins(tmp_path: Path) -> None:
-    clock = FakeTime()
+    clock = SettableClock()
     spool = Spool(tmp_path, now=clock)
     for doc, patch in (
         records("first", "A", 2000),
@@ -58,7 +50,7 @@ def test_thread_updates_coalesce_and_newest_wins(tmp_path: Path) -> None:
 
 
 def test_a_thread_written_recently_waits_its_turn(tmp_path: Path) -> None:
-    clock = FakeTime()
+    clock = SettableClock()
     spool = Spool(tmp_path, thread_interval_s=1.0, now=clock)
     spool.enqueue(*records("one", "A", 1))
     spool.ack(spool.take())
@@ -74,7 +66,7 @@ def test_a_thread_written_recently_waits_its_turn(tmp_path: Path) -> None:
 
 
 def test_ack_keeps_a_thread_update_that_arrived_meanwhile(tmp_path: Path) -> None:
-    clock = FakeTime()
+    clock = SettableClock()
     spool = Spool(tmp_path, thread_interval_s=0.0, now=clock)
     spool.enqueue(*records("one", "A", 1))
     batch = spool.take()
@@ -88,7 +80,7 @@ def test_ack_keeps_a_thread_update_that_arrived_meanwhile(tmp_path: Path) -> Non
 
 
 def test_spool_survives_reopening_and_reports_backlog(tmp_path: Path) -> None:
-    clock = FakeTime()
+    clock = SettableClock()
     spool = Spool(tmp_path, now=clock)
     spool.enqueue(*records("kept", "A", 1))
     clock.now += 5
@@ -101,7 +93,7 @@ def test_spool_survives_reopening_and_reports_backlog(tmp_path: Path) -> None:
 
 
 def test_a_killed_process_loses_nothing_the_journal_holds(tmp_path: Path) -> None:
-    clock = FakeTime()
+    clock = SettableClock()
     killed = Spool(tmp_path, now=clock)
     killed.enqueue(*records("one", "A", 1))
     killed.enqueue(*records("two", "B", 2))
@@ -118,33 +110,33 @@ def test_a_killed_process_loses_nothing_the_journal_holds(tmp_path: Path) -> Non
 
 
 def test_a_journal_already_moved_into_sqlite_is_not_replayed(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, now=FakeTime())
+    spool = Spool(tmp_path, now=SettableClock())
     spool.enqueue(*records("once", "A", 1))
     journal = (tmp_path / "spool.journal").read_bytes()
     spool.flush()
     spool.close()
     # killed after the move committed but before the journal started over
     (tmp_path / "spool.journal").write_bytes(journal)
-    reopened = Spool(tmp_path, now=FakeTime())
+    reopened = Spool(tmp_path, now=SettableClock())
     assert [d.message_id for _, d in reopened.take().messages] == ["A"]
 
 
 def test_a_torn_last_journal_line_is_skipped_and_the_rest_recovered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    killed = Spool(tmp_path, now=FakeTime())
+    killed = Spool(tmp_path, now=SettableClock())
     killed.enqueue(*records("whole", "A", 1))
     killed.enqueue(*records("torn", "B", 2))
     journal = tmp_path / "spool.journal"
     journal.write_bytes(journal.read_bytes()[:-20])
-    restarted = Spool(tmp_path, now=FakeTime())
+    restarted = Spool(tmp_path, now=SettableClock())
     assert [d.message_id for _, d in restarted.take().messages] == ["A"]
     assert "1 unreadable journal entries skipped" in caplog.text
     assert "torn" not in caplog.text
 
 
 def test_the_handler_moves_a_full_journal_into_sqlite_itself(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, now=FakeTime())
+    spool = Spool(tmp_path, now=SettableClock())
     for i in range(FLUSH_EVERY):
         spool.enqueue(*records(f"m{i}", f"M{i}", i))
     journal = (tmp_path / "spool.journal").read_bytes()
@@ -153,7 +145,7 @@ def test_the_handler_moves_a_full_journal_into_sqlite_itself(tmp_path: Path) -> 
 
 
 def test_the_batch_behind_one_in_flight_skips_its_messages_and_threads(tmp_path: Path) -> None:
-    clock = FakeTime()
+    clock = SettableClock()
     spool = Spool(tmp_path, thread_interval_s=0.0, now=clock)
     for i in range(5):
         spool.enqueue(*records(f"m{i}", f"M{i}", i))
@@ -196,7 +188,7 @@ def test_a_written_thread_update_leaves_no_trace_of_its_text_or_number(tmp_path:
     """Once the store confirmed a thread update (and no newer one waits), the spool keeps
     neither its last text nor the chat's number: not in a row, not in free pages, not in
     the WAL, not in memory; pacing still holds the thread's next update back."""
-    clock = FakeTime()
+    clock = SettableClock()
     spool = Spool(tmp_path, thread_interval_s=60.0, now=clock)
     chat = build.jid("40721555123")
 
@@ -243,13 +235,13 @@ def test_a_written_thread_update_leaves_no_trace_of_its_text_or_number(tmp_path:
 
 
 def test_thread_rows_an_earlier_version_kept_after_writing_are_deleted(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, now=FakeTime())
+    spool = Spool(tmp_path, now=SettableClock())
     spool.enqueue(*records("written long ago", "A", 1))
     spool.flush()
     spool._queue.db.execute("UPDATE spool_threads SET pending = 0, last_written_at = 1.0")
     spool._queue.db.execute("DELETE FROM spool_messages")
     spool.close()
-    reopened = Spool(tmp_path, now=FakeTime())
+    reopened = Spool(tmp_path, now=SettableClock())
     assert reopened._queue.db.execute("SELECT COUNT(*) FROM spool_threads").fetchone() == (0,)
     reopened.close()
     assert b"written long ago" not in (tmp_path / "spool.sqlite3").read_bytes()
@@ -262,7 +254,7 @@ def test_the_backlog_is_kept_as_rows_come_and_go_not_counted_at_each_read(
     the port can make; counting the rows each time took tens of ms under the spool's lock
     with a large backlog (issue 15, finding 4). It must equal a count of the rows after
     any mix of moves, takes, acks and set-asides, and read no row to say so."""
-    clock = FakeTime()
+    clock = SettableClock()
     spool = Spool(tmp_path, thread_interval_s=0.0, now=clock)
     db = spool._queue.db
 
