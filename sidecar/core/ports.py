@@ -7,11 +7,12 @@ implements it in production and, where one exists, the stand-in tests use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from sidecar.core.spooling import Backlog, Batch, Conflict, Prepared
 from sidecar.domain.account import PersistedState
+from sidecar.domain.outbox import OutboxItem, SendPolicy
 from sidecar.domain.records import MessageDoc, ThreadPatch
 
 
@@ -77,6 +78,49 @@ class MessageStore(Protocol):
     def refuses(self, exc: BaseException) -> bool:
         """``exc`` says the store refuses what the operations hold: retrying the same
         operations can never succeed (a transient error says False)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class OutboxStore(Protocol):
+    """The queue of messages to send, in the existing backend's ``outbox`` layout
+    (:class:`FirestoreOutbox`, :class:`SqliteOutbox`). Each method is one atomic step;
+    the rules of each step are :mod:`sidecar.domain.outbox`'s. Times are Unix seconds."""
+
+    backend: str
+
+    async def add(self, item: OutboxItem) -> OutboxItem | None:
+        """Queue ``item`` under ``item.id`` unless that id is there already: then
+        nothing changes and the item there is returned (a duplicate)."""
+        ...
+
+    async def get(self, item_id: str) -> OutboxItem | None: ...
+
+    async def claim(
+        self,
+        accounts: Collection[str],
+        now: float,
+        worker: str,
+        policy: SendPolicy,
+        limit: int,
+    ) -> list[OutboxItem]:
+        """Claim up to ``limit`` items of ``accounts`` that are claimable at ``now``,
+        the earliest due first, each in a step of its own, so that two workers never
+        hold one item. Items written by others (the app) are claimed the same way."""
+        ...
+
+    async def settle(self, claim: OutboxItem, after: OutboxItem) -> bool:
+        """Write ``after`` if the stored item is still held by ``claim`` (same holder
+        and lease); False, and nothing written, when someone else holds it now."""
+        ...
+
+    async def counts(self) -> list[tuple[str, str, int]]:
+        """``(account, status, items)`` for every account and status that has items."""
+        ...
+
+    async def oldest_queued(self) -> dict[str, float]:
+        """Per account, when its oldest queued item was created."""
         ...
 
     async def close(self) -> None: ...
