@@ -99,6 +99,31 @@ def message_event(content: WAMessage | None = None, **info: Any) -> Any:
     return event
 
 
+def receipt(
+    message_ids: list[str], chat: JID, kind: int | None = 1, *, from_me: bool = False
+) -> Any:
+    """A ``ReceiptEv`` as neonize delivers it for ``message_ids`` in ``chat``; ``kind`` is
+    a ``Receipt.ReceiptType`` (1: delivered), None to leave it unset."""
+    from neonize.events import ReceiptEv
+
+    made = ReceiptEv(
+        MessageSource=MessageSource(
+            Chat=chat,
+            Sender=chat,
+            IsFromMe=from_me,
+            IsGroup=False,
+            SenderAlt=empty_jid(),
+            RecipientAlt=empty_jid(),
+            BroadcastListOwner=empty_jid(),
+        ),
+        MessageIDs=message_ids,
+        Timestamp=1_764_068_400,
+    )
+    if kind is not None:
+        made.Type = kind
+    return made
+
+
 def text(body: str) -> WAMessage:
     return WAMessage(conversation=body)
 

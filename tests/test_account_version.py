@@ -17,6 +17,7 @@ from sidecar.domain.account import (
     Status,
 )
 from sidecar.domain.classify import Classification, MessageClass
+from sidecar.domain.delivery import SendResult
 
 PROBES = ProbeSettings(peer="b", interval_s=300, timeout_s=120, misses=2)
 
@@ -37,6 +38,8 @@ CHANGES: dict[str, Callable[[AccountState], Any]] = {
     "set_qr": lambda s: s.set_qr("2@code", 10.0),
     "set_paired": lambda s: s.set_paired("android", 10.0),
     "set_needs_repair": lambda s: s.set_needs_repair(True),
+    "record_send": lambda s: s.record_send(SendResult("M1", "c@s.whatsapp.net", True), 10.0),
+    "record_receipt": lambda s: s.record_receipt(["M1"], "delivered", 11.0),
 }
 #: Methods that read, or change only what no snapshot shows (the "dirty" flag).
 READERS = {"snapshot", "pairing_view", "take_persisted", "was_sent_probe"}

@@ -4,21 +4,27 @@ different chats, never one recipient whose phone is off."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from neonize.proto.Neonize_pb2 import Receipt
 
 from sidecar import testing as build
-from sidecar.domain.delivery import MAX_TRACKED, Deliveries, proven_status
+from sidecar.adapters.capture import capture_records, encode_record
+from sidecar.compose import assemble
+from sidecar.core.clock import ReplayClock
+from sidecar.core.replay import Replayer
+from sidecar.domain.delivery import MAX_TRACKED, Deliveries, SendResult, proven_status
 from sidecar.domain.sending import DELIVERED, READ
+
+from .support.config import ConfigFactory
 
 TIMEOUT = 300.0
 
 
 def receipt(kind: int | None, *, from_me: bool = False) -> Receipt:
-    made = Receipt(MessageIDs=["A"], Timestamp=1)
-    made.MessageSource.Chat.CopyFrom(build.jid("12025550123"))
-    made.MessageSource.IsFromMe = from_me
-    if kind is not None:
-        made.Type = kind
+    made: Receipt = build.receipt(["A"], build.jid("12025550123"), kind, from_me=from_me)
     return made
 
 
@@ -76,3 +82,54 @@ def test_the_tracked_sends_are_bounded() -> None:
         sends.sent(f"M{n}", "chat", at=0.0)
     assert sends.undelivered(now=1000.0, timeout_s=TIMEOUT) == MAX_TRACKED
     assert sends.receipt(["M0"], DELIVERED, at=1.0) == []  # forgotten: the oldest went first
+
+
+# -- through a capture, as live sends and receipts will reach the sidecar -----------------
+
+
+def delivered(ids: list[str], chat: Any, kind: int = Receipt.DELIVERED) -> Receipt:
+    made: Receipt = build.receipt(ids, chat, kind)
+    return made
+
+
+async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivered(
+    tmp_path: Path, make_config: ConfigFactory
+) -> None:
+    """Sends to five chats: two delivered (one read later), one to a phone that is off,
+    two never delivered; a failed send; and a bad send record, counted and skipped."""
+    chats = [build.jid(f"120255501{n:02d}") for n in range(5)]
+    t0 = 1_764_068_400.0
+    records = [
+        encode_record(
+            t0 + n, "sales", SendResult(f"M{n}", f"120255501{n:02d}@s.whatsapp.net", True)
+        )
+        for n in range(5)
+    ]
+    records.append(
+        encode_record(t0 + 5, "sales", SendResult("", "x@s.whatsapp.net", False, "timeout"))
+    )
+    records.append(json.dumps({"t": t0 + 6, "account": "sales", "event": "SendResult", "send": {}}))
+    records += [
+        encode_record(t0 + 2.5, "sales", delivered(["M0"], chats[0])),
+        encode_record(t0 + 4, "sales", delivered(["M1", "M9"], chats[1])),
+        encode_record(t0 + 8, "sales", delivered(["M1"], chats[1], Receipt.READ)),
+        encode_record(t0 + 9, "sales", delivered(["M2"], chats[2], Receipt.SENDER)),  # ours
+    ]
+    records.sort(key=lambda line: json.loads(line)["t"])
+    capture = tmp_path / "sends.jsonl"
+    capture.write_text("\n".join(records) + "\n")
+    clock = ReplayClock(speed=0)
+    assembly = assemble(make_config([{"id": "sales"}]), clock, storage=False)
+    report = await Replayer(assembly.sidecar, clock, assembly.replay_errors).run(
+        capture_records(capture)
+    )
+    assert report.errors == 1
+
+    [(_, state)] = assembly.sidecar.accounts()
+    sends = state.deliveries
+    assert dict(sends.results) == {"ok": 5, "timeout": 1}
+    assert sends.latency_sum == 2.5 + 3.0  # M0 after 2.5 s, M1 after 3 s; the read adds none
+    assert sum(sends.latency_counts) == 2
+    now = t0 + 10 + TIMEOUT
+    assert sends.undelivered(now, TIMEOUT) == 3  # M2 (our own device's receipt), M3, M4
+    assert sends.not_delivered_to_several_chats(now, TIMEOUT)

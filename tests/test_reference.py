@@ -28,7 +28,9 @@ from sidecar.core.clock import ReplayClock
 from sidecar.core.pipeline import EVENT_CLASSES
 from sidecar.core.repair import RecordingControl
 from sidecar.domain.classify import classify
-from sidecar.domain.probes import PROBE_SENT, ProbeSent
+from sidecar.domain.delivery import SendResult
+from sidecar.domain.own_events import OWN_EVENTS
+from sidecar.domain.probes import ProbeSent
 from sidecar.domain.records import build_records
 from sidecar.metrics.families import ALL
 
@@ -206,6 +208,7 @@ def test_capture_records(reference: Reference) -> None:
         encode_record(1.5, None, None),
         encode_record(2.5, "sales", build.message_event(build.text("x"))),
         encode_record(3.5, "sales", ProbeSent("p1", "support", ok=False, reason="not_connected")),
+        encode_record(4.5, "sales", SendResult("3EB0", "12025550123@s.whatsapp.net", ok=True)),
     ]
     fields = {path for line in lines for path in json_paths(json.loads(line))}
     check(reference, "Record fields", fields)
@@ -222,7 +225,7 @@ def test_capture_line_bound() -> None:
 
 
 def test_capture_event_names(reference: Reference) -> None:
-    check(reference, "Event names", {*EVENT_CLASSES, TICK, PROBE_SENT})
+    check(reference, "Event names", {*EVENT_CLASSES, TICK, *OWN_EVENTS})
 
 
 # -- Firestore layout -----------------------------------------------------------------

@@ -24,7 +24,7 @@ from neonize.events import MessageEv
 
 from sidecar.core.pipeline import EVENT_CLASSES, event_name
 from sidecar.core.replay import RecordDecodeError, Unreadable
-from sidecar.domain.probes import PROBE_SENT, ProbeSent
+from sidecar.domain.own_events import OWN_EVENTS, OwnEvent
 
 TICK = "tick"
 #: ``t`` is Unix seconds from 1970 up to 2100: the clock, the learned hourly rates and
@@ -53,14 +53,15 @@ class CaptureRecord:
     def is_tick(self) -> bool:
         return self.event == TICK
 
-    def decode(self) -> ProtoMessage | ProbeSent:
+    def decode(self) -> ProtoMessage | OwnEvent:
         """The neonize event object, decoded with the neonize class's ``FromString``
-        (or a :class:`ProbeSent`, the one event of our own)."""
-        if self.event == PROBE_SENT:
+        (or one of the sidecar's own events: a probe or a message sent)."""
+        own = OWN_EVENTS.get(self.event)
+        if own is not None:
             try:
-                return ProbeSent.from_json(json.loads(self.payload))
+                return own.from_json(json.loads(self.payload))
             except (ValueError, RecursionError) as exc:
-                raise CaptureDecodeError(self.line, f"not a valid ProbeSent: {exc}") from None
+                raise CaptureDecodeError(self.line, f"not a valid {self.event}: {exc}") from None
         try:
             decoded: ProtoMessage = EVENT_CLASSES[self.event].FromString(self.payload)
         except (DecodeError, RuntimeError, ValueError) as exc:
@@ -112,17 +113,18 @@ def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:
     event = data.get("event")
     if event == TICK:
         return CaptureRecord(line, float(t), TICK, None, b"")
-    if event == PROBE_SENT:
+    own = OWN_EVENTS.get(event) if isinstance(event, str) else None
+    if own is not None:
         account = data.get("account")
         if not isinstance(account, str) or not account:
             return CaptureError(line, "'account' is missing")
         try:
-            probe = ProbeSent.from_json(data.get("probe"))
+            parsed = own.from_json(data.get(own.KEY))
         except ValueError as exc:
-            return CaptureError(line, f"not a valid ProbeSent: {exc}")
-        # only what ProbeSent keeps is passed on: a flat object, whatever the line held
+            return CaptureError(line, f"not a valid {own.EVENT}: {exc}")
+        # only what the event keeps is passed on: a flat object, whatever the line held
         return CaptureRecord(
-            line, float(t), PROBE_SENT, account, json.dumps(probe.to_json()).encode()
+            line, float(t), own.EVENT, account, json.dumps(parsed.to_json()).encode()
         )
     if not isinstance(event, str) or event not in EVENT_CLASSES:
         return CaptureError(line, "'event' is not a neonize event class name or 'tick'")
@@ -139,13 +141,13 @@ def parse_line(raw: bytes, line: int) -> CaptureRecord | CaptureError:
     return CaptureRecord(line, float(t), event, account, decoded)
 
 
-def encode_record(t: float, account: str | None, event: ProtoMessage | ProbeSent | None) -> str:
+def encode_record(t: float, account: str | None, event: ProtoMessage | OwnEvent | None) -> str:
     """One capture line (without the newline); ``event=None`` writes a tick."""
     if event is None:
         return json.dumps({"t": t, "event": TICK})
-    if isinstance(event, ProbeSent):
+    if not isinstance(event, ProtoMessage):
         return json.dumps(
-            {"t": t, "account": account, "event": PROBE_SENT, "probe": event.to_json()}
+            {"t": t, "account": account, "event": event.EVENT, event.KEY: event.to_json()}
         )
     payload = base64.b64encode(event.SerializeToString()).decode("ascii")
     return json.dumps({"t": t, "account": account, "event": event_name(event), "payload": payload})
@@ -193,7 +195,7 @@ class CaptureWriter:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
-    def write(self, t: float, account: str | None, event: ProtoMessage | ProbeSent | None) -> None:
+    def write(self, t: float, account: str | None, event: ProtoMessage | OwnEvent | None) -> None:
         """Append one record; raises :class:`RecordTooLongError` (nothing written) for an
         event whose line replay would refuse."""
         line = encode_record(t, account, event)

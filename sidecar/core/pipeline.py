@@ -19,6 +19,8 @@ from neonize.proto.Neonize_pb2 import ConnectFailureReason
 
 from sidecar.domain.account import AccountState, OfflineSync, Status, StatusChange
 from sidecar.domain.classify import UNDECODABLE, Classification, MessageClass, classify
+from sidecar.domain.delivery import SendResult, proven_status
+from sidecar.domain.own_events import OwnEvent
 from sidecar.domain.probes import ProbeSent, probe_id_of
 from sidecar.domain.records import text_of
 
@@ -47,7 +49,7 @@ _FAILURE_STATUS: dict[int, Status] = {
 }
 
 
-def event_name(event: ProtoMessage | ProbeSent) -> str:
+def event_name(event: ProtoMessage | OwnEvent) -> str:
     return EVENT_NAMES.get(type(event), type(event).__name__)
 
 
@@ -93,7 +95,9 @@ class EventPipeline:
             neonize_events.KeepAliveRestoredEv: self._on_keepalive(failing=False),
             neonize_events.OfflineSyncPreviewEv: self._on_offline_sync(OfflineSync.IN_PROGRESS),
             neonize_events.OfflineSyncCompletedEv: self._on_offline_sync(OfflineSync.COMPLETED),
+            neonize_events.ReceiptEv: self._on_receipt,
             ProbeSent: self._on_probe_sent,
+            SendResult: self._on_send_result,
         }
 
     def add_message_listener(self, listener: MessageListener) -> None:
@@ -102,7 +106,7 @@ class EventPipeline:
     def add_status_listener(self, listener: StatusListener) -> None:
         self._status_listeners.append(listener)
 
-    def handle(self, account_id: str, event: ProtoMessage | ProbeSent, received_at: float) -> None:
+    def handle(self, account_id: str, event: ProtoMessage | OwnEvent, received_at: float) -> None:
         """Apply one event. Never raises for a handler fault: it is counted and logged."""
         state = self._accounts.get(account_id)
         if state is None:
@@ -148,6 +152,14 @@ class EventPipeline:
         peer = self._accounts.get(event.peer)
         if event.ok and peer is not None:
             peer.expect_probe(event.probe_id, at)
+
+    def _on_send_result(self, state: AccountState, event: SendResult, at: float) -> None:
+        state.record_send(event, at)
+
+    def _on_receipt(self, state: AccountState, event: Any, at: float) -> None:
+        status = proven_status(event)
+        if status is not None:
+            state.record_receipt([text_of(i) for i in event.MessageIDs], status, at)
 
     def _on_undecryptable(self, state: AccountState, event: Any, received_at: float) -> None:
         self._record(state, event, UNDECODABLE, received_at)

@@ -21,7 +21,7 @@ from google.protobuf.message import Message as ProtoMessage
 from sidecar.core.clock import ReplayClock
 from sidecar.core.pipeline import UnknownAccountError
 from sidecar.core.service import Sidecar
-from sidecar.domain.probes import ProbeSent
+from sidecar.domain.own_events import OwnEvent
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Record(Protocol):
     @property
     def is_tick(self) -> bool: ...
 
-    def decode(self) -> ProtoMessage | ProbeSent:
+    def decode(self) -> ProtoMessage | OwnEvent:
         """The event; raises :class:`RecordDecodeError` when it does not decode."""
         ...
 

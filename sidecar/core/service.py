@@ -23,7 +23,8 @@ from sidecar.core.storage import Storage
 from sidecar.domain.account import AccountSettings, AccountSnapshot, AccountState, Status
 from sidecar.domain.classify import MessageClass, classify
 from sidecar.domain.health import AccountHealth, PairingView, VerdictChange, account_health, to_ms
-from sidecar.domain.probes import ProbeSent, probe_id_of
+from sidecar.domain.own_events import OwnEvent
+from sidecar.domain.probes import probe_id_of
 from sidecar.domain.verdict import Verdict, VerdictRule, evidence_verdict
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class Sidecar:
 
     # -- events -----------------------------------------------------------------
 
-    def handle(self, account_id: str, event: ProtoMessage | ProbeSent, received_at: float) -> None:
+    def handle(self, account_id: str, event: ProtoMessage | OwnEvent, received_at: float) -> None:
         """Apply one event (see :meth:`EventPipeline.handle`)."""
         self._pipeline.handle(account_id, event, received_at)
 

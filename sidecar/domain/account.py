@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sidecar.domain.classify import Classification, MessageClass
+from sidecar.domain.delivery import Deliveries, SendResult
 from sidecar.domain.gaps import GapModel
 
 #: Probe deliveries remembered per account (more than any sensible ``misses``).
@@ -167,6 +168,8 @@ class AccountState:
     paired_platform: str | None = None
     paired_at: float | None = None
     needs_repair: bool = False
+    #: What the account sent through the send path, and what receipts proved of it.
+    deliveries: Deliveries = field(default_factory=Deliveries)
     dirty: bool = False
     #: Bumped by every change, so a reader can tell its last snapshot is still current.
     version: int = 0
@@ -192,6 +195,16 @@ class AccountState:
         if self.gaps is None:
             self.gaps = GapModel(self.settings.timezone)
         return self.gaps
+
+    def record_send(self, result: SendResult, at: float) -> None:
+        with self.lock:
+            self.version += 1
+            self.deliveries.record(result, at)
+
+    def record_receipt(self, message_ids: list[str], status: str, at: float) -> None:
+        with self.lock:
+            self.version += 1
+            self.deliveries.receipt(message_ids, status, at)
 
     def record_event(self, event_name: str) -> None:
         with self.lock:

@@ -9,7 +9,7 @@ the marker or not, is an ordinary message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 
@@ -23,6 +23,10 @@ PROBE_SENT = "ProbeSent"
 @dataclass(frozen=True, slots=True)
 class ProbeSent:
     """An account tried to send a probe to ``peer``: the sender's side of a probe."""
+
+    #: Its capture record: ``{"event": EVENT, KEY: to_json()}``.
+    EVENT: ClassVar[str] = PROBE_SENT
+    KEY: ClassVar[str] = "probe"
 
     probe_id: str
     peer: str
