@@ -15,7 +15,7 @@ from sidecar.adapters.capture import capture_records, encode_record
 from sidecar.compose import assemble
 from sidecar.core.clock import ReplayClock
 from sidecar.core.replay import Replayer
-from sidecar.domain.delivery import MAX_TRACKED, Deliveries, SendResult, proven_status
+from sidecar.domain.delivery import MAX_PENDING, Deliveries, SendResult, proven_status
 from sidecar.domain.sending import DELIVERED, READ
 
 from .support.config import ConfigFactory
@@ -78,10 +78,11 @@ def test_several_different_chats_in_a_row_are_evidence_until_one_delivers() -> N
 
 def test_the_tracked_sends_are_bounded() -> None:
     sends = Deliveries()
-    for n in range(MAX_TRACKED + 5):
+    for n in range(MAX_PENDING + 5):
         sends.sent(f"M{n}", "chat", at=0.0)
-    assert sends.undelivered(now=1000.0, timeout_s=TIMEOUT) == MAX_TRACKED
+    assert sends.undelivered(now=1000.0, timeout_s=TIMEOUT) == MAX_PENDING
     assert sends.receipt(["M0"], DELIVERED, at=1.0) == []  # forgotten: the oldest went first
+    assert sends.receipt(["M5"], DELIVERED, at=1.0) == [1.0]
 
 
 # -- through a capture, as live sends and receipts will reach the sidecar -----------------
@@ -115,6 +116,7 @@ async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivere
         encode_record(t0 + 8, "sales", delivered(["M1"], chats[1], Receipt.READ)),
         encode_record(t0 + 9, "sales", delivered(["M2"], chats[2], Receipt.SENDER)),  # ours
     ]
+    records.append(encode_record(t0 + 10 + TIMEOUT, None, None))  # a tick: time goes on
     records.sort(key=lambda line: json.loads(line)["t"])
     capture = tmp_path / "sends.jsonl"
     capture.write_text("\n".join(records) + "\n")
@@ -133,3 +135,23 @@ async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivere
     now = t0 + 10 + TIMEOUT
     assert sends.undelivered(now, TIMEOUT) == 3  # M2 (our own device's receipt), M3, M4
     assert sends.not_delivered_to_several_chats(now, TIMEOUT)
+
+    def value(name: str, **labels: str) -> float | None:
+        return assembly.metrics.registry.get_sample_value(name, {"account": "sales", **labels})
+
+    assert value("whatsapp_messages_sent_total", result="ok") == 5
+    assert value("whatsapp_messages_sent_total", result="timeout") == 1
+    assert value("whatsapp_message_delivery_seconds_count") == 2
+    assert value("whatsapp_message_delivery_seconds_sum") == 5.5
+    assert value("whatsapp_message_delivery_seconds_bucket", le="2.5") == 1
+    assert value("whatsapp_message_delivery_seconds_bucket", le="5.0") == 2
+    assert value("whatsapp_sent_messages_undelivered") == 3
+
+
+def test_an_account_that_never_sent_has_its_series_at_zero(make_config: ConfigFactory) -> None:
+    assembly = assemble(make_config([{"id": "sales"}]), ReplayClock(speed=0), storage=False)
+    registry = assembly.metrics.registry
+    labels = {"account": "sales"}
+    assert registry.get_sample_value("whatsapp_messages_sent_total", labels | {"result": "ok"}) == 0
+    assert registry.get_sample_value("whatsapp_message_delivery_seconds_count", labels) == 0
+    assert registry.get_sample_value("whatsapp_sent_messages_undelivered", labels) == 0

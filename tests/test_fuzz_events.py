@@ -55,6 +55,8 @@ from sidecar.domain.classify import (
     MessageClass,
     classify,
 )
+from sidecar.domain.delivery import FAILURE_REASONS, OK, SEND_RESULT, SendResult
+from sidecar.domain.own_events import OWN_EVENTS
 from sidecar.domain.probes import PROBE_PREFIX, PROBE_SENT, ProbeSent
 from sidecar.domain.records import build_records
 
@@ -864,7 +866,8 @@ def label_values_outside_the_schema(exposition: bytes, accounts: set[str]) -> se
         "account": accounts.__contains__,
         "class": {c.value for c in MessageClass}.__contains__,
         "kind": KNOWN_KINDS.__contains__,
-        "event": (set(EVENT_CLASSES) | {PROBE_SENT}).__contains__,
+        "event": (set(EVENT_CLASSES) | set(OWN_EVENTS)).__contains__,
+        "result": {OK, *FAILURE_REASONS}.__contains__,
         "state": STATUS_VALUES.__contains__,
         "le": lambda v: v == "+Inf" or float(v) > 0,
         "reason": lambda v: v.isidentifier(),  # fixed snake_case reasons
@@ -887,6 +890,8 @@ def hostile_event(seed: int) -> tuple[str, Any]:
     chooser = RandomChooser(seed)
     if seed % 10 == 0:
         return PROBE_SENT, ProbeSent(chooser.text(), "support", bool(seed % 20))
+    if seed % 10 == 5:  # the sidecar's own, refused: a capture may hold any reason
+        return SEND_RESULT, SendResult(chooser.text(), chooser.text(), False, chooser.text())
     name = "MessageEv" if seed % 2 else EVENT_NAMES[seed % len(EVENT_NAMES)]
     return name, ProtoBuilder(chooser).event(name)
 
@@ -930,7 +935,7 @@ def test_memory_stays_flat_over_thousands_of_hostile_events(
     )
     for state in fed.states():
         assert {kind for _, kind in state.message_counts} <= KNOWN_KINDS
-        assert set(state.event_counts) <= set(EVENT_CLASSES) | {PROBE_SENT}
+        assert set(state.event_counts) <= set(EVENT_CLASSES) | set(OWN_EVENTS)
         assert set(state.probe_failures) <= {"send_failed", "not_received", "unexpected"}
         assert len(state.probes_received) <= 16
     assert sum(fed.total(c) for c in ("event_counts",)) == 8000

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sidecar.domain.classify import Classification, MessageClass
-from sidecar.domain.delivery import Deliveries, SendResult
+from sidecar.domain.delivery import Deliveries, DeliverySnapshot, SendResult
 from sidecar.domain.gaps import GapModel
 
 #: Probe deliveries remembered per account (more than any sensible ``misses``).
 PROBE_MEMORY = 16
 #: Probe delivery latency buckets, in seconds.
 PROBE_LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+#: The snapshot of an account that never sent through the send path (shared).
+NO_DELIVERIES = DeliverySnapshot()
 
 
 class Status(StrEnum):
@@ -70,6 +72,9 @@ class AccountSettings:
     probe: ProbeSettings | None = None
     #: Probes this account should receive (set from the sender's ``probe``).
     expects_probes: ProbeSettings | None = None
+    #: A send the server accepted and no receipt proved delivered this long after is
+    #: counted undelivered.
+    delivery_timeout_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class AccountSnapshot:
     last_probe_success_at: float | None = None
     probe_latency_counts: tuple[int, ...] = ()
     probe_latency_sum: float = 0.0
+    deliveries: DeliverySnapshot = NO_DELIVERIES
     version: int = 0
 
     def class_total(self, message_class: MessageClass) -> int:
@@ -397,6 +403,7 @@ class AccountState:
                 last_probe_success_at=self.last_probe_success_at,
                 probe_latency_counts=tuple(self.probe_latency_counts),
                 probe_latency_sum=self.probe_latency_sum,
+                deliveries=self.deliveries.snapshot() if self.deliveries.results else NO_DELIVERIES,
                 version=self.version,
             )
 

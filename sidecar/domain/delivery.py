@@ -11,8 +11,7 @@ phone is off never makes.
 from __future__ import annotations
 
 import bisect
-import re
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,15 +27,19 @@ _PROVES = {
     Receipt.READ: READ,
     Receipt.PLAYED: READ,
 }
-#: Sends remembered per account at most; the oldest are forgotten first.
-MAX_TRACKED = 10_000
+#: Undelivered sends remembered per account at most; the oldest are forgotten first.
+MAX_PENDING = 1_000
+#: The latest sends a snapshot keeps in order, for the verdict's evidence.
+RECENT = 64
 #: Delivery-latency buckets, in seconds: a phone online gets a message in about a second.
 DELIVERY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 #: The capture/event name of a send through the send path (an addition to neonize's).
 SEND_RESULT = "SendResult"
 #: How a send the server accepted is counted in ``whatsapp_messages_sent_total``.
 OK = "ok"
-_REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
+#: Why a send was not accepted, as counted; any other reason counts as ``other`` (a
+#: capture may say anything: the label's values stay few).
+FAILURE_REASONS = ("not_connected", "timeout", "rejected", "rate_limited", "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +58,10 @@ class SendResult:
 
     @property
     def result(self) -> str:
-        """The ``result`` label: ``ok``, or the reason (``other`` when it is not a word)."""
+        """The ``result`` label: ``ok``, or one of :data:`FAILURE_REASONS`."""
         if self.ok:
             return OK
-        return self.reason if self.reason and _REASON.fullmatch(self.reason) else "other"
+        return self.reason if self.reason in FAILURE_REASONS else "other"
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.message_id, "chat": self.chat, "ok": self.ok, "reason": self.reason}
@@ -94,13 +97,13 @@ def proven_status(receipt: Any) -> str | None:
 class _Send:
     chat: str
     sent_at: float
-    delivered_at: float | None = None
 
 
 @dataclass
 class Deliveries:
-    """One account's sends and what their receipts proved (not thread-safe: the event
-    path owns it)."""
+    """One account's sends and what their receipts proved (not thread-safe: the
+    account's lock guards it). Memory is bounded: at most :data:`MAX_PENDING`
+    undelivered sends and the :data:`RECENT` latest ones."""
 
     #: Sends not delivered to this many different chats in a row are evidence.
     chats_in_a_row: int = 3
@@ -109,7 +112,8 @@ class Deliveries:
     #: The first-delivery latencies, per bucket of :data:`DELIVERY_BUCKETS` (+Inf last).
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(DELIVERY_BUCKETS) + 1))
     latency_sum: float = 0.0
-    _sends: OrderedDict[str, _Send] = field(default_factory=OrderedDict)
+    _pending: OrderedDict[str, _Send] = field(default_factory=OrderedDict)
+    _recent: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
 
     def record(self, result: SendResult, at: float) -> None:
         """A send through the send path; tracked when the server accepted it."""
@@ -119,45 +123,70 @@ class Deliveries:
 
     def sent(self, wa_id: str, chat: str, at: float) -> None:
         """The server accepted ``wa_id`` for ``chat`` at ``at``."""
-        self._sends[wa_id] = _Send(chat, at)
-        self._sends.move_to_end(wa_id)
-        while len(self._sends) > MAX_TRACKED:
-            self._sends.popitem(last=False)
+        self._pending[wa_id] = _Send(chat, at)
+        self._pending.move_to_end(wa_id)
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popitem(last=False)
+        self._recent.append((at, chat, wa_id))
 
     def receipt(self, wa_ids: list[str], status: str, at: float) -> list[float]:
         """A receipt proving ``status`` for ``wa_ids``; returns the delivery latencies
         (seconds from send) of the sends it delivered for the first time."""
         latencies = []
         for wa_id in wa_ids:
-            send = self._sends.get(wa_id)
-            if send is None or send.delivered_at is not None:
-                continue
-            send.delivered_at = at
+            send = self._pending.pop(wa_id, None)
+            if send is None:
+                continue  # not ours, delivered before, or forgotten
             latency = max(0.0, at - send.sent_at)
             latencies.append(latency)
             self.latency_counts[bisect.bisect_left(DELIVERY_BUCKETS, latency)] += 1
             self.latency_sum += latency
         return latencies
 
+    def snapshot(self) -> DeliverySnapshot:
+        """What the metrics and the verdict read, copied (the caller holds the lock)."""
+        pending = self._pending
+        return DeliverySnapshot(
+            results=dict(self.results),
+            latency_counts=tuple(self.latency_counts),
+            latency_sum=self.latency_sum,
+            undelivered_sent_at=tuple(sorted(send.sent_at for send in pending.values())),
+            recent=tuple((at, chat, wa_id not in pending) for at, chat, wa_id in self._recent),
+            chats_in_a_row=self.chats_in_a_row,
+        )
+
+    def undelivered(self, now: float, timeout_s: float) -> int:
+        return self.snapshot().undelivered(now, timeout_s)
+
+    def not_delivered_to_several_chats(self, now: float, timeout_s: float) -> bool:
+        return self.snapshot().not_delivered_to_several_chats(now, timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySnapshot:
+    results: dict[str, int] = field(default_factory=dict)
+    latency_counts: tuple[int, ...] = (0,) * (len(DELIVERY_BUCKETS) + 1)
+    latency_sum: float = 0.0
+    #: When each tracked send not yet delivered was sent, ascending.
+    undelivered_sent_at: tuple[float, ...] = ()
+    #: The latest sends, oldest first: (sent at, chat, delivered).
+    recent: tuple[tuple[float, str, bool], ...] = ()
+    chats_in_a_row: int = 3
+
     def undelivered(self, now: float, timeout_s: float) -> int:
         """Sends older than ``timeout_s`` with no delivery yet."""
-        return sum(
-            1
-            for send in self._sends.values()
-            if send.delivered_at is None and now - send.sent_at > timeout_s
-        )
+        return bisect.bisect_left(self.undelivered_sent_at, now - timeout_s)
 
     def not_delivered_to_several_chats(self, now: float, timeout_s: float) -> bool:
         """Whether the latest sends past the timeout went undelivered to at least
         ``chats_in_a_row`` different chats, with no delivered send in between."""
-        chats: list[str] = []
-        for send in reversed(self._sends.values()):
-            if now - send.sent_at <= timeout_s:
+        chats: set[str] = set()
+        for sent_at, chat, delivered in reversed(self.recent):
+            if now - sent_at <= timeout_s:
                 continue  # too recent to judge
-            if send.delivered_at is not None:
-                break
-            if send.chat not in chats:
-                chats.append(send.chat)
+            if delivered:
+                return False
+            chats.add(chat)
             if len(chats) >= self.chats_in_a_row:
                 return True
         return False

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from sidecar.core.service import Sidecar
 from sidecar.domain.account import PROBE_LATENCY_BUCKETS, AccountSettings, AccountSnapshot, Status
 from sidecar.domain.classify import MessageClass
+from sidecar.domain.delivery import DELIVERY_BUCKETS, OK, DeliverySnapshot
 from sidecar.domain.verdict import REASON_TEXT, gather_evidence
 from sidecar.metrics.buckets import cumulative_buckets
 from sidecar.metrics.exposition import AccountRow, RowCollector, Sample
@@ -25,12 +26,14 @@ from sidecar.metrics.families import (
     CONNECTION_STATE,
     DEGRADED,
     DEGRADED_REASON,
+    DELIVERY_SECONDS,
     EFFECTIVE_THRESHOLD,
     EVENT_ERRORS,
     EVENTS,
     LAST_REAL,
     LAST_REAL_AGE,
     MESSAGES,
+    MESSAGES_SENT,
     PROBE_DELIVERY,
     PROBE_FAILURES,
     PROBE_SUCCESS,
@@ -38,6 +41,7 @@ from sidecar.metrics.families import (
     QUIET,
     RECONNECTS,
     SILENCE_THRESHOLD,
+    UNDELIVERED,
 )
 
 REASONS = tuple(REASON_TEXT)
@@ -75,6 +79,8 @@ class _Stable(NamedTuple):
     event_errors: Samples
     reconnects: Samples
     silence_threshold: Samples
+    sent: Samples
+    delivery: Samples
 
 
 class AccountCollector(RowCollector):
@@ -97,6 +103,9 @@ class AccountCollector(RowCollector):
         EVENT_ERRORS,
         RECONNECTS,
         SILENCE_THRESHOLD,
+        MESSAGES_SENT,
+        DELIVERY_SECONDS,
+        UNDELIVERED,
     )
 
     def __init__(self, sidecar: Sidecar) -> None:
@@ -142,6 +151,9 @@ class AccountCollector(RowCollector):
             stable.event_errors,
             stable.reconnects,
             stable.silence_threshold,
+            stable.sent,
+            stable.delivery,
+            (((), snap.deliveries.undelivered(now, settings.delivery_timeout_s)),),
         )
 
 
@@ -163,6 +175,8 @@ def _stable_samples(settings: AccountSettings, snap: AccountSnapshot) -> _Stable
         event_errors=tuple(((e,), v) for e, v in _with_initial(snap.event_errors).items()),
         reconnects=(((), snap.reconnects),),
         silence_threshold=(((), settings.silence_threshold_s),),
+        sent=_sent_samples(snap.deliveries),
+        delivery=_delivery_samples(snap.deliveries),
     )
 
 
@@ -194,6 +208,15 @@ def _message_samples(counts: dict[tuple[MessageClass, str], int]) -> tuple[Sampl
 def _probe_latency_samples(snap: AccountSnapshot) -> tuple[Sample, ...]:
     buckets = tuple(cumulative_buckets(PROBE_LATENCY_BUCKETS, snap.probe_latency_counts))
     return (((), (buckets, snap.probe_latency_sum)),)
+
+
+def _sent_samples(deliveries: DeliverySnapshot) -> tuple[Sample, ...]:
+    return tuple(((r,), n) for r, n in ({OK: 0} | deliveries.results).items())
+
+
+def _delivery_samples(deliveries: DeliverySnapshot) -> tuple[Sample, ...]:
+    buckets = tuple(cumulative_buckets(DELIVERY_BUCKETS, list(deliveries.latency_counts)))
+    return (((), (buckets, deliveries.latency_sum)),)
 
 
 def _with_initial(counts: dict[str, int]) -> dict[str, int]:

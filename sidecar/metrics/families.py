@@ -151,6 +151,28 @@ NEEDS_REPAIR = Family(
     "gauge",
 )
 
+MESSAGES_SENT = Family(
+    "whatsapp_messages_sent",
+    "Messages sent through the send path, by result: ok (WhatsApp's server accepted it)"
+    " or a short word for why not.",
+    "counter",
+    ("result",),
+)
+
+DELIVERY_SECONDS = Family(
+    "whatsapp_message_delivery_seconds",
+    "Seconds from a send the server accepted to the first receipt from the recipient"
+    " proving it delivered.",
+    "histogram",
+)
+
+UNDELIVERED = Family(
+    "whatsapp_sent_messages_undelivered",
+    "Sends the server accepted longer than the delivery timeout ago that no receipt has"
+    " proved delivered, at scrape time.",
+    "gauge",
+)
+
 # -- the process: store writer, capture replay, HTTP auth, leases, build ---------------
 
 STORE_WRITES = Family(
