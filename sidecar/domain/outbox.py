@@ -36,6 +36,16 @@ class OutboxItem:
     failed_at: float | None = None
 
 
+class UnreadableItem(ValueError):
+    """A stored document that is not an outbox item (written by someone else: a field
+    missing or of the wrong kind). Names the field, never its value (a JID, a text)."""
+
+    def __init__(self, item_id: str, field: str) -> None:
+        super().__init__(f"outbox item {item_id!r} is unreadable: {field}")
+        self.item_id = item_id
+        self.field = field
+
+
 @dataclass(frozen=True, slots=True)
 class SendPolicy:
     """``send.*`` in the config: how many attempts, how long a claim lasts, the backoff."""

@@ -1,0 +1,199 @@
+"""The outbox in the embedded store: an ``outbox`` table in ``messages.sqlite3``.
+
+The same queue as Firestore's ``outbox`` collection (docs/sending.md, "The outbox"),
+one row per item, a column per :class:`~sidecar.domain.outbox.OutboxItem` field
+(times in Unix seconds) plus ``updated_at``, the wall-clock time of the last write.
+The table is ``STRICT`` and checked, so a row is always an item. Each step is one
+``BEGIN IMMEDIATE`` transaction on the outbox's own connection: two processes (or
+two outboxes in one) never hold one item, and a step never sees half of another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sidecar.adapters.sqlite_files import CorruptDatabaseError, open_private
+from sidecar.domain import outbox
+from sidecar.domain.outbox import OutboxItem, SendPolicy
+
+T = TypeVar("T")
+
+#: The item's fields, in column order; ``tests/test_outbox_store.py`` checks they are
+#: all of :class:`OutboxItem`'s.
+COLUMNS: dict[str, str] = {
+    "id": "TEXT PRIMARY KEY",
+    "account_id": "TEXT NOT NULL",
+    "to_jid": "TEXT NOT NULL",
+    "thread_id": "TEXT NOT NULL",
+    "text": "TEXT NOT NULL",
+    "client_message_id": "TEXT",
+    "status": "TEXT NOT NULL CHECK (status IN ({}))".format(
+        ", ".join(f"'{s}'" for s in outbox.STATUSES)
+    ),
+    "attempt_count": "INTEGER NOT NULL CHECK (attempt_count >= 0)",
+    "next_attempt_at": "REAL NOT NULL",
+    "lease_until": "REAL",
+    "claimed_by": "TEXT",
+    "provider_message_id": "TEXT",
+    "last_error": "TEXT",
+    "created_at": "REAL NOT NULL",
+    "sent_at": "REAL",
+    "failed_at": "REAL",
+}
+_NAMES = ", ".join(COLUMNS)
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox ({}, updated_at REAL NOT NULL) STRICT".format(
+        ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+    ),
+    # the claim's two ways in: due queued items, and claims that ran out
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, account_id, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS outbox_leases ON outbox (status, lease_until)",
+)
+_INSERT = (
+    f"INSERT INTO outbox ({_NAMES}, updated_at)"  # noqa: S608 (names are this module's)
+    f" VALUES ({', '.join('?' * len(COLUMNS))}, ?) ON CONFLICT (id) DO NOTHING"
+)
+_UPDATE = (
+    f"UPDATE outbox SET {', '.join(f'{name} = ?' for name in COLUMNS)}, updated_at = ?"  # noqa: S608
+    " WHERE id = ?"
+)
+_SELECT = f"SELECT {_NAMES} FROM outbox"  # noqa: S608
+_CANDIDATES = (
+    f"{_SELECT} WHERE account_id IN (SELECT value FROM json_each(?))"  # noqa: S608
+    " AND ((status = ? AND next_attempt_at <= ?) OR (status = ? AND lease_until <= ?))"
+    " ORDER BY next_attempt_at, id"
+)
+
+HOLDS = "the stored messages and the outbox (the SQLite message store)"
+
+
+def _row(item: OutboxItem) -> list[Any]:
+    return [getattr(item, name) for name in COLUMNS]
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    return OutboxItem(**dict(zip(COLUMNS, row, strict=True)))
+
+
+class SqliteOutbox:
+    backend = "sqlite"
+    FILENAME = "messages.sqlite3"
+
+    def __init__(self, state_dir: Path, *, busy_timeout_s: float = 5.0) -> None:
+        self.path = state_dir / self.FILENAME
+        try:
+            self._db = open_private(self.path, SCHEMA, busy_timeout_s=busy_timeout_s)
+        except CorruptDatabaseError as exc:
+            raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
+        self._lock = threading.Lock()
+
+    async def add(self, item: OutboxItem) -> OutboxItem | None:
+        return await asyncio.to_thread(self._step, self._add, item)
+
+    async def get(self, item_id: str) -> OutboxItem | None:
+        return await asyncio.to_thread(self._step, self._get, item_id)
+
+    async def claim(
+        self,
+        accounts: Collection[str],
+        now: float,
+        worker: str,
+        policy: SendPolicy,
+        limit: int,
+    ) -> list[OutboxItem]:
+        if not accounts or limit <= 0:
+            return []
+        wanted = json.dumps(sorted(set(accounts)))
+
+        def claim(db: sqlite3.Connection) -> list[OutboxItem]:
+            rows = db.execute(_CANDIDATES, (wanted, outbox.QUEUED, now, outbox.PROCESSING, now))
+            due: list[OutboxItem] = []
+            for row in rows:
+                item = _item(row)
+                if outbox.claimable(item, now):
+                    due.append(item)
+                    if len(due) == limit:
+                        break
+            rows.close()
+            taken = [outbox.claimed(item, now, worker, policy) for item in due]
+            for item in taken:
+                self._put(db, item)
+            return taken
+
+        return await asyncio.to_thread(self._step, claim)
+
+    async def settle(self, claim: OutboxItem, after: OutboxItem) -> bool:
+        if after.id != claim.id:
+            raise ValueError("a claim settles its own item only")
+
+        def settle(db: sqlite3.Connection) -> bool:
+            held = db.execute(
+                "SELECT claimed_by, lease_until FROM outbox WHERE id = ?", (claim.id,)
+            ).fetchone()
+            if held is None or tuple(held) != (claim.claimed_by, claim.lease_until):
+                return False
+            self._put(db, after)
+            return True
+
+        return await asyncio.to_thread(self._step, settle)
+
+    async def counts(self) -> list[tuple[str, str, int]]:
+        def counts(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            rows = db.execute(
+                "SELECT account_id, status, COUNT(*) FROM outbox GROUP BY account_id, status"
+            )
+            return [(str(a), str(s), int(n)) for a, s, n in rows]
+
+        return await asyncio.to_thread(self._step, counts)
+
+    async def oldest_queued(self) -> dict[str, float]:
+        def oldest(db: sqlite3.Connection) -> dict[str, float]:
+            rows = db.execute(
+                "SELECT account_id, MIN(created_at) FROM outbox WHERE status = ?"
+                " GROUP BY account_id",
+                (outbox.QUEUED,),
+            )
+            return {str(account): float(at) for account, at in rows}
+
+        return await asyncio.to_thread(self._step, oldest)
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _add(self, db: sqlite3.Connection, item: OutboxItem) -> OutboxItem | None:
+        now = time.time()
+        if item.created_at is None:
+            item = replace(item, created_at=now)
+        if db.execute(_INSERT, [*_row(item), now]).rowcount == 1:
+            return None
+        return self._get(db, item.id)
+
+    def _get(self, db: sqlite3.Connection, item_id: str) -> OutboxItem | None:
+        row = db.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()
+        return None if row is None else _item(row)
+
+    def _put(self, db: sqlite3.Connection, item: OutboxItem) -> None:
+        db.execute(_UPDATE, [*_row(item), time.time(), item.id])
+
+    def _step(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(db, *args)`` in one ``BEGIN IMMEDIATE`` transaction: it holds the
+        write lock from its first read, so what it read is what it writes over."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._db, *args)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite may have rolled back by itself
+                    self._db.execute("ROLLBACK")
+                raise
+        return result
