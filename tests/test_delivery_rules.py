@@ -110,6 +110,7 @@ async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivere
         encode_record(t0 + 5, "sales", SendResult("", "x@s.whatsapp.net", False, "timeout"))
     )
     records.append(json.dumps({"t": t0 + 6, "account": "sales", "event": "SendResult", "send": {}}))
+    records.append(encode_record(t0 - 1, "sales", build.connected()))
     records += [
         encode_record(t0 + 2.5, "sales", delivered(["M0"], chats[0])),
         encode_record(t0 + 4, "sales", delivered(["M1", "M9"], chats[1])),
@@ -146,6 +147,33 @@ async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivere
     assert value("whatsapp_message_delivery_seconds_bucket", le="2.5") == 1
     assert value("whatsapp_message_delivery_seconds_bucket", le="5.0") == 2
     assert value("whatsapp_sent_messages_undelivered") == 3
+
+    # M2, M3 and M4 went to three different chats and none arrived: evidence
+    verdict = assembly.sidecar.judge("sales", now)
+    assert verdict.degraded
+    assert "sends_not_delivered" in verdict.reasons
+    assert verdict.warning is not None
+    assert "3 different chats" in verdict.warning
+    assert value("whatsapp_session_degraded_reason", reason="sends_not_delivered") == 1
+
+
+def test_one_recipient_whose_phone_is_off_does_not_make_a_session_degraded(
+    tmp_path: Path, make_config: ConfigFactory
+) -> None:
+    sidecar_config = make_config([{"id": "sales"}])
+    clock = ReplayClock(speed=0)
+    assembly = assemble(sidecar_config, clock, storage=False)
+    t0 = 1_764_068_400.0
+    assembly.sidecar.handle("sales", build.connected(), t0)
+    for n in range(20):
+        assembly.sidecar.handle(
+            "sales", SendResult(f"M{n}", "12025550199@s.whatsapp.net", True), t0 + n
+        )
+    now = t0 + 20 + TIMEOUT + 1
+    verdict = assembly.sidecar.judge("sales", now)
+    assert "sends_not_delivered" not in verdict.reasons
+    [(_, state)] = assembly.sidecar.accounts()
+    assert state.deliveries.undelivered(now, TIMEOUT) == 20
 
 
 def test_an_account_that_never_sent_has_its_series_at_zero(make_config: ConfigFactory) -> None:

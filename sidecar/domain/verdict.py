@@ -71,6 +71,10 @@ REASON_TEXT = {
     "keepalive_lost": "Keepalives have failed for {keepalive}",
     "probe_not_received": "{misses} canary probes in a row did not arrive",
     "probe_send_failed": "{sends} canary probes in a row could not be sent",
+    "sends_not_delivered": (
+        "Messages sent to {chats} different chats in a row were not delivered within"
+        " {delivery_timeout}"
+    ),
 }
 
 
@@ -145,7 +149,8 @@ def evidence_verdict(snapshot: AccountSnapshot, settings: AccountSettings, now: 
     """Degraded only on evidence that the session is deaf, never on silence alone.
 
     Evidence, strongest first: canary probes that do not arrive (or cannot be
-    sent); keepalives failing for a while; and a silence longer than the
+    sent); keepalives failing for a while; messages the server accepted that were
+    not delivered to several different chats in a row; and a silence longer than the
     account's usual gap at that hour while protocol traffic keeps arriving
     (the session hears the servers but not people). A silent account with no
     protocol traffic and no probes is quiet, not degraded. Probes that do
@@ -175,6 +180,8 @@ def evidence_verdict(snapshot: AccountSnapshot, settings: AccountSettings, now: 
         and now - snapshot.keepalive_failing_since >= KEEPALIVE_GRACE_S
     ):
         reasons.append("keepalive_lost")
+    if snapshot.deliveries.not_delivered_to_several_chats(now, settings.delivery_timeout_s):
+        reasons.append("sends_not_delivered")
     if (
         not probe_proves_alive
         and evidence.silence_s is not None
@@ -214,6 +221,8 @@ def _warning(
         "keepalive": keepalive,
         "misses": str(evidence.probe_misses),
         "sends": str(snapshot.probe_send_failures_in_a_row),
+        "chats": str(snapshot.deliveries.chats_in_a_row),
+        "delivery_timeout": describe_duration(settings.delivery_timeout_s),
     }
     return "; ".join(REASON_TEXT[reason].format(**values) for reason in reasons)
 
