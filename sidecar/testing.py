@@ -45,6 +45,21 @@ def empty_jid() -> JID:
     return JID(User="", RawAgent=0, Device=0, Integrator=0, Server="", IsEmpty=True)
 
 
+def message_source(
+    chat: JID, sender: JID, *, from_me: bool = False, is_group: bool = False
+) -> MessageSource:
+    """Who a message or receipt is from and in which chat, every required field set."""
+    return MessageSource(
+        Chat=chat,
+        Sender=sender,
+        IsFromMe=from_me,
+        IsGroup=is_group,
+        SenderAlt=empty_jid(),
+        RecipientAlt=empty_jid(),
+        BroadcastListOwner=empty_jid(),
+    )
+
+
 def message_info(
     *,
     chat: JID | None = None,
@@ -58,15 +73,7 @@ def message_info(
     chat = chat or jid(FICTIONAL_PHONE)
     sender = sender or (jid(OWN_PHONE) if from_me else chat)
     return MessageInfo(
-        MessageSource=MessageSource(
-            Chat=chat,
-            Sender=sender,
-            IsFromMe=from_me,
-            IsGroup=is_group,
-            SenderAlt=empty_jid(),
-            RecipientAlt=empty_jid(),
-            BroadcastListOwner=empty_jid(),
-        ),
+        MessageSource=message_source(chat, sender, from_me=from_me, is_group=is_group),
         ID=message_id or f"3EB0{next(_ids):016X}",
         ServerID=0,
         Type="text",
@@ -107,15 +114,7 @@ def receipt(
     from neonize.events import ReceiptEv
 
     made = ReceiptEv(
-        MessageSource=MessageSource(
-            Chat=chat,
-            Sender=chat,
-            IsFromMe=from_me,
-            IsGroup=False,
-            SenderAlt=empty_jid(),
-            RecipientAlt=empty_jid(),
-            BroadcastListOwner=empty_jid(),
-        ),
+        MessageSource=message_source(chat, chat, from_me=from_me),
         MessageIDs=message_ids,
         Timestamp=1_764_068_400,
     )
