@@ -183,3 +183,11 @@ def test_an_account_that_never_sent_has_its_series_at_zero(make_config: ConfigFa
     assert registry.get_sample_value("whatsapp_messages_sent_total", labels | {"result": "ok"}) == 0
     assert registry.get_sample_value("whatsapp_message_delivery_seconds_count", labels) == 0
     assert registry.get_sample_value("whatsapp_sent_messages_undelivered", labels) == 0
+
+
+def test_the_delivery_timeout_comes_from_the_config(make_config: ConfigFactory) -> None:
+    loaded = make_config([{"id": "sales"}], send={"delivery_timeout": "2m"})
+    [settings] = loaded.config.account_settings()
+    assert settings.delivery_timeout_s == 120.0
+    [default] = make_config([{"id": "sales"}]).config.account_settings()
+    assert default.delivery_timeout_s == 300.0
