@@ -382,3 +382,35 @@ async def test_documents_that_are_not_items_are_failed_not_claimed_again(
     assert counts == [("sales", "failed", 4), ("sales", "processing", 1)]
     client.close()  # type: ignore[no-untyped-call]
     await store.close()
+
+
+async def test_an_item_whatsapp_took_already_is_recorded_never_claimed(backend: Backend) -> None:
+    """A holder that died after its send was recorded on the item but before it was
+    released (or another worker that left it so) must not make the item go out twice,
+    nor let such items fill every claim's places ahead of the others."""
+    store = make_outbox(backend)
+    for n in (1, 2):
+        await store.add(
+            item(
+                n,
+                status=outbox.PROCESSING,
+                provider_message_id=f"3EB0-{n}",
+                attempt_count=1,
+                lease_until=T0 + 50,
+                claimed_by="replica-gone",
+            )
+        )
+    await store.add(item(3))
+    first = await store.claim(["sales"], T0 + 100, "replica-a", POLICY, limit=2)
+    second = await store.claim(["sales"], T0 + 100, "replica-a", POLICY, limit=2)
+    assert [c.id for c in first + second] == ["c-003"]
+    for n in (1, 2):
+        stored = await store.get(f"c-00{n}")
+        assert stored is not None
+        assert (stored.status, stored.provider_message_id, stored.lease_until) == (
+            outbox.SENT,
+            f"3EB0-{n}",
+            None,
+        )
+        assert stored.sent_at == T0 + 100
+    await store.close()

@@ -185,6 +185,9 @@ class FirestoreOutbox:
                     tx.update(ref, docs.unreadable(exc, now))
                     unreadable.append(exc)
                 return None
+            if outbox.already_sent(item):
+                tx.update(ref, docs.update(item, docs.as_stored(outbox.sent_already(item, now))))
+                return None
             if not outbox.claimable(item, now):
                 return None
             after = docs.as_stored(outbox.claimed(item, now, worker, policy))

@@ -116,15 +116,18 @@ class SqliteOutbox:
         def claim(db: sqlite3.Connection) -> list[OutboxItem]:
             rows = db.execute(_CANDIDATES, (wanted, outbox.QUEUED, now, outbox.PROCESSING, now))
             due: list[OutboxItem] = []
+            sent: list[OutboxItem] = []
             for row in rows:
                 item = _item(row)
-                if outbox.claimable(item, now):
+                if outbox.already_sent(item):
+                    sent.append(outbox.sent_already(item, now))
+                elif outbox.claimable(item, now):
                     due.append(item)
                     if len(due) == limit:
                         break
             rows.close()
             taken = [outbox.claimed(item, now, worker, policy) for item in due]
-            for item in taken:
+            for item in sent + taken:
                 self._put(db, item)
             return taken
 

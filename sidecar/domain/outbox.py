@@ -75,6 +75,19 @@ def claimable(item: OutboxItem, now: float) -> bool:
     return False
 
 
+def already_sent(item: OutboxItem) -> bool:
+    """Queued or held, yet WhatsApp took it already (its holder died after recording the
+    id, or another worker left it so): it is recorded as sent, never sent again, and so
+    it leaves the queue instead of taking a claim's place at every look."""
+    return item.status in (QUEUED, PROCESSING) and bool(item.provider_message_id)
+
+
+def sent_already(item: OutboxItem, now: float) -> OutboxItem:
+    """:func:`already_sent`'s item, recorded."""
+    assert item.provider_message_id
+    return recorded(item, item.provider_message_id, item.sent_at or now)
+
+
 def claimed(item: OutboxItem, now: float, worker: str, policy: SendPolicy) -> OutboxItem:
     """Held by ``worker`` for one attempt, until ``now + lease``."""
     return replace(
