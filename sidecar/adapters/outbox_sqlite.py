@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sidecar.adapters.sqlite_files import CorruptDatabaseError, open_private
+from sidecar.adapters.store_sqlite import open_message_file
 from sidecar.domain import outbox
 from sidecar.domain.outbox import OutboxItem, SendPolicy
 
@@ -72,8 +72,6 @@ _CANDIDATES = (
     " ORDER BY next_attempt_at, id"
 )
 
-HOLDS = "the stored messages and the outbox (the SQLite message store)"
-
 
 def _row(item: OutboxItem) -> list[Any]:
     return [getattr(item, name) for name in COLUMNS]
@@ -85,14 +83,9 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
 
 class SqliteOutbox:
     backend = "sqlite"
-    FILENAME = "messages.sqlite3"
 
     def __init__(self, state_dir: Path, *, busy_timeout_s: float = 5.0) -> None:
-        self.path = state_dir / self.FILENAME
-        try:
-            self._db = open_private(self.path, SCHEMA, busy_timeout_s=busy_timeout_s)
-        except CorruptDatabaseError as exc:
-            raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
+        self.path, self._db = open_message_file(state_dir, SCHEMA, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
 
     async def add(self, item: OutboxItem) -> OutboxItem | None:

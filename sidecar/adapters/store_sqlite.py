@@ -18,6 +18,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,28 @@ SCHEMA = (
 HOLDS = "the stored messages (the SQLite message store)"
 
 
+FILENAME = "messages.sqlite3"
+
+
+def open_message_file(
+    state_dir: Path, schema: Sequence[str], *, busy_timeout_s: float
+) -> tuple[Path, sqlite3.Connection]:
+    """``state_dir/messages.sqlite3``, which the message store and the outbox share,
+    each on a connection of its own; a file SQLite reports as corrupt is refused."""
+    path = state_dir / FILENAME
+    try:
+        # no quick_check: it reads every page, and this file only grows
+        return path, open_private(path, schema, busy_timeout_s=busy_timeout_s)
+    except CorruptDatabaseError as exc:
+        raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
+
+
 class SqliteMessageStore:
     backend = "sqlite"
-    FILENAME = "messages.sqlite3"
+    FILENAME = FILENAME
 
     def __init__(self, state_dir: Path, *, busy_timeout_s: float = 2.0) -> None:
-        self.path = state_dir / self.FILENAME
-        try:
-            # no quick_check: it reads every page, and this file only grows
-            self._db = open_private(self.path, SCHEMA, busy_timeout_s=busy_timeout_s)
-        except CorruptDatabaseError as exc:
-            raise CorruptDatabaseError(exc.path, exc.detail, holds=HOLDS) from exc
+        self.path, self._db = open_message_file(state_dir, SCHEMA, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
 
     def prepare(self, batch: Batch) -> Prepared:
