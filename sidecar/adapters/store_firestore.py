@@ -186,16 +186,14 @@ class FirestoreStore:
                 _add_set(write, target, written.fields, merge=written.merge)
                 if first and target == path:
                     _precondition(write, read)
-                if limits and write.ByteSize() > MAX_WRITE_BYTES:
-                    del request.writes[-1]
+                fit, size = _fit_last(request, size) if limits else (_FITS, size)
+                if fit == _TOO_LARGE:
                     plan.too_large.messages.append((seq, doc))
                     if first:
                         del known[path]
                     continue
-                if limits and size + write.ByteSize() > MAX_REQUEST_BYTES:
-                    del request.writes[-1]
+                if fit == _FULL:
                     break  # it and the ones after it wait for the next request
-                size += write.ByteSize()
             known[path] = resolution.stored
             plan.batch.messages.append((seq, doc))
             if resolution.outcome in CONFLICT_OUTCOMES:
@@ -204,15 +202,12 @@ class FirestoreStore:
             write = request.writes.add()
             name = f"{self._threads}/{_id(thread.patch.thread_id)}"
             _add_set(write, name, thread.patch.fields, merge=True)
-            if limits and write.ByteSize() > MAX_WRITE_BYTES:
-                del request.writes[-1]
+            fit, size = _fit_last(request, size) if limits else (_FITS, size)
+            if fit == _TOO_LARGE:
                 plan.too_large.threads.append(thread)
-                continue
-            if limits and size + write.ByteSize() > MAX_REQUEST_BYTES:
-                del request.writes[-1]
-                continue  # still due: the next batch takes it
-            size += write.ByteSize()
-            plan.batch.threads.append(thread)
+            elif fit == _FITS:
+                plan.batch.threads.append(thread)
+            # full: still due, the next batch takes it
         plan.batch.next_due_s = batch.next_due_s
         plan.request = types.CommitRequest.wrap(request)  # no copy
         return plan
@@ -246,6 +241,24 @@ class _Plan:
     batch: Batch = field(default_factory=Batch)
     too_large: Batch = field(default_factory=Batch)
     conflicts: list[Conflict] = field(default_factory=list)
+
+
+_FITS, _TOO_LARGE, _FULL = "fits", "too large", "full"
+
+
+def _fit_last(request: Any, size: int) -> tuple[str, int]:
+    """Whether the write just added to ``request`` (whose writes before it weigh
+    ``size`` bytes) stays: it is taken out again when no request may hold it, or when
+    this one is full. Returns the verdict and the request's size after it."""
+    weight = request.writes[-1].ByteSize()
+    if weight > MAX_WRITE_BYTES:
+        verdict = _TOO_LARGE
+    elif size + weight > MAX_REQUEST_BYTES:
+        verdict = _FULL
+    else:
+        return _FITS, size + weight
+    del request.writes[-1]
+    return verdict, size
 
 
 def _precondition(write: Any, read: tuple[Stored, Any] | None) -> None:
