@@ -45,23 +45,23 @@ def test_latency_is_counted_once_per_send() -> None:
     sends.sent("B", "chat-2", at=110.0)
     assert sends.receipt(["A", "B", "unknown"], DELIVERED, at=112.5) == [12.5, 2.5]
     assert sends.receipt(["A"], READ, at=200.0) == []  # delivered already
-    assert sends.undelivered(now=1000.0, timeout_s=TIMEOUT) == 0
+    assert sends.snapshot().undelivered(now=1000.0, timeout_s=TIMEOUT) == 0
 
 
 def test_undelivered_counts_only_sends_past_the_timeout() -> None:
     sends = Deliveries()
     sends.sent("A", "chat-1", at=0.0)
     sends.sent("B", "chat-1", at=250.0)
-    assert sends.undelivered(now=301.0, timeout_s=TIMEOUT) == 1
-    assert sends.undelivered(now=551.0, timeout_s=TIMEOUT) == 2
+    assert sends.snapshot().undelivered(now=301.0, timeout_s=TIMEOUT) == 1
+    assert sends.snapshot().undelivered(now=551.0, timeout_s=TIMEOUT) == 2
 
 
 def test_one_recipient_whose_phone_is_off_is_no_evidence() -> None:
     sends = Deliveries(chats_in_a_row=3)
     for n in range(10):
         sends.sent(f"M{n}", "chat-offline", at=float(n))
-    assert sends.undelivered(now=1000.0, timeout_s=TIMEOUT) == 10
-    assert not sends.not_delivered_to_several_chats(now=1000.0, timeout_s=TIMEOUT)
+    assert sends.snapshot().undelivered(now=1000.0, timeout_s=TIMEOUT) == 10
+    assert not sends.snapshot().not_delivered_to_several_chats(now=1000.0, timeout_s=TIMEOUT)
 
 
 def test_several_different_chats_in_a_row_are_evidence_until_one_delivers() -> None:
@@ -70,17 +70,19 @@ def test_several_different_chats_in_a_row_are_evidence_until_one_delivers() -> N
     sends.receipt(["OK"], DELIVERED, at=1.0)
     for n, chat in enumerate(("chat-1", "chat-2", "chat-2", "chat-3"), start=1):
         sends.sent(f"M{n}", chat, at=float(n))
-    assert not sends.not_delivered_to_several_chats(now=200.0, timeout_s=TIMEOUT)  # too soon
-    assert sends.not_delivered_to_several_chats(now=400.0, timeout_s=TIMEOUT)
+    assert not sends.snapshot().not_delivered_to_several_chats(
+        now=200.0, timeout_s=TIMEOUT
+    )  # too soon
+    assert sends.snapshot().not_delivered_to_several_chats(now=400.0, timeout_s=TIMEOUT)
     sends.receipt(["M4"], DELIVERED, at=401.0)  # the newest went through after all
-    assert not sends.not_delivered_to_several_chats(now=402.0, timeout_s=TIMEOUT)
+    assert not sends.snapshot().not_delivered_to_several_chats(now=402.0, timeout_s=TIMEOUT)
 
 
 def test_the_tracked_sends_are_bounded() -> None:
     sends = Deliveries()
     for n in range(MAX_PENDING + 5):
         sends.sent(f"M{n}", "chat", at=0.0)
-    assert sends.undelivered(now=1000.0, timeout_s=TIMEOUT) == MAX_PENDING
+    assert sends.snapshot().undelivered(now=1000.0, timeout_s=TIMEOUT) == MAX_PENDING
     assert sends.receipt(["M0"], DELIVERED, at=1.0) == []  # forgotten: the oldest went first
     assert sends.receipt(["M5"], DELIVERED, at=1.0) == [1.0]
 
@@ -134,8 +136,8 @@ async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivere
     assert sends.latency_sum == 2.5 + 3.0  # M0 after 2.5 s, M1 after 3 s; the read adds none
     assert sum(sends.latency_counts) == 2
     now = t0 + 10 + TIMEOUT
-    assert sends.undelivered(now, TIMEOUT) == 3  # M2 (our own device's receipt), M3, M4
-    assert sends.not_delivered_to_several_chats(now, TIMEOUT)
+    assert sends.snapshot().undelivered(now, TIMEOUT) == 3  # M2 (our own device's receipt), M3, M4
+    assert sends.snapshot().not_delivered_to_several_chats(now, TIMEOUT)
 
     def value(name: str, **labels: str) -> float | None:
         return assembly.metrics.registry.get_sample_value(name, {"account": "sales", **labels})
@@ -173,7 +175,7 @@ def test_one_recipient_whose_phone_is_off_does_not_make_a_session_degraded(
     verdict = assembly.sidecar.judge("sales", now)
     assert "sends_not_delivered" not in verdict.reasons
     [(_, state)] = assembly.sidecar.accounts()
-    assert state.deliveries.undelivered(now, TIMEOUT) == 20
+    assert state.deliveries.snapshot().undelivered(now, TIMEOUT) == 20
 
 
 def test_an_account_that_never_sent_has_its_series_at_zero(make_config: ConfigFactory) -> None:

@@ -155,12 +155,6 @@ class Deliveries:
             chats_in_a_row=self.chats_in_a_row,
         )
 
-    def undelivered(self, now: float, timeout_s: float) -> int:
-        return self.snapshot().undelivered(now, timeout_s)
-
-    def not_delivered_to_several_chats(self, now: float, timeout_s: float) -> bool:
-        return self.snapshot().not_delivered_to_several_chats(now, timeout_s)
-
 
 @dataclass(frozen=True, slots=True)
 class DeliverySnapshot:
