@@ -175,6 +175,8 @@ async def _close(assembly: Assembly) -> None:
     steps: list[tuple[str, Callable[[], object]]] = [
         ("saving account state", assembly.sidecar.flush_state)
     ]
+    if assembly.sending is not None:
+        steps.append(("closing the outbox and the send journal", assembly.sending.worker.close))
     if assembly.storage is not None:
         steps.append(("closing the store and the spool", assembly.storage.close))
     steps.append(("closing the state database", assembly.close))

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,10 @@ from sidecar.adapters.deferred import (
 from sidecar.adapters.firestore_leases import FirestoreLeases
 from sidecar.adapters.http import HttpLimits, StreamLimits, create_app
 from sidecar.adapters.neonize_session import Deliver, NeonizeSession
+from sidecar.adapters.outbox_sqlite import SqliteOutbox
 from sidecar.adapters.ratelimit import FailureLimiter
 from sidecar.adapters.recorder import Recorder
+from sidecar.adapters.send_journal import SqliteSendJournal
 from sidecar.adapters.session_store import FileAccountLock, SessionStore
 from sidecar.adapters.spool import Spool
 from sidecar.adapters.sqlite_state import SqliteStateStore
@@ -44,14 +46,25 @@ from sidecar.config import LoadedConfig, RateLimitConfig
 from sidecar.core.clock import Clock, ReplayClock
 from sidecar.core.control import LiveControl
 from sidecar.core.failures import error_kind
-from sidecar.core.live import LiveAccounts
-from sidecar.core.ports import AccountControl, MessageStore, SpoolPort, StateStore
+from sidecar.core.live import Background, LiveAccounts
+from sidecar.core.ports import (
+    AccountControl,
+    MessageStore,
+    OutboxStore,
+    Session,
+    SpoolPort,
+    StateStore,
+)
 from sidecar.core.prober import Prober
+from sidecar.core.receipts import ReceiptMarker
 from sidecar.core.repair import RecordingControl, Repairs
 from sidecar.core.replay import Replayer, ReplayErrors
+from sidecar.core.send_service import SendService
+from sidecar.core.sender import OutboxWorker
 from sidecar.core.service import Sidecar
 from sidecar.core.storage import Storage
 from sidecar.core.supervisor import AccountSupervisor
+from sidecar.domain.outbox import SendPolicy
 from sidecar.metrics.accounts import AccountCollector
 from sidecar.metrics.collectors import (
     AuditCollector,
@@ -64,6 +77,7 @@ from sidecar.metrics.collectors import (
     StoreCollector,
 )
 from sidecar.metrics.registry import Metrics
+from sidecar.metrics.sending import SendCollector
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +87,15 @@ EventSource = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 @dataclass
 class Assembly:
-    """What :func:`assemble` built: the core, its storage and its metrics."""
+    """What :func:`assemble` built: the core, its storage and its metrics (and, once
+    :func:`live_source` built it, the send path)."""
 
     loaded: LoadedConfig
     sidecar: Sidecar
     metrics: Metrics
     replay_errors: ReplayErrors
     storage: Storage | None = None
+    sending: SendService | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -219,6 +235,7 @@ def build_app(
         streams=StreamLimits(
             config.http.event_streams.total, config.http.event_streams.per_principal
         ),
+        sending=assembly.sending,
     )
 
 
@@ -285,16 +302,84 @@ def live_source(
         for account_id in sidecar.account_ids
         if (settings := sidecar.settings(account_id)).probe is not None
     ]
+    leases = _leases(assembly)
+    worker_id = f"{leases.replica_id if leases else os.uname().nodename}:{os.getpid()}"
+    running: list[LiveAccounts] = []  # the worker asks it which accounts it runs
+    background = build_send_path(
+        assembly,
+        worker_id=worker_id,
+        held=lambda: running[0].held(),
+        sessions=lambda account_id: by_id[account_id].session,
+        deliver=lambda account_id, event: delivers[account_id](event),
+    )
     accounts = LiveAccounts(
         sidecar,
         supervisors,
         probers,
-        leases=_leases(assembly),
+        background=background,
+        leases=leases,
         on_stopped=recorder.close if recorder is not None else lambda: None,
     )
+    running.append(accounts)
     if accounts.keeper is not None:
         assembly.metrics.register(LeaseCollector(accounts.keeper, sidecar.account_ids))
     return accounts.run, control
+
+
+def build_send_path(
+    assembly: Assembly,
+    *,
+    worker_id: str,
+    held: Callable[[], Collection[str]],
+    sessions: Callable[[str], Session | None],
+    deliver: Callable[[str, Any], None],
+) -> list[Background]:
+    """The outbox worker and the receipt marker when ``send.enabled`` (to run beside
+    the accounts); the endpoint's service is left on the assembly for :func:`build_app`.
+    ``sessions`` names each account's live session, ``deliver`` hands an event to the
+    core as the account's sessions do (recorded in a capture, when recording)."""
+    config, sidecar = assembly.loaded.config, assembly.sidecar
+    send = config.send
+    if not send.enabled:
+        log.info(
+            "sending is off (send.enabled: false): the send endpoint answers 403"
+            " and the outbox is not drained"
+        )
+        return []
+    store = _outbox_store(assembly)
+    journal = SqliteSendJournal(assembly.state_dir)
+    rate = (send.rate_per_minute, send.burst)
+    worker = OutboxWorker(
+        store,
+        journal,
+        sidecar.clock,
+        worker_id=worker_id,
+        sessions=sessions,
+        held=held,
+        deliver=deliver,
+        policy=SendPolicy(max_attempts=send.max_attempts, lease_s=send.lease),
+        rate=rate,
+        poll_interval_s=send.poll_interval,
+    )
+    marker = ReceiptMarker(store, journal)
+    sidecar.add_receipt_listener(marker.on_receipt)
+    assembly.sending = SendService(worker, sidecar.clock, rate)
+    assembly.metrics.register(SendCollector(worker, sidecar.account_ids, sidecar.clock))
+    log.info("sending is on: the outbox is drained for the accounts this replica holds")
+    return [worker, marker]
+
+
+def _outbox_store(assembly: Assembly) -> OutboxStore:
+    config = assembly.loaded.config
+    if config.store.backend == "firestore":
+        from sidecar.adapters.outbox_firestore import FirestoreOutbox
+
+        assert config.store.firestore is not None  # the config refuses it otherwise
+        firestore = config.store.firestore
+        return FirestoreOutbox(
+            firestore.project, database=firestore.database, timeout_s=firestore.write_timeout
+        )
+    return SqliteOutbox(assembly.state_dir)
 
 
 def replay_control() -> RecordingControl:

@@ -188,9 +188,24 @@ class AccountConfig(_Strict):
 
 
 class SendConfig(_Strict):
-    """The send path (docs/sending.md). A send the server accepted with no delivered
-    receipt after ``delivery_timeout`` counts as undelivered."""
+    """The send path (docs/sending.md). Off unless ``enabled``: a sidecar set up to
+    watch sessions never starts sending as them. A send the server accepted with no
+    delivered receipt after ``delivery_timeout`` counts as undelivered."""
 
+    #: Serve ``POST /api/whatsapp/send-message`` and drain the outbox.
+    enabled: bool = False
     delivery_timeout: Annotated[
         Duration, at_least(1.0, "a delivered receipt takes a round trip to the recipient")
     ] = 300.0
+    #: Attempts before a message is ``failed`` (not connected is not an attempt).
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    #: Messages an account may send per minute, after a burst of ``burst``: bursts
+    #: get accounts banned.
+    rate_per_minute: Annotated[float, Field(gt=0, le=600)] = 20.0
+    burst: Annotated[int, Field(ge=1, le=100)] = 5
+    #: How long a claimed outbox message is held for its one attempt.
+    lease: Annotated[Duration, at_least(10.0, "an attempt waits up to a minute for WhatsApp")] = (
+        60.0
+    )
+    #: How often the outbox is looked at for messages written by others (the app).
+    poll_interval: Annotated[Duration, at_least(0.1, "each look queries the store")] = 2.0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from sidecar.compose import Assembly, assemble, build_app, build_repairs
+from sidecar.compose import Assembly, assemble, build_app, build_repairs, live_source
 from sidecar.core.clock import ReplayClock
 from sidecar.core.repair import RecordingControl
 from sidecar.core.replay import ReplayErrors
@@ -52,12 +53,16 @@ def test_a_full_assembly_registers_every_declared_family(
 ) -> None:
     loaded = make_config(
         [{"id": "sales", "probe": {"peer": "support"}}, {"id": "support"}],
+        send={"enabled": True},
     )
     assembly: Assembly = assemble(loaded, clock)
     try:
+        live_source(assembly, None)  # builds the send path (nothing connects until it runs)
         build_app(assembly, repairs=build_repairs(assembly, RecordingControl()))
         missing = {f.name for f in ALL} - collected(assembly.metrics)
         # the lease families need Firestore leases configured (tests/test_leases.py)
         assert missing == {"whatsapp_lease_held", "whatsapp_leases_lost"}
     finally:
+        assert assembly.sending is not None
+        asyncio.run(assembly.sending.worker.close())
         assembly.close()

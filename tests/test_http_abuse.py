@@ -30,6 +30,7 @@ from sidecar.adapters.http import (
     NO_BODY_BYTES,
     PAIR_CODE_BODY_BYTES,
     READY,
+    SEND_BODY_BYTES,
     WEBHOOK_BODY_BYTES,
     HardenedAppRunner,
     HttpLimits,
@@ -239,6 +240,7 @@ ENDPOINTS = [
     Endpoint("POST", "/api/whatsapp/accounts/sales/pair-code", True, PAIR_CODE_BODY_BYTES),
     Endpoint("GET", "/api/whatsapp/accounts/sales/pair/events", True, NO_BODY_BYTES),
     Endpoint("POST", "/api/alertmanager/webhook", True, WEBHOOK_BODY_BYTES),
+    Endpoint("POST", "/api/whatsapp/send-message", True, SEND_BODY_BYTES),
     Endpoint("GET", "/", False, NO_BODY_BYTES),
     Endpoint("GET", "/static/common.js", False, NO_BODY_BYTES),
     Endpoint("GET", "/static/style.css", False, NO_BODY_BYTES),
@@ -248,6 +250,7 @@ BY_NAME = {str(e): e for e in ENDPOINTS}
 JSON_ENDPOINTS = [
     BY_NAME["POST /api/whatsapp/accounts/sales/pair-code"],
     BY_NAME["POST /api/alertmanager/webhook"],
+    BY_NAME["POST /api/whatsapp/send-message"],
 ]
 STREAM = BY_NAME["GET /api/whatsapp/accounts/sales/pair/events"]
 

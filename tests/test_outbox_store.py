@@ -134,9 +134,9 @@ async def test_counts_and_the_oldest_queued(backend: Backend) -> None:
     await store.settle(
         held, outbox.attempt_failed(replace(held, attempt_count=3), T0 + 11, "x", POLICY)
     )
-    counts = sorted(await store.counts())
+    counts = sorted(await store.counts(["sales", "support"]))
     assert counts == [("sales", "failed", 1), ("sales", "queued", 2), ("support", "queued", 1)]
-    assert await store.oldest_queued() == {"sales": T0 + 2, "support": T0 + 4}
+    assert await store.oldest_queued(["sales", "support"]) == {"sales": T0 + 2, "support": T0 + 4}
     await store.close()
 
 
@@ -284,7 +284,7 @@ async def test_the_sqlite_outbox_survives_a_reopen_beside_the_message_store(
     messages = SqliteMessageStore(state)  # both schemas in one file, either opened first
     assert await reopened.get("c-001") == held
     assert await reopened.settle(held, outbox.recorded(held, "3EB0-A", T0 + 11))
-    assert await reopened.counts() == [("sales", "sent", 1)]
+    assert await reopened.counts(["sales"]) == [("sales", "sent", 1)]
     await reopened.close()
     await messages.close()
 
@@ -378,7 +378,7 @@ async def test_documents_that_are_not_items_are_failed_not_claimed_again(
     assert "secret text" not in caplog.text
     assert "12025550123" not in caplog.text
     assert await store.claim(["sales"], T0 + 30, "replica-b", POLICY, limit=10) == []
-    counts = sorted(await store.counts())
+    counts = sorted(await store.counts(["sales", "support"]))
     assert counts == [("sales", "failed", 4), ("sales", "processing", 1)]
     client.close()  # type: ignore[no-untyped-call]
     await store.close()

@@ -21,6 +21,7 @@ from neonize.proto.Neonize_pb2 import ConnectFailureReason as Reason
 from sidecar import testing as build
 from sidecar.adapters.session_store import FileAccountLock as AccountLock
 from sidecar.compose import Assembly
+from sidecar.core.ports import SendRefused
 from sidecar.core.service import Sidecar
 from sidecar.core.supervisor import AccountSupervisor
 from sidecar.domain.account import Status
@@ -52,8 +53,8 @@ class ScriptedSession:
 
     connected = False
 
-    def send_text(self, user: str, text: str) -> None:
-        raise RuntimeError("a scripted session sends nothing")
+    def send_message(self, to_jid: str, text: str) -> str:
+        raise SendRefused("not_connected")  # a scripted session sends nothing
 
     def logout(self) -> None:
         """Nothing to log out: the script plays no device."""
@@ -319,10 +320,11 @@ class FakeSendingSession(ScriptedSession):
         self.fail = fail
         self.sent: list[tuple[str, str]] = []
 
-    def send_text(self, user: str, text: str) -> None:
+    def send_message(self, to_jid: str, text: str) -> str:
         if self.fail:
             raise ConnectionError("socket closed")
-        self.sent.append((user, text))
+        self.sent.append((to_jid, text))
+        return f"3EB0{len(self.sent):08X}"
 
 
 async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
@@ -351,7 +353,7 @@ async def test_prober_sends_to_the_peer_phone_and_reports_each_try(
     prober = Prober("a", settings, supervisor, lambda: peer_device[0], deliver)
     sent = await prober.send_one()
     assert sent.ok is True
-    assert session.sent == [("12025550199", probe_text(sent.probe_id))]
+    assert session.sent == [("12025550199@s.whatsapp.net", probe_text(sent.probe_id))]
     assert [r.probe_id for r in sidecar.snapshot("b").probes_received] == [sent.probe_id]
     session.fail = True
     assert (await prober.send_one()).reason == "send_failed"

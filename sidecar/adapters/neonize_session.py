@@ -17,16 +17,20 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from neonize.client import NewClient
 from neonize.events import ConnectedEv, ConnectFailureEv, DisconnectedEv, QREv
+from neonize.exc import SendMessageError
 from neonize.proto.Neonize_pb2 import ConnectFailureReason, Node
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.jid import build_jid
 
 from sidecar.adapters.session_store import SessionStore
 from sidecar.core.pipeline import EVENT_CLASSES
+from sidecar.core.ports import SendRefused
+from sidecar.domain.records import text_of
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +56,32 @@ class NeonizeGate:
     callback, its return, or ``START_HOLD_S``, whichever comes first. Every
     ``Stop()`` holds it too (:meth:`NeonizeSession._stop_client`). Dials
     themselves still run in parallel.
+
+    Calls that only *read* the tables (a send looks its client up) may run
+    together: they share the gate (:meth:`shared`), so one account's slow send
+    never holds up another's; a start or stop waits for the sends under way (a
+    Go call cannot be left halfway), and new sends wait behind it.
     """
 
     #: Ample for the table writes at the start of ``Neonize()`` (~10 ms measured).
     START_HOLD_S = 0.2
-    _lock = threading.Lock()
+    _state = threading.Condition()
+    _writing = False
+    _readers = 0
+    _writers_waiting = 0
 
     @classmethod
     def hold(cls) -> Callable[[], None]:
-        """Take the gate; returns a release that may be called many times, from any thread."""
-        cls._lock.acquire()
+        """Take the gate alone; returns a release that may be called many times, from
+        any thread."""
+        with cls._state:
+            cls._writers_waiting += 1
+            try:
+                while cls._writing or cls._readers:
+                    cls._state.wait()
+            finally:
+                cls._writers_waiting -= 1
+            cls._writing = True
         once = threading.Lock()
         released = False
 
@@ -70,14 +90,38 @@ class NeonizeGate:
             with once:
                 if not released:
                     released = True
-                    cls._lock.release()
+                    with cls._state:
+                        cls._writing = False
+                        cls._state.notify_all()
 
         return release
 
     @classmethod
-    def held(cls) -> threading.Lock:
-        """The gate itself, for a ``with`` around a ``Stop()``."""
-        return cls._lock
+    @contextlib.contextmanager
+    def held(cls) -> Iterator[None]:
+        """The gate alone, around a ``Stop()`` or another call that writes the tables."""
+        release = cls.hold()
+        try:
+            yield
+        finally:
+            release()
+
+    @classmethod
+    @contextlib.contextmanager
+    def shared(cls) -> Iterator[None]:
+        """The gate beside other readers, around a call that only reads the tables."""
+        with cls._state:
+            # a waiting start or stop goes first: sends never keep a reconnect waiting
+            # longer than the sends already under way
+            while cls._writing or cls._writers_waiting:
+                cls._state.wait()
+            cls._readers += 1
+        try:
+            yield
+        finally:
+            with cls._state:
+                cls._readers -= 1
+                cls._state.notify_all()
 
 
 class NeonizeSession:
@@ -169,13 +213,28 @@ class NeonizeSession:
     def connected(self) -> bool:
         return self._client is not None and not self._stopped.is_set() and self._connected.is_set()
 
-    def send_text(self, user: str, text: str) -> None:
-        """Send ``text`` to the phone number ``user`` (blocking; call from a worker thread)."""
+    def send_message(self, to_jid: str, text: str) -> str:
+        """Send ``text`` as a plain text message (neonize would make a ``str`` an
+        extended text and look up every ``@...`` in it); the server's id for it."""
         client = self._client
-        if client is None:
-            raise RuntimeError("no client")
-        with NeonizeGate.held():  # SendMessage reads neonize's client table
-            client.send_message(build_jid(user), text)
+        if client is None or not self.connected:
+            raise SendRefused("not_connected")
+        user, _, server = to_jid.rpartition("@")
+        try:
+            with NeonizeGate.shared():
+                response = client.send_message(
+                    build_jid(user, server), WAMessage(conversation=text)
+                )
+        except Exception as exc:
+            reason = refusal_reason(exc)
+            log.info(
+                "account=%s send refused: %s (%s)", self._account_id, reason, type(exc).__name__
+            )
+            raise SendRefused(reason) from None  # its text may quote the recipient
+        message_id = text_of(response.ID)
+        if not message_id:
+            raise SendRefused("other")
+        return message_id
 
     def logout(self) -> None:
         """Log the device out on WhatsApp's side (best effort; blocking)."""
@@ -200,6 +259,19 @@ class NeonizeSession:
             threading.Thread(
                 target=self._stop_client, name=f"wa-stop-{self._account_id}", daemon=True
             ).start()
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """The counted reason for an error whatsmeow gave a send (its text, looked at here
+    only, names no reason in a field of its own)."""
+    text = str(exc).lower()
+    if "not connected" in text or "websocket" in text:
+        return "not_connected"
+    if "timed out" in text or "timeout" in text or "deadline" in text:
+        return "timeout"
+    if "429" in text or "rate" in text:
+        return "rate_limited"
+    return "rejected" if isinstance(exc, SendMessageError) else "other"
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

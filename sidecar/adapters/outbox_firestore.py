@@ -16,7 +16,6 @@ kind) would block the queue or be claimed forever: the claim marks it ``failed``
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -26,12 +25,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import FieldFilter
 
 from sidecar.adapters import outbox_firestore_fields as docs
-from sidecar.domain import outbox
+from sidecar.domain import outbound, outbox
 from sidecar.domain.outbox import OutboxItem, SendPolicy, UnreadableItem
+from sidecar.domain.sending import advanced
 
 log = logging.getLogger(__name__)
 
-OUTBOX = "outbox"
+OUTBOX, THREADS, MESSAGES = "outbox", "threads", "messages"
 #: How many values one ``in`` filter may hold.
 IN_LIMIT = 30
 
@@ -49,16 +49,25 @@ class FirestoreOutbox:
 
     async def add(self, item: OutboxItem) -> OutboxItem | None:
         ref = self._outbox.document(item.id)
-        for _ in range(3):  # a duplicate deleted before it was read: create again
-            try:
-                await ref.create(docs.new_document(item), timeout=self._timeout)
-            except api_exceptions.AlreadyExists:
-                there = await self.get(item.id)
-                if there is not None:
-                    return there
-            else:
-                return None
-        raise RuntimeError(f"outbox item {item.id!r} keeps appearing and vanishing")
+        message = self._message_ref(item)
+        thread = self._client.collection(THREADS).document(item.thread_id)
+        there: list[OutboxItem] = []
+
+        @firestore.async_transactional
+        async def add(tx: Any) -> None:
+            there.clear()
+            snapshot = await ref.get(transaction=tx, timeout=self._timeout)
+            if snapshot.exists:
+                there.append(docs.read(snapshot.id, snapshot.to_dict() or {}))
+                return
+            stored = await message.get(transaction=tx, timeout=self._timeout)
+            tx.create(ref, docs.new_document(item))
+            if not stored.exists:  # the app may have written its own already
+                tx.create(message, docs.native(outbound.message_document(item, outbox.QUEUED)))
+            tx.set(thread, docs.native(outbound.thread_fields(item)), merge=True)
+
+        await add(self._client.transaction())
+        return there[0] if there else None
 
     async def get(self, item_id: str) -> OutboxItem | None:
         snapshot = await self._outbox.document(item_id).get(timeout=self._timeout)
@@ -103,38 +112,85 @@ class FirestoreOutbox:
         ref = self._outbox.document(claim.id)
         held = docs.held_by(claim)
 
+        message = self._message_ref(after)
+        settles_message = after.status in (outbox.SENT, outbox.FAILED)
+
         @firestore.async_transactional
         async def write(tx: Any) -> bool:
             snapshot = await ref.get(transaction=tx, timeout=self._timeout)
+            stored = (
+                await message.get(transaction=tx, timeout=self._timeout)
+                if settles_message
+                else None
+            )
             if not snapshot.exists or docs.lease_of(snapshot.to_dict() or {}) != held:
                 return False
             tx.update(ref, docs.update(claim, after))
+            if stored is not None:
+                self._settle_message(tx, stored, after)
             return True
 
         result: bool = await write(self._client.transaction())
         return result
 
-    async def counts(self) -> list[tuple[str, str, int]]:
-        tally: Counter[tuple[str, str]] = Counter()
-        for status in outbox.STATUSES:
-            query = self._outbox.where(filter=FieldFilter("status", "==", status))
-            async for snapshot in query.select(["accountId"]).stream(timeout=self._timeout):
-                account = (snapshot.to_dict() or {}).get("accountId")
-                if isinstance(account, str):
-                    tally[account, status] += 1
-        return [(account, status, n) for (account, status), n in sorted(tally.items())]
+    def _settle_message(self, tx: Any, stored: Any, after: OutboxItem) -> None:
+        """The message document follows a sent or failed item: made whole when it is
+        not there (else the message would never appear in its thread), else moved on."""
+        if not stored.exists:
+            tx.create(stored.reference, docs.native(outbound.message_document(after, after.status)))
+        elif advanced((stored.to_dict() or {}).get("status"), after.status):
+            tx.update(stored.reference, docs.as_update(outbound.status_fields(after, after.status)))
 
-    async def oldest_queued(self) -> dict[str, float]:
+    async def mark(self, thread_id: str, message_id: str, status: str, at: float) -> bool:
+        ref = self._client.collection(THREADS).document(thread_id)
+        ref = ref.collection(MESSAGES).document(message_id)
+
+        @firestore.async_transactional
+        async def mark(tx: Any) -> bool:
+            stored = await ref.get(transaction=tx, timeout=self._timeout)
+            if not stored.exists or not advanced((stored.to_dict() or {}).get("status"), status):
+                return False
+            tx.update(ref, docs.as_update(outbound.receipt_fields(status, at)))
+            return True
+
+        result: bool = await mark(self._client.transaction())
+        return result
+
+    def _message_ref(self, item: OutboxItem) -> Any:
+        thread = self._client.collection(THREADS).document(item.thread_id)
+        return thread.collection(MESSAGES).document(outbound.message_id(item))
+
+    async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
+        """One aggregation per account and status: Firestore counts without reading the
+        documents (a read per 1,000 entries), however many sent ones there are."""
+        found: list[tuple[str, str, int]] = []
+        for account in sorted(set(accounts)):
+            for status in outbox.STATUSES:
+                query = self._outbox.where(filter=FieldFilter("accountId", "==", account)).where(
+                    filter=FieldFilter("status", "==", status)
+                )
+                counting: Any = query.count(alias="n")  # its stub types it as a class
+                results = await counting.get(timeout=self._timeout)
+                n = int(results[0][0].value) if results and results[0] else 0
+                if n:
+                    found.append((account, status, n))
+        return found
+
+    async def oldest_queued(self, accounts: Collection[str]) -> dict[str, float]:
+        """Per account, the queued item created first: one single-document query each
+        (composite index: docs/sending.md)."""
         oldest: dict[str, float] = {}
-        query = self._outbox.where(filter=FieldFilter("status", "==", outbox.QUEUED))
-        async for snapshot in query.select(["accountId", "createdAt"]).stream(
-            timeout=self._timeout
-        ):
-            data = snapshot.to_dict() or {}
-            account, created = data.get("accountId"), data.get("createdAt")
-            if isinstance(account, str) and isinstance(created, datetime):
-                at = docs.seconds(created)
-                oldest[account] = min(at, oldest.get(account, at))
+        for account in sorted(set(accounts)):
+            query = (
+                self._outbox.where(filter=FieldFilter("accountId", "==", account))
+                .where(filter=FieldFilter("status", "==", outbox.QUEUED))
+                .order_by("createdAt")
+                .limit(1)
+            )
+            async for snapshot in query.select(["createdAt"]).stream(timeout=self._timeout):
+                created = (snapshot.to_dict() or {}).get("createdAt")
+                if isinstance(created, datetime):
+                    oldest[account] = docs.seconds(created)
         return oldest
 
     async def close(self) -> None:

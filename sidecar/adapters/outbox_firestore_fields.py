@@ -18,6 +18,7 @@ from google.cloud import firestore
 
 from sidecar.domain import outbox
 from sidecar.domain.outbox import OutboxItem, UnreadableItem
+from sidecar.domain.records import SERVER_TIME, Timestamp
 
 #: The item's fields and the document's; ``text`` is two (``payload.text``, ``body``).
 FIELDS = {
@@ -159,3 +160,27 @@ def read(doc_id: str, data: Mapping[str, Any]) -> OutboxItem:
 def as_stored(item: OutboxItem) -> OutboxItem:
     """``item`` as it reads back (times rounded to microseconds)."""
     return read(item.id, new_document(item))
+
+
+def native(value: Any) -> Any:
+    """A backend-neutral document value (:mod:`sidecar.domain.records`) as the client
+    writes it."""
+    if isinstance(value, Timestamp):
+        return _EPOCH + timedelta(milliseconds=value.ms)
+    if value is SERVER_TIME:
+        return firestore.SERVER_TIMESTAMP
+    if isinstance(value, dict):
+        return {k: native(v) for k, v in value.items()}
+    return value
+
+
+def as_update(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``fields`` as ``update`` takes them: a map's leaves by dotted path, so the
+    document's other leaves stay (as a merge keeps them)."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, dict) and value:
+            out |= as_update(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = native(value)
+    return out

@@ -20,9 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sidecar.adapters.store_sqlite import open_message_file
-from sidecar.domain import outbox
+from sidecar.adapters import store_sqlite
+from sidecar.adapters.store_sqlite import merged, open_message_file, plain
+from sidecar.domain import outbound, outbox
 from sidecar.domain.outbox import OutboxItem, SendPolicy
+from sidecar.domain.sending import advanced
 
 T = TypeVar("T")
 
@@ -50,6 +52,7 @@ COLUMNS: dict[str, str] = {
 }
 _NAMES = ", ".join(COLUMNS)
 SCHEMA = (
+    *store_sqlite.SCHEMA,  # the outbound message documents live beside the received ones
     "CREATE TABLE IF NOT EXISTS outbox ({}, updated_at REAL NOT NULL) STRICT".format(
         ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
     ),
@@ -75,6 +78,10 @@ _CANDIDATES = (
 
 def _row(item: OutboxItem) -> list[Any]:
     return [getattr(item, name) for name in COLUMNS]
+
+
+def _now_ms() -> int:
+    return round(time.time() * 1000)
 
 
 def _item(row: tuple[Any, ...]) -> OutboxItem:
@@ -137,25 +144,54 @@ class SqliteOutbox:
             if held is None or tuple(held) != (claim.claimed_by, claim.lease_until):
                 return False
             self._put(db, after)
+            if after.status in (outbox.SENT, outbox.FAILED):
+                self._message(db, after, outbound.status_fields(after, after.status), after.status)
             return True
 
         return await asyncio.to_thread(self._step, settle)
 
-    async def counts(self) -> list[tuple[str, str, int]]:
+    async def mark(self, thread_id: str, message_id: str, status: str, at: float) -> bool:
+        def mark(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT doc FROM messages WHERE thread_id = ? AND message_id = ?",
+                (thread_id, message_id),
+            ).fetchone()
+            if row is None:
+                return False
+            current = json.loads(row[0])
+            if not advanced(current.get("status"), status):
+                return False
+            doc = merged(current, plain(outbound.receipt_fields(status, at), _now_ms()))
+            db.execute(
+                "UPDATE messages SET doc = ? WHERE thread_id = ? AND message_id = ?",
+                (json.dumps(doc, ensure_ascii=False), thread_id, message_id),
+            )
+            return True
+
+        return await asyncio.to_thread(self._step, mark)
+
+    async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
+        wanted = json.dumps(sorted(set(accounts)))
+
         def counts(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
             rows = db.execute(
-                "SELECT account_id, status, COUNT(*) FROM outbox GROUP BY account_id, status"
+                "SELECT account_id, status, COUNT(*) FROM outbox"
+                " WHERE account_id IN (SELECT value FROM json_each(?))"
+                " GROUP BY account_id, status ORDER BY account_id, status",
+                (wanted,),
             )
             return [(str(a), str(s), int(n)) for a, s, n in rows]
 
         return await asyncio.to_thread(self._step, counts)
 
-    async def oldest_queued(self) -> dict[str, float]:
+    async def oldest_queued(self, accounts: Collection[str]) -> dict[str, float]:
+        wanted = json.dumps(sorted(set(accounts)))
+
         def oldest(db: sqlite3.Connection) -> dict[str, float]:
             rows = db.execute(
                 "SELECT account_id, MIN(created_at) FROM outbox WHERE status = ?"
-                " GROUP BY account_id",
-                (outbox.QUEUED,),
+                " AND account_id IN (SELECT value FROM json_each(?)) GROUP BY account_id",
+                (outbox.QUEUED, wanted),
             )
             return {str(account): float(at) for account, at in rows}
 
@@ -170,8 +206,42 @@ class SqliteOutbox:
         if item.created_at is None:
             item = replace(item, created_at=now)
         if db.execute(_INSERT, [*_row(item), now]).rowcount == 1:
+            self._message(db, item, {}, outbox.QUEUED)
+            db.execute(
+                "INSERT INTO threads (thread_id, account_id, doc) VALUES (?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET doc = json_patch(threads.doc, excluded.doc)",
+                (
+                    item.thread_id,
+                    item.account_id,
+                    json.dumps(plain(outbound.thread_fields(item), _now_ms()), ensure_ascii=False),
+                ),
+            )
             return None
         return self._get(db, item.id)
+
+    def _message(
+        self, db: sqlite3.Connection, item: OutboxItem, fields: dict[str, Any], status: str
+    ) -> None:
+        """The item's message document: made whole when it is not there, else given
+        ``fields`` if ``status`` moves it forward."""
+        thread_id, message_id = item.thread_id, outbound.message_id(item)
+        row = db.execute(
+            "SELECT doc FROM messages WHERE thread_id = ? AND message_id = ?",
+            (thread_id, message_id),
+        ).fetchone()
+        now_ms = _now_ms()
+        if row is None:
+            doc = plain(outbound.message_document(item, status), now_ms)
+        else:
+            current = json.loads(row[0])
+            if not advanced(current.get("status"), status):
+                return
+            doc = merged(current, plain(fields, now_ms))
+        db.execute(
+            "INSERT INTO messages (thread_id, message_id, account_id, doc) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO UPDATE SET doc = excluded.doc",
+            (thread_id, message_id, item.account_id, json.dumps(doc, ensure_ascii=False)),
+        )
 
     def _get(self, db: sqlite3.Connection, item_id: str) -> OutboxItem | None:
         row = db.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()

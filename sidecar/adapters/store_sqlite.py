@@ -99,7 +99,7 @@ class SqliteMessageStore:
                         (
                             patch.thread_id,
                             patch.account_id,
-                            json.dumps(_plain(patch.fields, now_ms), ensure_ascii=False),
+                            json.dumps(plain(patch.fields, now_ms), ensure_ascii=False),
                         ),
                     )
                 self._db.execute("COMMIT")
@@ -129,9 +129,9 @@ class SqliteMessageStore:
     def _put(
         self, doc: MessageDoc, write: Write, current: dict[str, Any] | None, now_ms: int
     ) -> None:
-        fields = _plain(write.fields, now_ms)
+        fields = plain(write.fields, now_ms)
         if write.merge and current is not None:
-            fields = _merged(current, fields)
+            fields = merged(current, fields)
         self._db.execute(
             "INSERT INTO messages (thread_id, message_id, account_id, doc) VALUES (?, ?, ?, ?)"
             " ON CONFLICT DO UPDATE SET doc = excluded.doc",
@@ -148,13 +148,14 @@ class SqliteMessageStore:
             self._db.close()
 
 
-def _plain(value: Any, now_ms: int) -> Any:
+def plain(value: Any, now_ms: int) -> Any:
+    """A document's values as SQLite keeps them: instants in Unix milliseconds."""
     if isinstance(value, Timestamp):
         return value.ms
     if value is SERVER_TIME:
         return now_ms
     if isinstance(value, dict):
-        return {k: _plain(v, now_ms) for k, v in value.items()}
+        return {k: plain(v, now_ms) for k, v in value.items()}
     return value
 
 
@@ -163,13 +164,13 @@ def _stored(current: dict[str, Any]) -> Stored:
     return Stored(author_of(current), edited if isinstance(edited, int) else None)
 
 
-def _merged(current: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+def merged(current: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
     """As a Firestore merge: the leaves named replace, the others stay."""
-    merged = dict(current)
+    out = dict(current)
     for key, value in fields.items():
-        known = merged.get(key)
+        known = out.get(key)
         if isinstance(value, dict) and value and isinstance(known, dict):
-            merged[key] = _merged(known, value)
+            out[key] = merged(known, value)
         else:
-            merged[key] = value
-    return merged
+            out[key] = value
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from sidecar.core.leases import LeaseKeeper
 from sidecar.core.ports import Leases
@@ -15,6 +16,13 @@ from sidecar.core.supervisor import AccountSupervisor
 from sidecar.domain.account import Status
 
 log = logging.getLogger(__name__)
+
+
+class Background(Protocol):
+    """A part that runs beside the accounts until stopping (the outbox worker)."""
+
+    async def run(self, stopping: asyncio.Event) -> None: ...
+
 
 #: How long shutdown waits for neonize's Go calls to return.
 SHUTDOWN_GRACE_S = 6.0
@@ -30,12 +38,14 @@ class LiveAccounts:
         supervisors: Sequence[AccountSupervisor],
         probers: Sequence[Prober] = (),
         *,
+        background: Sequence[Background] = (),
         leases: Leases | None = None,
         on_stopped: Callable[[], None] = lambda: None,
     ) -> None:
         self._sidecar = sidecar
         self._supervisors = {s.account_id: s for s in supervisors}
         self._probers = probers
+        self._background = background
         self._on_stopped = on_stopped
         self._running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         #: Present when replicas share the accounts through leases.
@@ -46,6 +56,10 @@ class LiveAccounts:
         )
         for supervisor in supervisors:
             sidecar.add_status_listener(supervisor.on_status_change)
+
+    def held(self) -> list[str]:
+        """The accounts this replica runs now (all of them, without leases)."""
+        return list(self._running)
 
     async def start_account(self, account_id: str) -> None:
         if account_id not in self._running:
@@ -70,6 +84,10 @@ class LiveAccounts:
         tasks = [
             asyncio.create_task(prober.run(stopping), name=f"probe-{prober.account_id}")
             for prober in self._probers
+        ]
+        tasks += [
+            asyncio.create_task(part.run(stopping), name=type(part).__name__)
+            for part in self._background
         ]
         if self.keeper is None:
             for account_id in self._supervisors:

@@ -62,6 +62,9 @@ class MessageListener(Protocol):
 
 
 StatusListener = Callable[[StatusChange], None]
+#: Told ``(account, WhatsApp ids, status proved, at)`` for every receipt that proves
+#: delivery (the send path moves its message documents with it).
+ReceiptListener = Callable[[str, list[str], str, float], None]
 _Handler = Callable[[AccountState, Any, float], None]
 
 
@@ -79,6 +82,7 @@ class EventPipeline:
         self._accounts = accounts
         self._message_listeners = list(message_listeners)
         self._status_listeners = list(status_listeners)
+        self._receipt_listeners: list[ReceiptListener] = []
         self._handlers: dict[type[ProtoMessage], _Handler] = {
             neonize_events.MessageEv: self._on_message,
             neonize_events.UndecryptableMessageEv: self._on_undecryptable,
@@ -105,6 +109,9 @@ class EventPipeline:
 
     def add_status_listener(self, listener: StatusListener) -> None:
         self._status_listeners.append(listener)
+
+    def add_receipt_listener(self, listener: ReceiptListener) -> None:
+        self._receipt_listeners.append(listener)
 
     def handle(self, account_id: str, event: ProtoMessage | OwnEvent, received_at: float) -> None:
         """Apply one event. Never raises for a handler fault: it is counted and logged."""
@@ -159,7 +166,10 @@ class EventPipeline:
     def _on_receipt(self, state: AccountState, event: Any, at: float) -> None:
         status = proven_status(event)
         if status is not None:
-            state.record_receipt([text_of(i) for i in event.MessageIDs], status, at)
+            wa_ids = [text_of(i) for i in event.MessageIDs]
+            state.record_receipt(wa_ids, status, at)
+            for listener in self._receipt_listeners:
+                listener(state.account_id, wa_ids, status, at)
 
     def _on_undecryptable(self, state: AccountState, event: Any, received_at: float) -> None:
         self._record(state, event, UNDECODABLE, received_at)

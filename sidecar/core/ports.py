@@ -8,6 +8,7 @@ implements it in production and, where one exists, the stand-in tests use.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sidecar.core.spooling import Backlog, Batch, Conflict, Prepared
@@ -92,7 +93,9 @@ class OutboxStore(Protocol):
 
     async def add(self, item: OutboxItem) -> OutboxItem | None:
         """Queue ``item`` under ``item.id`` unless that id is there already: then
-        nothing changes and the item there is returned (a duplicate)."""
+        nothing changes and the item there is returned (a duplicate). A new item's
+        message document (:mod:`sidecar.domain.outbound`) is written with it, unless
+        one is there, and its thread marked outbound."""
         ...
 
     async def get(self, item_id: str) -> OutboxItem | None: ...
@@ -112,18 +115,73 @@ class OutboxStore(Protocol):
 
     async def settle(self, claim: OutboxItem, after: OutboxItem) -> bool:
         """Write ``after`` if the stored item is still held by ``claim`` (same holder
-        and lease); False, and nothing written, when someone else holds it now."""
+        and lease); False, and nothing written, when someone else holds it now. A sent
+        or failed item's message document moves with it, in the same step."""
         ...
 
-    async def counts(self) -> list[tuple[str, str, int]]:
-        """``(account, status, items)`` for every account and status that has items."""
+    async def mark(self, thread_id: str, message_id: str, status: str, at: float) -> bool:
+        """Move an outbound message document to ``status`` (delivered, read) if that is
+        forward; False when it is not there or already further."""
         ...
 
-    async def oldest_queued(self) -> dict[str, float]:
-        """Per account, when its oldest queued item was created."""
+    async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
+        """``(account, status, items)`` for each of ``accounts`` and status with items."""
+        ...
+
+    async def oldest_queued(self, accounts: Collection[str]) -> dict[str, float]:
+        """Per account of ``accounts`` with queued items, when its oldest was created."""
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PastAttempt:
+    """What an earlier attempt at an item left: the WhatsApp id if the server accepted
+    it, else None (the outcome is unknown: the process stopped during the send)."""
+
+    wa_id: str | None
+    accepted_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """Where the outbound message a WhatsApp id names is documented."""
+
+    wa_id: str
+    thread_id: str
+    message_id: str
+
+
+class SendJournal(Protocol):
+    """This replica's durable record of its send attempts (:class:`SqliteSendJournal`):
+    each step is on disk before the send goes on. Blocking: called from a thread."""
+
+    def past(self, item_id: str) -> PastAttempt | None: ...
+
+    def started(self, item: OutboxItem, at: float) -> None: ...
+
+    def accepted(self, item_id: str, wa_id: str, at: float) -> None: ...
+
+    def refused(self, item_id: str) -> None: ...
+
+    def settled(self, item_id: str) -> None: ...
+
+    def sent(self, account_id: str, wa_ids: Iterable[str]) -> list[SentMessage]: ...
+
+    def prune(self, now: float | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SendRefused(Exception):
+    """A send WhatsApp did not accept; ``reason`` is one of
+    :data:`~sidecar.domain.delivery.FAILURE_REASONS` (never the error's text: it may
+    quote the recipient)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Session(Protocol):
@@ -141,8 +199,9 @@ class Session(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def send_text(self, user: str, text: str) -> None:
-        """Send ``text`` to the phone number ``user`` (blocking)."""
+    def send_message(self, to_jid: str, text: str) -> str:
+        """Send ``text`` to ``to_jid`` (``user@server``) and return the WhatsApp id the
+        server accepted it under; raise :class:`SendRefused` (blocking)."""
         ...
 
     def logout(self) -> None:

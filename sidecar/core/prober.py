@@ -52,7 +52,9 @@ class Prober:
         else:
             user = device.split("@", 1)[0].split(":", 1)[0]
             try:
-                await asyncio.to_thread(session.send_text, user, probe_text(probe_id))
+                await asyncio.to_thread(
+                    session.send_message, f"{user}@s.whatsapp.net", probe_text(probe_id)
+                )
             except Exception as exc:
                 reason = "send_failed"
                 log.info("account=%s probe not sent: %s", self.account_id, type(exc).__name__)

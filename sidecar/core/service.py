@@ -16,7 +16,13 @@ from google.protobuf.message import Message as ProtoMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 
 from sidecar.core.clock import Clock
-from sidecar.core.pipeline import PROBE_KINDS, EventPipeline, MessageListener, StatusListener
+from sidecar.core.pipeline import (
+    PROBE_KINDS,
+    EventPipeline,
+    MessageListener,
+    ReceiptListener,
+    StatusListener,
+)
 from sidecar.core.ports import StateStore
 from sidecar.core.spooling import Backlog
 from sidecar.core.storage import Storage
@@ -92,6 +98,9 @@ class Sidecar:
 
     def add_status_listener(self, listener: StatusListener) -> None:
         self._pipeline.add_status_listener(listener)
+
+    def add_receipt_listener(self, listener: ReceiptListener) -> None:
+        self._pipeline.add_receipt_listener(listener)
 
     def add_message_listener(self, listener: MessageListener) -> None:
         """Told about every classified message (the storage listens this way)."""

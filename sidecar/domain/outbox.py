@@ -124,6 +124,18 @@ def not_connected(item: OutboxItem, now: float, policy: SendPolicy) -> OutboxIte
     )
 
 
+def released(item: OutboxItem, at: float) -> OutboxItem:
+    """Given back unsent (the account's send rate would keep it past its claim, or the
+    worker is stopping): queued again from ``at``, and the claim was no attempt."""
+    return replace(
+        item,
+        status=QUEUED,
+        attempt_count=max(0, item.attempt_count - 1),
+        next_attempt_at=at,
+        lease_until=None,
+    )
+
+
 def attempt_failed(item: OutboxItem, now: float, error: str, policy: SendPolicy) -> OutboxItem:
     """The send failed with ``error`` (a short word): tried again after a backoff, or
     ``failed`` once ``max_attempts`` were made."""
@@ -140,3 +152,31 @@ def attempt_failed(item: OutboxItem, now: float, error: str, policy: SendPolicy)
 
 def _held(item: OutboxItem, now: float) -> bool:
     return item.lease_until is not None and item.lease_until > now
+
+
+@dataclass(slots=True)
+class SendRate:
+    """One account's send rate: ``burst`` messages at once, then ``per_minute``
+    (a token bucket). Bursts from one number get it banned."""
+
+    per_minute: float
+    burst: int
+    _tokens: float | None = None
+    _at: float = 0.0
+
+    def wait(self, now: float) -> float:
+        """Seconds until the next message may go (0: now)."""
+        tokens = self._refill(now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) * 60.0 / self.per_minute
+
+    def take(self, now: float) -> None:
+        self._tokens = self._refill(now) - 1.0
+
+    def _refill(self, now: float) -> float:
+        if self._tokens is None:
+            tokens = float(self.burst)
+        else:
+            gained = max(0.0, now - self._at) * self.per_minute / 60.0
+            tokens = min(float(self.burst), self._tokens + gained)
+        self._tokens, self._at = tokens, now
+        return tokens

@@ -173,6 +173,34 @@ UNDELIVERED = Family(
     "gauge",
 )
 
+SEND_DURATION = Family(
+    "whatsapp_send_duration_seconds",
+    "Seconds from handing a message to WhatsApp until its server accepted it (or the send failed).",
+    "histogram",
+)
+
+SEND_OUTCOME_UNKNOWN = Family(
+    "whatsapp_send_outcome_unknown",
+    "Send attempts whose outcome a crash left unknown (the process stopped during the"
+    " send); each was sent again, so its recipient may have it twice.",
+    "counter",
+)
+
+OUTBOX_MESSAGES = Family(
+    "whatsapp_outbox_messages",
+    "Messages in the outbox, by status (queued, processing, sent, failed), as last counted;"
+    " only from the replica that holds the account.",
+    "gauge",
+    ("status",),
+)
+
+OUTBOX_OLDEST_QUEUED_AGE = Family(
+    "whatsapp_outbox_oldest_queued_age_seconds",
+    "Age of the account's oldest queued outbox message, at scrape time; absent when none"
+    " is queued.",
+    "gauge",
+)
+
 # -- the process: store writer, capture replay, HTTP auth, leases, build ---------------
 
 STORE_WRITES = Family(

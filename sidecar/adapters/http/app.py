@@ -1,5 +1,6 @@
 """The aiohttp application: its middlewares in order, its state, its routes. Which
-routes exist depends on whether re-pairing is wired in."""
+routes exist depends on whether re-pairing is wired in; the send endpoint always
+exists and says so when sending is off."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ from sidecar.adapters.http.routes import (
     readyz,
     regenerate_qr,
 )
+from sidecar.adapters.http.send import SENDING, send_message
 from sidecar.adapters.http.streams import FEED, STREAMS, PairFeed, StreamLimits, StreamSlots
 from sidecar.adapters.ratelimit import FailureLimiter
 from sidecar.core.repair import Repairs
+from sidecar.core.send_service import SendService
 from sidecar.core.service import Sidecar
 
 
@@ -50,6 +53,7 @@ def create_app(
     limiter: FailureLimiter,
     limits: HttpLimits | None = None,
     streams: StreamLimits | None = None,
+    sending: SendService | None = None,
 ) -> web.Application:
     """The aiohttp application; the caller adds background tasks to ``cleanup_ctx``.
 
@@ -90,6 +94,9 @@ def create_app(
     get("/readyz", readyz)
     get("/api/whatsapp/accounts", list_accounts)
     get("/api/whatsapp/accounts/{account_id}/health", account_health)
+    if sending is not None:
+        app[SENDING] = sending
+    post("/api/whatsapp/send-message", send_message)  # says so when sending is off
     if repairs is not None:
         app[REPAIRS] = repairs
         app[STREAMS] = StreamSlots(streams or StreamLimits())

@@ -121,7 +121,8 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object (400 otherwise), within the endpoint's limits."""
     raw = await _read_body(request)
     try:
         # JSON is UTF-8 (RFC 8259): a charset parameter is not consulted
@@ -156,7 +157,7 @@ async def pair_code(request: web.Request) -> web.Response:
     from sidecar.adapters.neonize_pairing import E164
 
     account_id = account(request)
-    phone = (await _json_body(request)).get("phone")
+    phone = (await json_body(request)).get("phone")
     if not isinstance(phone, str) or not E164.match(phone.replace(" ", "")):
         return json_error(400, 'send {"phone": "+<country code><number>"}')
     try:
@@ -169,7 +170,7 @@ async def pair_code(request: web.Request) -> web.Response:
 
 
 async def alertmanager_webhook(request: web.Request) -> web.Response:
-    data = await _json_body(request)
+    data = await json_body(request)
     alerts = data.get("alerts")
     if not isinstance(alerts, list) or not all(
         isinstance(alert, dict) and isinstance(alert.get("labels", {}), dict) for alert in alerts

@@ -1,0 +1,116 @@
+"""What ``POST /api/whatsapp/send-message`` does: queue the message in the outbox and,
+when its account is connected here, wait a little for the worker to send it
+(docs/sending.md, "The request").
+
+There is one send path, the outbox: a message the endpoint sends "now" is one the
+worker takes at once, so it has the same journal, lease, retries and proof of
+delivery as one the app queued; a repeated ``clientMessageId`` finds its item and
+is never sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sidecar.core.clock import Clock
+from sidecar.core.sender import OutboxWorker
+from sidecar.domain import outbox
+from sidecar.domain.outbox import OutboxItem, SendRate
+from sidecar.domain.sending import Recipient, outbox_id
+
+log = logging.getLogger(__name__)
+
+#: How long a request waits for a connected account's send before answering "queued".
+SEND_WAIT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The answer's facts: ``message_id`` is WhatsApp's id once sent, else the outbox
+    item's (as the existing backend answers)."""
+
+    message_id: str
+    client_message_id: str
+    queued: bool
+    status: str
+    duplicate: bool = False
+    reason: str | None = None
+
+
+class SendTooFast(Exception):
+    """The account's send rate is spent; ``retry_after`` seconds until the next."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many messages for this account; retry in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class SendService:
+    def __init__(
+        self,
+        worker: OutboxWorker,
+        clock: Clock,
+        rate: tuple[float, int],
+        wait_s: float = SEND_WAIT_S,
+    ) -> None:
+        self.worker = worker
+        self._clock = clock
+        self._rate = rate
+        self._rates: dict[str, SendRate] = {}
+        self._wait_s = wait_s
+
+    async def submit(
+        self,
+        account_id: str,
+        to: Recipient,
+        thread_id: str,
+        text: str,
+        client_message_id: str,
+        who: str,
+    ) -> Submitted:
+        """Queue (or find) the message and, if its account is connected, wait for its send."""
+        now = self._clock.now()
+        item = OutboxItem(
+            id=outbox_id(client_message_id),
+            account_id=account_id,
+            to_jid=to.jid,
+            thread_id=thread_id,
+            text=text,
+            client_message_id=client_message_id,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        there = await self.worker.store.get(item.id)
+        if there is None:
+            rate = self._rates.setdefault(account_id, SendRate(*self._rate))
+            wait = rate.wait(now)
+            if wait > 0:
+                raise SendTooFast(wait)
+            rate.take(now)
+            there = await self.worker.store.add(item)
+        if there is not None:
+            return _duplicate(there, client_message_id)
+        log.info("account=%s message %s queued by %s", account_id, item.id, who)
+        if not self.worker.connected(account_id):
+            return Submitted(item.id, client_message_id, queued=True, status=outbox.QUEUED)
+        done = await self.worker.outcome(item.id, self._wait_s)
+        if done is None or done.item.status == outbox.QUEUED:
+            reason = None if done is None else done.item.last_error
+            return Submitted(item.id, client_message_id, True, outbox.QUEUED, reason=reason)
+        after = done.item
+        if after.status == outbox.SENT and after.provider_message_id:
+            return Submitted(after.provider_message_id, client_message_id, False, outbox.SENT)
+        return Submitted(item.id, client_message_id, False, after.status, reason=after.last_error)
+
+
+def _duplicate(there: OutboxItem, client_message_id: str) -> Submitted:
+    sent = there.status == outbox.SENT and there.provider_message_id
+    return Submitted(
+        there.provider_message_id if sent and there.provider_message_id else there.id,
+        client_message_id,
+        queued=there.status in (outbox.QUEUED, outbox.PROCESSING),
+        status=there.status,
+        duplicate=True,
+        reason=there.last_error if there.status == outbox.FAILED else None,
+    )
