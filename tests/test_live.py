@@ -140,3 +140,55 @@ def test_fifty_accounts_without_network(tmp_path: Path, tokens_file: Path) -> No
         assert (
             sample(replayed, "whatsapp_connection_state", f'{labels},state="disconnected"') == 1.0
         )
+
+
+def test_a_send_while_whatsapp_is_unreachable_is_queued_and_stays_queued(
+    tmp_path: Path, tokens_file: Path
+) -> None:
+    """The live path with sending on: neonize's real sessions fail to dial, so the
+    message waits in the outbox, whatever the worker tries, and outlives the process."""
+    import sqlite3
+    import urllib.request
+
+    import yaml
+
+    from .support.config import TOKEN
+
+    config = cli_config(tmp_path, tokens_file, ["sales"])
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump(data | {"send": {"enabled": True, "poll_interval": "100ms"}}))
+    process = sidecar_cli("run", "--config", str(config))
+    try:
+        port = wait_ready(process)
+        body = {
+            "accountId": "sales",
+            "to": "+12025550123",
+            "message": "hi",
+            "clientMessageId": "l-1",
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/whatsapp/send-message",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=15) as reply:
+            answer = json.loads(reply.read())
+        assert answer == {
+            "success": True,
+            "messageId": "l-1",
+            "clientMessageId": "l-1",
+            "queued": True,
+            "status": "queued",
+        }
+        time.sleep(1.0)  # several of the worker's looks: none may claim it while unconnected
+        metrics = get(f"http://127.0.0.1:{port}/metrics")
+        assert sample(metrics, "whatsapp_messages_sent_total", 'account="sales",result="ok"') == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err[-3000:]
+    db = sqlite3.connect(tmp_path / "state" / "messages.sqlite3")
+    row = db.execute("SELECT status, attempt_count FROM outbox WHERE id = 'l-1'").fetchone()
+    db.close()
+    assert row == ("queued", 0)
+    assert "12025550123" not in out + err  # the recipient, with or without its +

@@ -14,25 +14,13 @@ from typing import Any
 import pytest
 
 from sidecar.adapters.outbox_firestore_fields import timestamp
-from sidecar.core.ports import OutboxStore
 from sidecar.domain import outbox
 from sidecar.domain.outbox import OutboxItem, SendPolicy, UnreadableItem
 
-from .support.backends import Backend
+from .support.backends import Backend, make_outbox
 
 POLICY = SendPolicy(max_attempts=3, lease_s=60.0)
 T0 = 1_764_068_400.0
-
-
-def make_outbox(backend: Backend) -> OutboxStore:
-    if backend.name == "sqlite":
-        from sidecar.adapters.outbox_sqlite import SqliteOutbox
-
-        backend.state_dir.mkdir(parents=True, exist_ok=True)
-        return SqliteOutbox(backend.state_dir)
-    from sidecar.adapters.outbox_firestore import FirestoreOutbox
-
-    return FirestoreOutbox(backend.project)
 
 
 def item(n: int, account: str = "sales", **fields: Any) -> OutboxItem:

@@ -24,7 +24,7 @@ from sidecar.core.ports import OutboxStore
 from sidecar.core.sender import OutboxWorker
 from sidecar.domain.outbox import OutboxItem, SendPolicy
 
-from .support.backends import Backend
+from .support.backends import Backend, make_outbox
 from .support.paths import REPO
 from .support.sending import ScriptedWhatsApp
 
@@ -126,8 +126,6 @@ async def test_a_replica_killed_during_a_send(
 async def test_two_replicas_draining_one_outbox_never_send_a_message_twice(
     backend: Backend, tmp_path: Path
 ) -> None:
-    from tests.test_outbox_store import make_outbox
-
     now = time.time()
     seed = make_outbox(backend)
     for n in range(40):

@@ -5,6 +5,7 @@ bad requests on every field. WhatsApp's side is a scripted (fake) session."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -248,3 +249,44 @@ async def test_no_token_is_401_before_anything_and_sending_off_is_403(
         assert reply.status == 403
         assert (await reply.json())["error"] == "sending_disabled"
     assembly.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        ("websocket not connected", "not_connected"),
+        ("failed to send: info query timed out", "timeout"),
+        ("context deadline exceeded", "timeout"),
+        ("server returned error 429", "rate_limited"),
+        ("server returned error 479", "rejected"),
+    ],
+)
+def test_whatsmeows_send_errors_are_counted_by_a_few_words(error: str, reason: str) -> None:
+    from neonize.exc import SendMessageError
+
+    from sidecar.adapters.neonize_session import refusal_reason
+
+    assert refusal_reason(SendMessageError(error)) == reason
+    if reason == "rejected":
+        assert refusal_reason(ValueError(error)) == "other"
+
+
+def test_the_journal_forgets_settled_sends_after_two_weeks_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    from sidecar.adapters.send_journal import KEEP_S, SqliteSendJournal
+
+    journal = SqliteSendJournal(tmp_path)
+    old, unsettled = queued(1), queued(2)
+    journal.started(old, T0)
+    journal.accepted(old.id, "3EB0OLD", T0)
+    journal.settled(old.id)
+    journal.started(unsettled, T0)  # its outcome is unknown: kept, whatever its age
+    assert journal.prune(T0 + KEEP_S - 1) == 0
+    assert [s.message_id for s in journal.sent("sales", ["3EB0OLD"])] == ["f-1"]
+    assert journal.prune(T0 + KEEP_S + 1) == 1
+    assert journal.sent("sales", ["3EB0OLD"]) == []
+    past = journal.past(unsettled.id)
+    assert past is not None
+    assert past.wa_id is None
+    journal.close()

@@ -170,9 +170,11 @@ class OutboxWorker:
             await asyncio.wait(list(self._senders.values()))
 
     async def count(self) -> None:
-        """Count the held accounts' items (the metrics read the result)."""
+        """Count the held accounts' items (the metrics read the result), and let the
+        journal forget what is old."""
         held = sorted(self._held())
         try:
+            await asyncio.to_thread(self._journal.prune)
             counts = await self.store.counts(held)
             oldest = await self.store.oldest_queued(held)
         except Exception as exc:

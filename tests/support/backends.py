@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sidecar.core.ports import OutboxStore
+
 Docs = dict[str, tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]]
 
 
@@ -70,3 +72,15 @@ class Backend:
                 os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
             else:
                 os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+
+
+def make_outbox(backend: Backend) -> OutboxStore:
+    """The outbox store of ``backend``, on its state dir or project."""
+    if backend.name == "sqlite":
+        from sidecar.adapters.outbox_sqlite import SqliteOutbox
+
+        backend.state_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteOutbox(backend.state_dir)
+    from sidecar.adapters.outbox_firestore import FirestoreOutbox
+
+    return FirestoreOutbox(backend.project)
