@@ -317,6 +317,15 @@ def prometheus_query(url: str, expr: str) -> list[Any]:
     return result
 
 
+#: Exported by the send worker, which a replay does not run (and the oldest queued age is
+#: absent whenever nothing is queued): panels on them need valid queries, not data.
+SEND_WORKER = {
+    "whatsapp_send_duration_seconds",
+    "whatsapp_outbox_messages",
+    "whatsapp_outbox_oldest_queued_age_seconds",
+}
+
+
 def dashboard_queries() -> list[tuple[str, str, str]]:
     out = []
     for path in sorted((REPO / "grafana/dashboards").glob("*.json")):
@@ -438,7 +447,13 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
                     queries = dashboard_queries()
                     assert len(queries) >= 15
                     for board, title, expr in queries:
-                        for name in set(re.findall(r"(?<![\w:])whatsapp_[a-z_]+(?![\w:])", expr)):
+                        names = set(re.findall(r"(?<![\w:])whatsapp_[a-z_]+(?![\w:])", expr))
+                        worker_only = {
+                            n
+                            for n in names
+                            if re.sub(r"_(bucket|sum|count)$", "", n) in SEND_WORKER
+                        }
+                        for name in names - worker_only:
                             assert name in exported, (
                                 f"{board} / {title} queries {name}, which the sidecar does not export"
                             )
@@ -453,9 +468,8 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
                             .replace('account="$account"', 'account=~".*"')
                             .replace("$account", "degrading")
                         )
-                        assert prometheus_query(prom, concrete), (
-                            f"{board} / {title}: no data for {concrete}"
-                        )
+                        found = prometheus_query(prom, concrete)  # fails on invalid PromQL
+                        assert found or worker_only, f"{board} / {title}: no data for {concrete}"
             finally:
                 sidecar.terminate()
                 sidecar.communicate(timeout=15)
