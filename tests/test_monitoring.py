@@ -34,7 +34,7 @@ from .support.cli import sidecar_cli, wait_ready
 from .support.http import get
 from .support.paths import REPO
 from .support.polling import wait_for
-from .support.services import PROMETHEUS, installed, post_alerts, server
+from .support.services import PROMETHEUS, alertmanager_config_for, installed, post_alerts, server
 from .support.services import alertmanager as start_alertmanager
 
 
@@ -162,16 +162,6 @@ class Webhook:
 
     def close(self) -> None:
         self.server.shutdown()
-
-
-def alertmanager_config_for(webhook_url: str) -> dict[str, Any]:
-    """The shipped Alertmanager config, with the test's receiver and short timers."""
-    config: dict[str, Any] = yaml.safe_load((REPO / "alertmanager/alertmanager.yml").read_text())
-    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = f"{webhook_url}/{receiver['name']}"
-    return config
 
 
 @contextlib.contextmanager
