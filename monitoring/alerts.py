@@ -52,7 +52,9 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
                 "WhatsApp account {{ $labels.account }} is connected but receives no real messages",
                 "The sidecar judges the session of {{ $labels.account }} deaf: it stays connected and"
                 " protocol traffic arrives, but no real message has come for longer than its threshold."
-                " Messages sent to this number are probably not reaching you." + repair,
+                " Messages sent to this number are probably not reaching you. (With the reason"
+                " sends_not_delivered, the messages it sends are not delivered: the"
+                " WhatsappSendsNotDelivered ticket has the details.)" + repair,
                 repair=True,
             )
             | {
