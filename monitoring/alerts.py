@@ -4,28 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from monitoring.alerts_sending import sending_alerts
+from monitoring.common import BY_ACCOUNT, alert_annotations, repair_line
 from monitoring.config import MonitoringConfig
 
-BY_ACCOUNT = "job, instance, account"
+__all__ = ["BY_ACCOUNT", "RATE_BY_CLASS", "rule_groups"]
+
 RATE_BY_CLASS = "account_class:whatsapp_messages_received:rate5m"
-
-
-def _annotations(
-    config: MonitoringConfig, anchor: str, summary: str, description: str, *, repair: bool
-) -> dict[str, str]:
-    annotations = {
-        "summary": summary,
-        "description": description,
-        "runbook_url": f"{config.runbook_url}#{anchor}",
-    }
-    if repair:
-        annotations["repair_url"] = f"{config.external_url}/accounts/{{{{ $labels.account }}}}/pair"
-    return annotations
 
 
 def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
     job = f'job="{config.job}"'
-    repair_line = f" Re-pair it: {config.external_url}/accounts/{{{{ $labels.account }}}}/pair"
+    repair = repair_line(config)
     # Used by the overview dashboard: one cheap series per account and class
     # instead of a rate over every kind of message at every refresh.
     recording = [
@@ -56,13 +46,15 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "for": config.for_degraded,
             "keep_firing_for": config.keep_firing_for,
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappsessiondegraded",
                 "WhatsApp account {{ $labels.account }} is connected but receives no real messages",
                 "The sidecar judges the session of {{ $labels.account }} deaf: it stays connected and"
                 " protocol traffic arrives, but no real message has come for longer than its threshold."
-                " Messages sent to this number are probably not reaching you." + repair_line,
+                " Messages sent to this number are probably not reaching you. (With the reason"
+                " sends_not_delivered, the messages it sends are not delivered: the"
+                " WhatsappSendsNotDelivered ticket has the details.)" + repair,
                 repair=True,
             )
             | {
@@ -79,14 +71,13 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "for": config.for_no_real,
             "keep_firing_for": config.keep_firing_for,
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappnorealmessages",
                 "WhatsApp account {{ $labels.account }}: protocol traffic but no real message",
                 "Judged by Prometheus from the raw metrics, independently of the sidecar's own verdict:"
                 " {{ $labels.account }} is connected and receives protocol traffic, but its last real"
-                " message is older than its silence threshold (or there has been none)."
-                + repair_line,
+                " message is older than its silence threshold (or there has been none)." + repair,
                 repair=True,
             ),
         },
@@ -95,12 +86,12 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "expr": f"whatsapp_account_needs_repair{{{job}}} == 1",
             "for": "0m",
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappaccountneedsrepair",
                 "WhatsApp account {{ $labels.account }} needs a person to re-pair it",
                 "The remediation ladder reconnected {{ $labels.account }} and it stayed degraded"
-                " through the grace period." + repair_line,
+                " through the grace period." + repair,
                 repair=True,
             ),
         },
@@ -108,7 +99,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "alert": "WhatsappAuditWriteErrors",
             "expr": f"sum by (job, instance) (increase(whatsapp_audit_write_errors_total{{{job}}}[10m])) > 0",
             "labels": {"severity": "warning"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappauditwriteerrors",
                 "wa-sidecar cannot write its audit log: re-pairs and remediations are refused",
@@ -123,12 +114,12 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "expr": f'whatsapp_connection_state{{{job},state="logged_out"}} == 1',
             "for": config.for_logged_out,
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappaccountloggedout",
                 "WhatsApp account {{ $labels.account }} was logged out",
                 "The phone (or WhatsApp) removed the linked device of {{ $labels.account }}. Nothing is"
-                " received until it is paired again." + repair_line,
+                " received until it is paired again." + repair,
                 repair=True,
             ),
         },
@@ -137,7 +128,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "expr": f'whatsapp_connection_state{{{job},state=~"replaced|banned|outdated"}} == 1',
             "for": config.for_logged_out,
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappaccountunusable",
                 "WhatsApp account {{ $labels.account }} is {{ $labels.state }}",
@@ -152,7 +143,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "for": config.for_disconnected,
             "keep_firing_for": config.keep_firing_for,
             "labels": {"severity": "warning"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappaccountdisconnected",
                 "WhatsApp account {{ $labels.account }} has not been connected for a while",
@@ -169,7 +160,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
             "for": config.for_reconnect_storm,
             "labels": {"severity": "warning"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappreconnectstorm",
                 "WhatsApp account {{ $labels.account }} keeps reconnecting",
@@ -184,7 +175,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "expr": f"up{{{job}}} == 0\nor\nabsent(up{{{job}}})",
             "for": config.for_sidecar_down,
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappsidecardown",
                 "wa-sidecar is down or not scraped",
@@ -198,7 +189,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "expr": f"sum by ({BY_ACCOUNT}, event) (rate(whatsapp_event_errors_total{{{job}}}[10m])) > 0",
             "for": config.for_handler_errors,
             "labels": {"severity": "warning"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappeventhandlererrors",
                 "wa-sidecar fails to handle {{ $labels.event }} events of {{ $labels.account }}",
@@ -215,7 +206,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
             "for": config.for_probe_failing,
             "labels": {"severity": "warning"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappcanaryprobefailing",
                 "Canary probes of {{ $labels.account }} fail ({{ $labels.reason }})",
@@ -229,7 +220,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "expr": f"sum by (job, instance, backend) (rate(whatsapp_store_write_errors_total{{{job}}}[10m])) > 0",
             "for": config.for_store_errors,
             "labels": {"severity": "warning"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappstorewriteerrors",
                 "wa-sidecar cannot write messages to {{ $labels.backend }}",
@@ -242,7 +233,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "alert": "WhatsappSpoolWriteErrors",
             "expr": f"sum by (job, instance, account) (increase(whatsapp_spool_write_errors_total{{{job}}}[5m])) > 0",
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappspoolwriteerrors",
                 "Messages of {{ $labels.account }} are being lost: the spool cannot take them",
@@ -260,7 +251,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
             "for": config.for_spool_growing,
             "labels": {"severity": "warning"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappspoolbackloggrowing",
                 "Messages of {{ $labels.account }} pile up in the spool",
@@ -277,7 +268,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
             "for": config.for_spool_old,
             "labels": {"severity": "critical"},
-            "annotations": _annotations(
+            "annotations": alert_annotations(
                 config,
                 "whatsappspoololdestmessagetooold",
                 "Messages of {{ $labels.account }} have not reached the app for a long time",
@@ -287,6 +278,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             ),
         },
     ]
+    alerts += sending_alerts(config)
     return {
         "groups": [
             {"name": "wa-sidecar.recording", "rules": recording},

@@ -26,6 +26,9 @@ class MonitoringConfig:
     for_store_errors: str = "10m"
     for_spool_growing: str = "15m"
     for_spool_old: str = "5m"
+    #: The same as ``for_degraded``: the ticket comes and goes with the page for that cause.
+    for_sends_not_delivered: str = "5m"
+    for_outbox_stuck: str = "5m"
     #: How long a page stays up after its condition clears, so a reconnect
     #: does not resolve and re-fire it.
     keep_firing_for: str = "10m"
@@ -35,6 +38,12 @@ class MonitoringConfig:
     reconnect_storm_threshold: int = 10
     spool_backlog_threshold: int = 100
     spool_oldest_threshold_s: int = 900
+    #: A queued outbox message this old, while connected and nothing is accepted, is stuck.
+    outbox_queued_threshold_s: int = 600
+    #: Failed outbox messages in ``outbox_window`` (with none accepted) that make it stuck.
+    outbox_failed_threshold: int = 3
+    #: How far back the outbox alert looks for failures and for sends WhatsApp accepted.
+    outbox_window: str = "15m"
 
     def with_durations(self, value: str) -> MonitoringConfig:
         """Every ``for``/``keep_firing_for`` set to ``value`` (end-to-end tests)."""

@@ -7,34 +7,16 @@ The datasource, the job and the account are template variables.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus, stat, statetimeline, table, timeseries
-from grafana_foundation_sdk.models.dashboard import (
-    DataSourceRef,
-    VariableOption,
-    VariableRefresh,
-    VariableSort,
-)
-from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.models.dashboard import VariableOption, VariableRefresh, VariableSort
 
 from monitoring.alerts import RATE_BY_CLASS
 from monitoring.config import MonitoringConfig
+from monitoring.dashboards_sending import sending_row
+from monitoring.panels import DATASOURCE, query
 
-DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'job=~"$job", account=~"$account"'
 TAGS = ["wa-sidecar", "whatsapp", "generated"]
-
-
-def _query(
-    expr: str, legend: str = "", *, instant: bool = False, table_format: bool = False
-) -> prometheus.Dataquery:
-    query = prometheus.Dataquery().expr(expr).datasource(DATASOURCE)
-    if legend:
-        query = query.legend_format(legend)
-    if instant:
-        query = query.instant()
-    if table_format:
-        query = query.format(PromQueryFormat.TABLE)
-    return query
 
 
 def _variables(
@@ -83,7 +65,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             stat.Panel()
             .title("Degraded accounts")
             .description("Accounts the sidecar judges connected but deaf.")
-            .with_target(_query(f"sum(whatsapp_session_degraded{{{SEL}}})", instant=True))
+            .with_target(query(f"sum(whatsapp_session_degraded{{{SEL}}})", instant=True))
             .span(4)
             .height(5)
         )
@@ -91,7 +73,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             stat.Panel()
             .title("Connected accounts")
             .with_target(
-                _query(f'sum(whatsapp_connection_state{{{SEL}, state="connected"}})', instant=True)
+                query(f'sum(whatsapp_connection_state{{{SEL}, state="connected"}})', instant=True)
             )
             .span(4)
             .height(5)
@@ -103,7 +85,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
                 "Any state but connected: connecting, qr_pending, disconnected, logged_out, ..."
             )
             .with_target(
-                _query(f'sum(whatsapp_connection_state{{{SEL}, state!="connected"}})', instant=True)
+                query(f'sum(whatsapp_connection_state{{{SEL}, state!="connected"}})', instant=True)
             )
             .span(4)
             .height(5)
@@ -114,7 +96,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .description(
                 "Connected and silent, with no protocol traffic and no probes: quiet, not deaf."
             )
-            .with_target(_query(f"sum(whatsapp_session_quiet{{{SEL}}})", instant=True))
+            .with_target(query(f"sum(whatsapp_session_quiet{{{SEL}}})", instant=True))
             .span(6)
             .height(5)
         )
@@ -125,7 +107,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
                 "The evidence behind each degraded verdict (see the runbook for each reason)."
             )
             .with_target(
-                _query(
+                query(
                     f"whatsapp_session_degraded_reason{{{SEL}}} == 1",
                     instant=True,
                     table_format=True,
@@ -139,17 +121,17 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .title("State of every account")
             .description("Current connection state, verdict and age of the last real message.")
             .with_target(
-                _query(
+                query(
                     f"whatsapp_connection_state{{{SEL}}} == 1", instant=True, table_format=True
                 ).ref_id("A")
             )
             .with_target(
-                _query(
+                query(
                     f"whatsapp_session_degraded{{{SEL}}}", instant=True, table_format=True
                 ).ref_id("B")
             )
             .with_target(
-                _query(
+                query(
                     f"whatsapp_last_real_message_age_seconds{{{SEL}}}",
                     instant=True,
                     table_format=True,
@@ -167,7 +149,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             )
             .unit("reqps")
             .with_target(
-                _query(
+                query(
                     f"sum by (account, class) ({RATE_BY_CLASS}{{{SEL}}})", "{{account}} {{class}}"
                 )
             )
@@ -178,7 +160,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             timeseries.Panel()
             .title("Age of the last real message")
             .unit("s")
-            .with_target(_query(f"whatsapp_last_real_message_age_seconds{{{SEL}}}", "{{account}}"))
+            .with_target(query(f"whatsapp_last_real_message_age_seconds{{{SEL}}}", "{{account}}"))
             .span(12)
             .height(8)
         )
@@ -186,7 +168,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             timeseries.Panel()
             .title("Reconnects")
             .with_target(
-                _query(
+                query(
                     f"sum by (account) (increase(whatsapp_reconnects_total{{{SEL}}}[$__rate_interval]))",
                     "{{account}}",
                 )
@@ -197,7 +179,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Degraded verdict")
-            .with_target(_query(f"whatsapp_session_degraded{{{SEL}}}", "{{account}}"))
+            .with_target(query(f"whatsapp_session_degraded{{{SEL}}}", "{{account}}"))
             .span(12)
             .height(8)
         )
@@ -206,7 +188,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             timeseries.Panel()
             .title("Spooled messages")
             .description("Real messages waiting for the store to confirm them.")
-            .with_target(_query(f"whatsapp_spool_messages{{{SEL}}}", "{{account}}"))
+            .with_target(query(f"whatsapp_spool_messages{{{SEL}}}", "{{account}}"))
             .span(8)
             .height(8)
         )
@@ -215,13 +197,13 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .title("Store writes and errors")
             .unit("ops")
             .with_target(
-                _query(
+                query(
                     'sum by (backend) (rate(whatsapp_store_writes_total{job=~"$job"}[$__rate_interval]))',
                     "{{backend}} writes",
                 )
             )
             .with_target(
-                _query(
+                query(
                     'sum by (backend) (rate(whatsapp_store_write_errors_total{job=~"$job"}[$__rate_interval]))',
                     "{{backend}} errors",
                 ).ref_id("B")
@@ -234,7 +216,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .title("Store write latency (p95)")
             .unit("s")
             .with_target(
-                _query(
+                query(
                     "histogram_quantile(0.95, sum by (backend, le)"
                     ' (rate(whatsapp_store_write_duration_seconds_bucket{job=~"$job"}[$__rate_interval])))',
                     "{{backend}}",
@@ -244,7 +226,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .height(8)
         )
     )
-    return board
+    return sending_row(board, SEL, by_account=True)
 
 
 def account(config: MonitoringConfig) -> db.Dashboard:
@@ -259,13 +241,11 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         .timezone("browser")
     )
     board = _variables(board, config, multi_account=False)
-    return (
+    board = (
         board.with_panel(
             statetimeline.Panel()
             .title("Connection state")
-            .with_target(
-                _query(f"max by (state) (whatsapp_connection_state{{{one}}})", "{{state}}")
-            )
+            .with_target(query(f"max by (state) (whatsapp_connection_state{{{one}}})", "{{state}}"))
             .span(24)
             .height(7)
         )
@@ -274,7 +254,7 @@ def account(config: MonitoringConfig) -> db.Dashboard:
             .title("Messages by class and kind")
             .unit("reqps")
             .with_target(
-                _query(
+                query(
                     f"sum by (class, kind) (rate(whatsapp_messages_received_total{{{one}}}[$__rate_interval]))",
                     "{{class}} {{kind}}",
                 )
@@ -287,7 +267,7 @@ def account(config: MonitoringConfig) -> db.Dashboard:
             .title("Events")
             .unit("reqps")
             .with_target(
-                _query(
+                query(
                     f"sum by (event) (rate(whatsapp_events_total{{{one}}}[$__rate_interval]))",
                     "{{event}}",
                 )
@@ -300,7 +280,7 @@ def account(config: MonitoringConfig) -> db.Dashboard:
             .title("Handler errors")
             .unit("reqps")
             .with_target(
-                _query(
+                query(
                     f"sum by (event) (rate(whatsapp_event_errors_total{{{one}}}[$__rate_interval]))",
                     "{{event}}",
                 )
@@ -312,9 +292,9 @@ def account(config: MonitoringConfig) -> db.Dashboard:
             timeseries.Panel()
             .title("Last real message: age and threshold")
             .unit("s")
-            .with_target(_query(f"whatsapp_last_real_message_age_seconds{{{one}}}", "age"))
+            .with_target(query(f"whatsapp_last_real_message_age_seconds{{{one}}}", "age"))
             .with_target(
-                _query(f"whatsapp_silence_threshold_seconds{{{one}}}", "threshold").ref_id("B")
+                query(f"whatsapp_silence_threshold_seconds{{{one}}}", "threshold").ref_id("B")
             )
             .span(8)
             .height(8)
@@ -322,12 +302,13 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Degraded verdict and spool")
-            .with_target(_query(f"whatsapp_session_degraded{{{one}}}", "degraded"))
-            .with_target(_query(f"whatsapp_spool_messages{{{one}}}", "spooled").ref_id("B"))
+            .with_target(query(f"whatsapp_session_degraded{{{one}}}", "degraded"))
+            .with_target(query(f"whatsapp_spool_messages{{{one}}}", "spooled").ref_id("B"))
             .span(8)
             .height(8)
         )
     )
+    return sending_row(board, one, by_account=False)
 
 
 def dashboards(config: MonitoringConfig) -> dict[str, db.Dashboard]:

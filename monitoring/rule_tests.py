@@ -6,61 +6,18 @@ same templates the rules use, and stay in step with them.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from monitoring.alerts import rule_groups
 from monitoring.config import MonitoringConfig
-
-INSTANCE = "sidecar:9464"
-
-
-def _series(config: MonitoringConfig, name: str, values: str, **labels: str) -> dict[str, str]:
-    all_labels = {"job": config.job, "instance": INSTANCE, **labels}
-    body = ",".join(f'{k}="{v}"' for k, v in all_labels.items())
-    return {"series": f"{name}{{{body}}}", "values": values}
-
-
-def _expand(template: str, labels: dict[str, str], value: str) -> str:
-    if template.startswith("{{ range query"):
-        return labels.get("_reasons", "")
-    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
-    return re.sub(r"\{\{ \$value[^}]*\}\}", value, text)
-
-
-class _Cases:
-    def __init__(self, config: MonitoringConfig) -> None:
-        self.config = config
-        self.alerts = {
-            r["alert"]: r for g in rule_groups(config)["groups"] for r in g["rules"] if "alert" in r
-        }
-
-    def expect(
-        self, alert: str, eval_time: str, *label_sets: dict[str, str], value: str = ""
-    ) -> dict[str, Any]:
-        """``value``: the alert's value as its annotations print it."""
-        rule = self.alerts[alert]
-        expected = []
-        for given in label_sets:
-            extra = dict(given)
-            reasons = extra.pop("_reasons", "")
-            labels = {**rule["labels"], **extra}
-            annotations = {
-                k: _expand(v, {**labels, "_reasons": reasons}, value)
-                for k, v in rule["annotations"].items()
-            }
-            expected.append({"exp_labels": labels, "exp_annotations": annotations})
-        return {"eval_time": eval_time, "alertname": alert, "exp_alerts": expected}
-
-    def account(self, name: str, **more: str) -> dict[str, str]:
-        return {"job": self.config.job, "instance": INSTANCE, "account": name, **more}
+from monitoring.promtool_cases import INSTANCE, Cases, series
+from monitoring.rule_tests_sending import sending_tests
 
 
 def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
-    c = _Cases(config)
+    c = Cases(config)
 
     def s(name: str, values: str, **labels: str) -> dict[str, str]:
-        return _series(config, name, values, **labels)
+        return series(config, name, values, **labels)
 
     sales = c.account("sales", _reasons="silence_with_protocol_traffic ")
     return [
@@ -333,6 +290,7 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
                 ),
             ],
         },
+        *sending_tests(config),
     ]
 
 

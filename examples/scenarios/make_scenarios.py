@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from neonize.proto.Neonize_pb2 import Receipt
 
 from sidecar import testing as build
 from sidecar.adapters.capture import encode_record
+from sidecar.domain.delivery import SendResult
 from sidecar.domain.probes import ProbeSent, probe_text
 
 HERE = Path(__file__).resolve().parent
@@ -110,6 +112,15 @@ class Scenario:
                     timestamp_ms=int(t * 1000),
                 ),
             )
+
+    def send(self, t: float, account: str, chat: str, *, receipt: float | None = None) -> str:
+        """A message the server accepted for the chat of fictional number ``chat``;
+        ``receipt``: the recipient's delivered receipt comes this many seconds later."""
+        message_id = f"3EB0{self.name[:4].upper()}{next(self._ids):08d}"
+        self.add(t, account, SendResult(message_id, f"{chat}@s.whatsapp.net", ok=True))
+        if receipt is not None:
+            self.add(t + receipt, account, build.receipt([message_id], build.jid(chat)))
+        return message_id
 
     def healthy(self, account: str) -> None:
         self.expect[account] = {"degraded": False, "reasons": []}
@@ -316,6 +327,39 @@ def scenarios() -> Iterator[tuple[Scenario, float]]:
     s.degraded("a", ["probe_send_failed"], failing_from)
     s.healthy("b")
     yield s, start + 3600
+
+    start = day8 + 9 * 3600
+    onset = start + 600
+    s = Scenario(
+        "sends_not_delivered",
+        "Three accounts send every 2 minutes: shop's messages are delivered; from 09:10 lost's"
+        " go to several chats and none is delivered (its own phone's receipt and a retry"
+        " request come back, which prove nothing);"
+        " offline sends to one customer whose phone stays off.",
+    )
+    chats = [f"155500100{n:02d}" for n in range(5)]
+    for account in ("shop", "lost", "offline"):
+        s.account(account, silence_threshold="5m")
+        s.connect(start, account)
+    for n, t in enumerate(s.every(start + 60, start + 2700, 120)):
+        sent = s.send(t, "shop", chats[n % 4], receipt=1.5)
+        if n % 3 == 0:
+            s.add(t + 40, "shop", build.receipt([sent], build.jid(chats[n % 4]), Receipt.READ))
+    for t in range(int(start) + 90, int(start) + 2700, 120):
+        s.send(t, "offline", chats[4])
+    s.add(start + 300, "shop", SendResult("", f"{chats[0]}@s.whatsapp.net", False, "timeout"))
+    first = s.send(onset, "lost", chats[0])
+    s.add(onset + 2, "lost", build.receipt([first], build.jid(chats[0]), from_me=True))
+    second = s.send(onset + 5, "lost", chats[1])
+    # the recipient's phone asks for the message again: it could not decrypt it
+    s.add(onset + 6, "lost", build.receipt([second], build.jid(chats[1]), Receipt.RETRY))
+    s.send(onset + 10, "lost", chats[2])
+    for n, t in enumerate(range(int(onset) + 127, int(start) + 2700, 120)):
+        s.send(t, "lost", chats[n % 4])
+    s.healthy("shop")
+    s.healthy("offline")
+    s.degraded("lost", ["sends_not_delivered"], onset)
+    yield s, start + 2700
 
     start = day8 + 9 * 3600
     s = Scenario(

@@ -17,8 +17,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .http import wait_http
+from .paths import REPO
 
 PROMETHEUS = "prometheus"
 ALERTMANAGER = "prometheus-alertmanager"
@@ -90,3 +94,13 @@ def post_alerts(am_url: str, alerts: list[dict[str, str]]) -> None:
     )
     with urllib.request.urlopen(request, timeout=5):
         pass
+
+
+def alertmanager_config_for(webhook_url: str) -> dict[str, Any]:
+    """The shipped Alertmanager config, with the test's receiver and short timers."""
+    config: dict[str, Any] = yaml.safe_load((REPO / "alertmanager/alertmanager.yml").read_text())
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"{webhook_url}/{receiver['name']}"
+    return config
