@@ -225,3 +225,23 @@ def receipt(wa_id: str, kind: int, *, from_me: bool = False) -> Any:
     event.MessageSource.Chat.User = "12025550123"
     event.MessageSource.Chat.Server = "s.whatsapp.net"
     return event
+
+
+async def test_a_client_message_id_whose_outbox_document_is_not_a_message_is_409(
+    make_config: ConfigFactory, tmp_path: Any, emulator_host: str, monkeypatch: Any
+) -> None:
+    """Only Firestore can hold such a document (SQLite's rows are always items)."""
+    from google.cloud import firestore
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator_host)
+    backend = Backend("firestore", tmp_path / "state", emulator_host)
+    firestore.Client(project=backend.project).collection("outbox").document("odd").set(
+        {"status": "queued", "note": "written by hand"}
+    )
+    async with send_rig(config(make_config, backend), SystemClock()) as rig:
+        status, body = await rig.send(
+            {"accountId": "sales", "to": JID, "message": "m", "clientMessageId": "odd"}
+        )
+        assert status == 409
+        assert body["error"] == "outbox_conflict"
+        assert rig.sessions["sales"].sent == []

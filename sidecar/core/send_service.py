@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sidecar.core.clock import Clock
 from sidecar.core.sender import OutboxWorker
 from sidecar.domain import outbox
-from sidecar.domain.outbox import OutboxItem, SendRate
+from sidecar.domain.outbox import OutboxItem, SendRate, UnreadableItem
 from sidecar.domain.sending import Recipient, outbox_id
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,11 @@ class Submitted:
     status: str
     duplicate: bool = False
     reason: str | None = None
+
+
+class ItemUnreadable(Exception):
+    """The clientMessageId's outbox document exists and is not an item (someone else
+    wrote it): neither a duplicate to answer nor a place to queue."""
 
 
 class SendTooFast(Exception):
@@ -81,14 +86,23 @@ class SendService:
             next_attempt_at=now,
             created_at=now,
         )
-        there = await self.worker.store.get(item.id)
+        try:
+            there = await self.worker.store.get(item.id)
+        except UnreadableItem as exc:
+            log.warning(
+                "account=%s outbox item %s is unreadable: %s", account_id, item.id, exc.field
+            )
+            raise ItemUnreadable(str(exc)) from None
         if there is None:
             rate = self._rates.setdefault(account_id, SendRate(*self._rate))
             wait = rate.wait(now)
             if wait > 0:
                 raise SendTooFast(wait)
             rate.take(now)
-            there = await self.worker.store.add(item)
+            try:
+                there = await self.worker.store.add(item)
+            except UnreadableItem as exc:
+                raise ItemUnreadable(str(exc)) from None
         if there is not None:
             return _duplicate(there, client_message_id)
         log.info("account=%s message %s queued by %s", account_id, item.id, who)

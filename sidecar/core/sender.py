@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.core.clock import Clock
+from sidecar.core.failures import Failures
 from sidecar.core.ports import OutboxStore, SendJournal, SendRefused, Session
 from sidecar.core.supervisor import sleep_unless
 from sidecar.domain import outbox
@@ -112,6 +113,11 @@ class OutboxWorker:
         self.stats = SendStats()
         self.counted = OutboxCounts()
         self._counted_tried = float("-inf")
+        # a missing index or a store that is down fails every look: one line a minute
+        self._claim_failures = Failures(
+            log, "outbox: claiming messages", "; queued messages wait (docs/sending.md)"
+        )
+        self._count_failures = Failures(log, "outbox: counting messages for the metrics")
         self._rates: dict[str, SendRate] = {}
         self._queues: dict[str, deque[OutboxItem]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
@@ -152,7 +158,9 @@ class OutboxWorker:
                 try:
                     await self.claim_once()
                 except Exception as exc:
-                    log.warning("outbox: cannot claim messages: %s", type(exc).__name__)
+                    self._claim_failures.failed(exc)
+                else:
+                    self._claim_failures.succeeded()
                 if time.monotonic() - self._counted_tried >= COUNT_INTERVAL_S:
                     self._counted_tried = time.monotonic()
                     await self.count()
@@ -178,8 +186,9 @@ class OutboxWorker:
             counts = await self.store.counts(held)
             oldest = await self.store.oldest_queued(held)
         except Exception as exc:
-            log.warning("outbox: cannot count messages: %s", type(exc).__name__)
+            self._count_failures.failed(exc)
             return
+        self._count_failures.succeeded()
         per_account: dict[str, dict[str, int]] = {account: {} for account in held}
         for account, status, n in counts:
             per_account.setdefault(account, {})[status] = n

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from sidecar.adapters.http.common import SIDECAR, json_response
 from sidecar.adapters.http.routes import BODY_LIMITS, json_body, who
-from sidecar.core.send_service import SendService, SendTooFast
+from sidecar.core.send_service import ItemUnreadable, SendService, SendTooFast
 from sidecar.domain import sending
 
 SENDING = web.AppKey("sending", SendService)
@@ -53,6 +53,13 @@ async def send_message(request: web.Request) -> web.Response:
     try:
         submitted = await request.app[SENDING].submit(
             account_id, to, thread_id, text, client_id, who(request)
+        )
+    except ItemUnreadable:
+        return _refused(
+            409,
+            "outbox_conflict",
+            "an outbox document with this clientMessageId exists and is not a message"
+            " (see the log); use another clientMessageId",
         )
     except SendTooFast as exc:
         return _refused(
