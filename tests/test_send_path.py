@@ -86,6 +86,14 @@ async def test_a_disconnected_account_queues_and_drains_once_connected(
         assert doc is not None
         assert doc["status"] == "queued"
         assert doc["key"]["id"] is None
+        await rig.worker.count()
+        assert rig.metric("whatsapp_outbox_messages", account="sales", status="queued") == 3
+        assert rig.metric("whatsapp_outbox_messages", account="sales", status="sent") == 0
+        assert rig.metric("whatsapp_outbox_messages", account="support", status="queued") == 0
+        age = rig.metric("whatsapp_outbox_oldest_queued_age_seconds", account="sales")
+        assert age is not None
+        assert 0 <= age < 60
+        assert rig.metric("whatsapp_outbox_oldest_queued_age_seconds", account="support") is None
         rig.sessions["sales"].connected = True  # a re-pair or an outage ends
         rig.worker.wake()
         await eventually(lambda: len(rig.sessions["sales"].sent) == 3, what="the queue drained")
@@ -94,6 +102,10 @@ async def test_a_disconnected_account_queues_and_drains_once_connected(
             item_id = f"q-{n}"
             item = await eventually(lambda: _sent(rig, item_id), what=f"{item_id} recorded")
             assert item.attempt_count == 1  # waiting while disconnected spent no attempt
+        await rig.worker.count()
+        assert rig.metric("whatsapp_outbox_messages", account="sales", status="sent") == 3
+        assert rig.metric("whatsapp_outbox_messages", account="sales", status="queued") == 0
+        assert rig.metric("whatsapp_outbox_oldest_queued_age_seconds", account="sales") is None
 
 
 async def _sent(rig: SendRig, item_id: str) -> OutboxItem | None:

@@ -15,6 +15,7 @@ kind) would block the queue or be claimed forever: the claim marks it ``failed``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from datetime import datetime
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 OUTBOX, THREADS, MESSAGES = "outbox", "threads", "messages"
 #: How many values one ``in`` filter may hold.
 IN_LIMIT = 30
+#: Count queries in flight at once (thousands of accounts would otherwise queue them
+#: one after the other, or all at once).
+COUNT_CONCURRENCY = 16
 
 
 class FirestoreOutbox:
@@ -163,35 +167,43 @@ class FirestoreOutbox:
     async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
         """One aggregation per account and status: Firestore counts without reading the
         documents (a read per 1,000 entries), however many sent ones there are."""
-        found: list[tuple[str, str, int]] = []
-        for account in sorted(set(accounts)):
-            for status in outbox.STATUSES:
-                query = self._outbox.where(filter=FieldFilter("accountId", "==", account)).where(
-                    filter=FieldFilter("status", "==", status)
-                )
-                counting: Any = query.count(alias="n")  # its stub types it as a class
+        slots = asyncio.Semaphore(COUNT_CONCURRENCY)
+
+        async def count(account: str, status: str) -> tuple[str, str, int]:
+            query = self._outbox.where(filter=FieldFilter("accountId", "==", account)).where(
+                filter=FieldFilter("status", "==", status)
+            )
+            counting: Any = query.count(alias="n")  # its stub types it as a class
+            async with slots:
                 results = await counting.get(timeout=self._timeout)
-                n = int(results[0][0].value) if results and results[0] else 0
-                if n:
-                    found.append((account, status, n))
-        return found
+            return account, status, int(results[0][0].value) if results and results[0] else 0
+
+        found = await asyncio.gather(
+            *(count(a, status) for a in sorted(set(accounts)) for status in outbox.STATUSES)
+        )
+        return [row for row in found if row[2]]
 
     async def oldest_queued(self, accounts: Collection[str]) -> dict[str, float]:
         """Per account, the queued item created first: one single-document query each
         (composite index: docs/sending.md)."""
-        oldest: dict[str, float] = {}
-        for account in sorted(set(accounts)):
+        slots = asyncio.Semaphore(COUNT_CONCURRENCY)
+
+        async def oldest(account: str) -> tuple[str, float | None]:
             query = (
                 self._outbox.where(filter=FieldFilter("accountId", "==", account))
                 .where(filter=FieldFilter("status", "==", outbox.QUEUED))
                 .order_by("createdAt")
                 .limit(1)
             )
-            async for snapshot in query.select(["createdAt"]).stream(timeout=self._timeout):
-                created = (snapshot.to_dict() or {}).get("createdAt")
-                if isinstance(created, datetime):
-                    oldest[account] = docs.seconds(created)
-        return oldest
+            async with slots:
+                async for snapshot in query.select(["createdAt"]).stream(timeout=self._timeout):
+                    created = (snapshot.to_dict() or {}).get("createdAt")
+                    if isinstance(created, datetime):
+                        return account, docs.seconds(created)
+            return account, None
+
+        found = await asyncio.gather(*(oldest(a) for a in sorted(set(accounts))))
+        return {account: at for account, at in found if at is not None}
 
     async def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]

@@ -112,7 +112,6 @@ class OutboxWorker:
         self._poll_s = poll_interval_s
         self.stats = SendStats()
         self.counted = OutboxCounts()
-        self._counted_tried = float("-inf")
         # a missing index or a store that is down fails every look: one line a minute
         self._claim_failures = Failures(
             log, "outbox: claiming messages", "; queued messages wait (docs/sending.md)"
@@ -153,6 +152,7 @@ class OutboxWorker:
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim and hand out until ``stopping``; then give back what was not sent."""
         stop = asyncio.create_task(stopping.wait())
+        counting = asyncio.create_task(self._count_every(stopping), name="outbox-counts")
         try:
             while not stopping.is_set():
                 try:
@@ -161,13 +161,11 @@ class OutboxWorker:
                     self._claim_failures.failed(exc)
                 else:
                     self._claim_failures.succeeded()
-                if time.monotonic() - self._counted_tried >= COUNT_INTERVAL_S:
-                    self._counted_tried = time.monotonic()
-                    await self.count()
                 await self._pause(stop)
         finally:
             self._stopping.set()
             stop.cancel()
+            counting.cancel()
             senders = list(self._senders.values())
             if senders:  # they give back what they hold; a send under way may finish
                 await asyncio.wait(senders, timeout=STOP_WAIT_S)
@@ -176,6 +174,12 @@ class OutboxWorker:
         """Return once every account's sender has ended (what was claimed is settled)."""
         while self._senders:
             await asyncio.wait(list(self._senders.values()))
+
+    async def _count_every(self, stopping: asyncio.Event) -> None:
+        """Count apart from the claims: counting many accounts takes a while."""
+        while not stopping.is_set():
+            await self.count()
+            await sleep_unless(stopping, COUNT_INTERVAL_S)
 
     async def count(self) -> None:
         """Count the held accounts' items (the metrics read the result), and let the
