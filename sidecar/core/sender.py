@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.core.clock import Clock
-from sidecar.core.failures import Failures
+from sidecar.core.failures import Failures, error_kind
 from sidecar.core.ports import OutboxStore, SendJournal, SendRefused, Session
 from sidecar.core.supervisor import sleep_unless
 from sidecar.domain import outbox
@@ -244,8 +244,10 @@ class OutboxWorker:
                     await self._settle(item, outbox.released(item, self._clock.now()))
                     continue
                 await self.attempt(item, rate)
-        except Exception:
-            log.exception("account=%s sender stopped; its claims run out", account_id)
+        except Exception as exc:  # its text may quote a document path (a JID): the kind only
+            log.error(
+                "account=%s sender stopped; its claims run out: %s", account_id, error_kind(exc)
+            )
         finally:
             queue.clear()
             self._senders.pop(account_id, None)
@@ -327,7 +329,7 @@ class OutboxWorker:
                     "account=%s outbox item %s: cannot write its outcome: %s",
                     claim.account_id,
                     claim.id,
-                    type(exc).__name__,
+                    error_kind(exc),
                 )
                 await asyncio.sleep(0.5 * 2**attempt)
         self.stats.settle_errors += 1
