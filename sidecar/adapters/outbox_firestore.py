@@ -88,27 +88,14 @@ class FirestoreOutbox:
         if not accounts or limit <= 0:
             return []
         candidates = await self._candidates(sorted(set(accounts)), now, limit)
-        taken: list[OutboxItem] = []
-        for ref in candidates:
-            if len(taken) == limit:
-                break
-            try:
-                item = await self._take(ref, now, worker, policy)
-            except ValueError as exc:
-                if not isinstance(exc.__cause__, api_exceptions.Aborted):
-                    raise
-                continue  # contended until the retries ran out: another worker has it
-            except Exception as exc:
-                if not taken:
-                    raise
-                # what is claimed must reach the caller, or it waits for its lease to run out
-                log.warning(
-                    "outbox claim stopped after %d items: %s", len(taken), type(exc).__name__
-                )
-                break
-            if item is not None:
-                taken.append(item)
-        return taken
+        if not candidates:
+            return []
+        try:
+            return await self._take(candidates, now, worker, policy, limit)
+        except ValueError as exc:
+            if not isinstance(exc.__cause__, api_exceptions.Aborted):
+                raise
+            return []  # contended until the retries ran out: other workers have them
 
     async def settle(self, claim: OutboxItem, after: OutboxItem) -> bool:
         if after.id != claim.id:
@@ -121,17 +108,19 @@ class FirestoreOutbox:
 
         @firestore.async_transactional
         async def write(tx: Any) -> bool:
-            snapshot = await ref.get(transaction=tx, timeout=self._timeout)
-            stored = (
-                await message.get(transaction=tx, timeout=self._timeout)
-                if settles_message
-                else None
-            )
+            refs = [ref, message] if settles_message else [ref]
+            found = {
+                snapshot.reference.path: snapshot  # both in one read
+                async for snapshot in self._client.get_all(
+                    refs, transaction=tx, timeout=self._timeout
+                )
+            }
+            snapshot = found[ref.path]
             if not snapshot.exists or docs.lease_of(snapshot.to_dict() or {}) != held:
                 return False
             tx.update(ref, docs.update(claim, after))
-            if stored is not None:
-                self._settle_message(tx, stored, after)
+            if settles_message:
+                self._settle_message(tx, found[message.path], after)
             return True
 
         result: bool = await write(self._client.transaction())
@@ -234,35 +223,43 @@ class FirestoreOutbox:
         return [ref for _, (_, ref) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]))]
 
     async def _take(
-        self, ref: Any, now: float, worker: str, policy: SendPolicy
-    ) -> OutboxItem | None:
-        """Claim one document if it is still claimable: re-read, decide, write, atomically."""
+        self, refs: list[Any], now: float, worker: str, policy: SendPolicy, limit: int
+    ) -> list[OutboxItem]:
+        """Claim those of ``refs`` still claimable, the earliest due first, up to
+        ``limit``: one transaction (one read of them all, one commit), so a look at the
+        outbox costs three round trips however many it claims."""
         unreadable: list[UnreadableItem] = []
+        order = {ref.id: n for n, ref in enumerate(refs)}
 
         @firestore.async_transactional
-        async def take(tx: Any) -> OutboxItem | None:
+        async def take(tx: Any) -> list[OutboxItem]:
             unreadable.clear()
-            snapshot = await ref.get(transaction=tx, timeout=self._timeout)
-            if not snapshot.exists:
-                return None
-            data = snapshot.to_dict() or {}
-            try:
-                item = docs.read(snapshot.id, data)
-            except UnreadableItem as exc:
-                if data.get("status") in (outbox.QUEUED, outbox.PROCESSING):
-                    tx.update(ref, docs.unreadable(exc, now))
-                    unreadable.append(exc)
-                return None
-            if outbox.already_sent(item):
-                tx.update(ref, docs.update(item, docs.as_stored(outbox.sent_already(item, now))))
-                return None
-            if not outbox.claimable(item, now):
-                return None
-            after = docs.as_stored(outbox.claimed(item, now, worker, policy))
-            tx.update(ref, docs.update(item, after))
-            return after
+            # the client's, not the transaction's get_all: that one awaits a generator
+            reading = self._client.get_all(refs, transaction=tx, timeout=self._timeout)
+            snapshots = [snapshot async for snapshot in reading]
+            snapshots.sort(key=lambda snapshot: order[snapshot.id])
+            taken: list[OutboxItem] = []
+            for snapshot in snapshots:
+                if not snapshot.exists:
+                    continue
+                data = snapshot.to_dict() or {}
+                try:
+                    item = docs.read(snapshot.id, data)
+                except UnreadableItem as exc:
+                    if data.get("status") in (outbox.QUEUED, outbox.PROCESSING):
+                        tx.update(snapshot.reference, docs.unreadable(exc, now))
+                        unreadable.append(exc)
+                    continue
+                if outbox.already_sent(item):
+                    after = docs.as_stored(outbox.sent_already(item, now))
+                    tx.update(snapshot.reference, docs.update(item, after))
+                elif len(taken) < limit and outbox.claimable(item, now):
+                    after = docs.as_stored(outbox.claimed(item, now, worker, policy))
+                    tx.update(snapshot.reference, docs.update(item, after))
+                    taken.append(after)
+            return taken
 
-        taken: OutboxItem | None = await take(self._client.transaction())
+        taken: list[OutboxItem] = await take(self._client.transaction())
         for exc in unreadable:
             log.warning("outbox document %s marked failed: %s", exc.item_id, exc.field)
         return taken
