@@ -26,23 +26,13 @@ from sidecar.domain.outbox import OutboxItem, SendPolicy
 
 from .support.backends import Backend, make_outbox
 from .support.paths import REPO
-from .support.sending import ScriptedWhatsApp
+from .support.sending import ScriptedWhatsApp, queued_item
 
-JID = "12025550123@s.whatsapp.net"
 LEASE_S = 60.0
 
 
 def item(n: int, now: float) -> OutboxItem:
-    return OutboxItem(
-        id=f"k-{n:03d}",
-        account_id="sales",
-        to_jid=JID,
-        thread_id=f"sales__{JID}",
-        text=f"text {n}",
-        client_message_id=f"k-{n:03d}",
-        next_attempt_at=now,
-        created_at=now,
-    )
+    return queued_item(f"k-{n:03d}", now, text=f"text {n}")
 
 
 class Later:

@@ -13,10 +13,10 @@ import pytest
 from sidecar.domain.outbox import OutboxItem
 
 from .support.config import TOKEN, ConfigFactory
-from .support.sending import SendRig, send_rig
+from .support.sending import TEST_JID, SendRig, queued_item, send_rig
 
 T0 = 1_764_068_400.0
-JID = "12025550123@s.whatsapp.net"
+JID = TEST_JID
 
 
 class ManualClock:
@@ -29,17 +29,8 @@ class ManualClock:
         return self.t
 
 
-def queued(n: int, account: str = "sales") -> OutboxItem:
-    return OutboxItem(
-        id=f"f-{n}",
-        account_id=account,
-        to_jid=JID,
-        thread_id=f"{account}__{JID}",
-        text=f"text {n}",
-        client_message_id=f"f-{n}",
-        next_attempt_at=T0,
-        created_at=T0,
-    )
+def queued(n: int) -> OutboxItem:
+    return queued_item(f"f-{n}", T0, text=f"text {n}")
 
 
 async def attempt_all(rig: SendRig) -> int:

@@ -19,8 +19,26 @@ from sidecar.config import LoadedConfig
 from sidecar.core.clock import Clock
 from sidecar.core.ports import SendRefused
 from sidecar.core.sender import OutboxWorker
+from sidecar.domain.outbox import OutboxItem
 
 from .config import TOKEN
+
+#: The recipient the send tests use (a US test number: 555-01xx is never assigned).
+TEST_JID = "12025550123@s.whatsapp.net"
+
+
+def queued_item(item_id: str, at: float, *, text: str, account: str = "sales") -> OutboxItem:
+    """An outbox item queued at ``at`` for :data:`TEST_JID`, due at once."""
+    return OutboxItem(
+        id=item_id,
+        account_id=account,
+        to_jid=TEST_JID,
+        thread_id=f"{account}__{TEST_JID}",
+        text=text,
+        client_message_id=item_id,
+        next_attempt_at=at,
+        created_at=at,
+    )
 
 
 class ScriptedWhatsApp:
