@@ -49,12 +49,16 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
             "annotations": alert_annotations(
                 config,
                 "whatsappsessiondegraded",
-                "WhatsApp account {{ $labels.account }} is connected but receives no real messages",
-                "The sidecar judges the session of {{ $labels.account }} deaf: it stays connected and"
-                " protocol traffic arrives, but no real message has come for longer than its threshold."
-                " Messages sent to this number are probably not reaching you. (With the reason"
-                " sends_not_delivered, the messages it sends are not delivered: the"
-                " WhatsappSendsNotDelivered ticket has the details.)" + repair,
+                "WhatsApp account {{ $labels.account }} is connected but deaf: messages are not"
+                " getting through",
+                "The sidecar judges the session of {{ $labels.account }} deaf: it stays connected,"
+                " but the evidence (the reasons annotation) says messages are not getting through."
+                " silence_with_protocol_traffic, never_real_with_protocol_traffic: protocol"
+                " traffic arrives but no real message has come for longer than its threshold, so"
+                " messages sent to this number are probably not reaching you. probe_*: the canary"
+                " probes between two accounts are lost. sends_not_delivered: what it sends is"
+                " accepted by WhatsApp but not delivered to several chats (the"
+                " WhatsappSendsNotDelivered ticket has the details)." + repair,
                 repair=True,
             )
             | {

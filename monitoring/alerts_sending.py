@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitoring.common import BY_ACCOUNT, alert_annotations, repair_line
+from monitoring.common import BY_ACCOUNT, alert_annotations
 from monitoring.config import MonitoringConfig
 
 
@@ -37,7 +37,9 @@ def sends_not_delivered(config: MonitoringConfig) -> dict[str, Any]:
             " are undelivered now. One recipient whose phone is off never raises this."
             " Customers are probably not getting this account's messages. The page for this"
             " cause is WhatsappSessionDegraded (reason sends_not_delivered), which also starts"
-            " the sidecar's reconnect; this ticket carries the details." + repair_line(config),
+            " the sidecar's reconnect; this ticket carries the details. Check the runbook"
+            " before re-pairing: a number WhatsApp restricted does not recover by re-pairing"
+            " (stop sending from it).",
             repair=True,
         ),
     }
@@ -85,8 +87,8 @@ def outbox_stuck(config: MonitoringConfig) -> dict[str, Any]:
             " {{ $value | humanizeDuration }}{{ else }}"
             '{{ $value | printf "%.0f" }} more failed{{ end }}.'
             " The app shows them queued or failed; customers do not get them. The outbox"
-            " documents' attemptCount and lastError say why.",
-            repair=False,
+            " documents' attemptCount and lastError say why (runbook).",
+            repair=True,
         ),
     }
 

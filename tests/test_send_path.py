@@ -86,6 +86,11 @@ async def test_a_disconnected_account_queues_and_drains_once_connected(
         assert doc is not None
         assert doc["status"] == "queued"
         assert doc["key"]["id"] is None
+        thread, _ = backend.read()[THREAD]
+        assert thread is not None
+        assert thread["lastMessageDirection"] == "outbound"
+        assert (thread["phoneE164"], thread["isLid"]) == ("+12025550123", False)
+        assert "lastMessageText" not in thread  # the last received text stays
         await rig.worker.count()
         assert rig.metric("whatsapp_outbox_messages", account="sales", status="queued") == 3
         assert rig.metric("whatsapp_outbox_messages", account="sales", status="sent") == 0
@@ -121,7 +126,7 @@ async def test_a_repeated_client_message_id_is_never_sent_twice(
         status, first = await rig.send(body)
         assert status == 200
         assert first["status"] == "sent"
-        status, again = await rig.send(body | {"message": "once, changed"})
+        status, again = await rig.send(body | {"to": "+1 202 555 0123"})  # the same recipient
         assert status == 200
         assert again == {
             "success": True,
@@ -134,6 +139,25 @@ async def test_a_repeated_client_message_id_is_never_sent_twice(
         assert len(rig.sessions["sales"].sent) == 1
         # the outbox id is the clientMessageId made safe, as the existing backend makes it
         assert (await rig.worker.store.get("a_b_c")) is not None
+
+
+async def test_a_client_message_id_naming_another_message_is_409_never_a_silent_drop(
+    make_config: ConfigFactory, backend: Backend
+) -> None:
+    async with send_rig(config(make_config, backend), SystemClock(), connected=False) as rig:
+        body = {"accountId": "sales", "to": JID, "message": "first", "clientMessageId": "o/7"}
+        assert (await rig.send(body))[0] == 200
+        for other in (
+            {"accountId": "support"},  # another account
+            {"message": "second"},  # another text
+            {"to": "+12025550199"},  # another recipient
+            {"clientMessageId": "o.7"},  # another id, the same document id once made safe
+        ):
+            status, answer = await rig.send(body | other)
+            assert status == 409, other
+            assert answer["error"] == "client_message_id_reused"
+            assert "o/7" not in answer["message"]
+        assert await rig.worker.store.counts(["sales", "support"]) == [("sales", "queued", 1)]
 
 
 async def test_a_message_the_app_queued_in_the_outbox_is_sent_and_its_fields_kept(

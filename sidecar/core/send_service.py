@@ -11,6 +11,7 @@ is never sent twice.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from sidecar.core.clock import Clock
@@ -43,12 +44,20 @@ class ItemUnreadable(Exception):
     wrote it): neither a duplicate to answer nor a place to queue."""
 
 
+class IdReused(Exception):
+    """The clientMessageId names another message: another account's, another
+    recipient or text, or an id that differs only in characters a document id cannot
+    hold (``order/7`` and ``order.7`` are both ``order_7``). Answering it as a duplicate
+    would drop this message silently."""
+
+
 class SendTooFast(Exception):
     """The account's send rate is spent; ``retry_after`` seconds until the next."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"too many messages for this account; retry in {retry_after:.0f} s")
-        self.retry_after = retry_after
+    def __init__(self, wait_s: float) -> None:
+        #: Whole seconds, as ``Retry-After`` takes them (rounded up: never "0 s").
+        self.retry_after = max(1, math.ceil(wait_s))
+        super().__init__(f"too many messages for this account; retry in {self.retry_after} s")
 
 
 class SendService:
@@ -104,6 +113,8 @@ class SendService:
             except UnreadableItem as exc:
                 raise ItemUnreadable(str(exc)) from None
         if there is not None:
+            if not _same_message(there, item):
+                raise IdReused(item.id)
             return _duplicate(there, client_message_id)
         log.info("account=%s message %s queued by %s", account_id, item.id, who)
         if not self.worker.connected(account_id):
@@ -116,6 +127,17 @@ class SendService:
         if after.status == outbox.SENT and after.provider_message_id:
             return Submitted(after.provider_message_id, client_message_id, False, outbox.SENT)
         return Submitted(item.id, client_message_id, False, after.status, reason=after.last_error)
+
+
+def _same_message(there: OutboxItem, asked: OutboxItem) -> bool:
+    """A repeat of the same request: same account, clientMessageId, recipient and text
+    (the thread may differ: a caller may name it or not)."""
+    return (
+        there.account_id == asked.account_id
+        and there.client_message_id == asked.client_message_id
+        and there.to_jid == asked.to_jid
+        and there.text == asked.text
+    )
 
 
 def _duplicate(there: OutboxItem, client_message_id: str) -> Submitted:

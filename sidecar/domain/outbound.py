@@ -85,11 +85,16 @@ def thread_fields(item: OutboxItem) -> dict[str, Any]:
     """The thread's update when a message is queued: the existing backend marks the
     thread's last message outbound and keeps the last *received* text."""
     at_ms = round((item.created_at or 0.0) * 1000)
-    return {
+    user, _, server = item.to_jid.rpartition("@")
+    fields: dict[str, Any] = {
         "accountId": item.account_id,
         "clientJid": item.to_jid,
+        "isLid": server == "lid",
         "lastMessageAt": Timestamp(at_ms),
         "lastMessageAtMs": at_ms,
         "lastMessageDirection": "outbound",
         "updatedAt": SERVER_TIME,
     }
+    if server == "s.whatsapp.net":  # as the receive side writes a one-to-one phone chat
+        fields["phoneE164"] = f"+{user}"
+    return fields

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from sidecar.adapters.http.common import SIDECAR, json_response
 from sidecar.adapters.http.routes import BODY_LIMITS, json_body, who
-from sidecar.core.send_service import ItemUnreadable, SendService, SendTooFast
+from sidecar.core.send_service import IdReused, ItemUnreadable, SendService, SendTooFast
 from sidecar.domain import sending
 
 SENDING = web.AppKey("sending", SendService)
@@ -61,10 +61,16 @@ async def send_message(request: web.Request) -> web.Response:
             "an outbox document with this clientMessageId exists and is not a message"
             " (see the log); use another clientMessageId",
         )
-    except SendTooFast as exc:
+    except IdReused:
         return _refused(
-            429, "rate_limited", str(exc), **{"Retry-After": str(max(1, round(exc.retry_after)))}
+            409,
+            "client_message_id_reused",
+            "this clientMessageId already names another message (another account, recipient"
+            " or text, or an id that differs only in characters outside A-Z a-z 0-9 _ -);"
+            " use another clientMessageId",
         )
+    except SendTooFast as exc:
+        return _refused(429, "rate_limited", str(exc), **{"Retry-After": str(exc.retry_after)})
     body: dict[str, object] = {
         "success": submitted.status != "failed",
         "messageId": submitted.message_id,
