@@ -96,6 +96,8 @@ class Config(_Strict):
                 probe=probes.get(account.id),
                 expects_probes=expected.get(account.id),
                 delivery_timeout_s=self.send.delivery_timeout,
+                source=account.source,
+                store_messages=account.stores_messages,
             )
             for account in self.accounts
         ]
@@ -150,6 +152,7 @@ def _probe_peers(accounts: Any) -> list[str]:
     if not isinstance(accounts, list):
         return []
     ids = [a.get("id") for a in accounts if isinstance(a, dict)]
+    ingest = {a.get("id") for a in accounts if isinstance(a, dict) and a.get("source") == "ingest"}
     problems = []
     receivers: dict[str, int] = {}
     for index, account in enumerate(accounts):
@@ -161,6 +164,11 @@ def _probe_peers(accounts: Any) -> list[str]:
             problems.append(f"accounts[{index}].probe.peer: an account cannot probe itself")
         elif peer not in ids:
             problems.append(f"accounts[{index}].probe.peer: {peer!r} is not a configured account")
+        elif peer in ingest:
+            problems.append(
+                f"accounts[{index}].probe.peer: {peer!r} is an ingest account: the sidecar"
+                " holds no session for it, so it cannot tell its probes"
+            )
         elif peer in receivers:
             problems.append(
                 f"accounts[{index}].probe.peer: {peer!r} already receives probes from"

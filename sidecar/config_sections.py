@@ -185,6 +185,27 @@ class AccountConfig(_Strict):
     #: Environment variable holding a Postgres URL for this account's session
     #: store (one database per account: neonize resumes the first device it finds).
     postgres_url_env: str | None = None
+    #: ``neonize``: the sidecar holds the session; ``ingest``: another gateway holds it
+    #: and posts its events to ``/api/ingest/{format}/{id}`` (docs/ingest.md).
+    source: Literal["neonize", "ingest"] = "neonize"
+    #: Store the account's real messages; by default yes for a session the sidecar
+    #: holds, no for an ingest account (its gateway stores them already).
+    store_messages: bool | None = None
+
+    @model_validator(mode="after")
+    def _ingest_holds_no_session(self) -> AccountConfig:
+        if self.source == "ingest":
+            if self.probe is not None:
+                raise ValueError(
+                    "an ingest account cannot send probes (the sidecar holds no session for it)"
+                )
+            if self.postgres_url_env is not None:
+                raise ValueError("an ingest account has no session store (postgres_url_env)")
+        return self
+
+    @property
+    def stores_messages(self) -> bool:
+        return self.store_messages if self.store_messages is not None else self.source != "ingest"
 
 
 class SendConfig(_Strict):

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from sidecar import testing as build
 from sidecar.adapters.auth import Authenticator, Principal, StaticTokens
 from sidecar.adapters.http import (
+    INGEST_BODY_BYTES,
     NO_BODY_BYTES,
     PAIR_CODE_BODY_BYTES,
     READY,
@@ -241,6 +242,7 @@ ENDPOINTS = [
     Endpoint("GET", "/api/whatsapp/accounts/sales/pair/events", True, NO_BODY_BYTES),
     Endpoint("POST", "/api/alertmanager/webhook", True, WEBHOOK_BODY_BYTES),
     Endpoint("POST", "/api/whatsapp/send-message", True, SEND_BODY_BYTES),
+    Endpoint("POST", "/api/ingest/baileys/sales", True, INGEST_BODY_BYTES),
     Endpoint("GET", "/", False, NO_BODY_BYTES),
     Endpoint("GET", "/static/common.js", False, NO_BODY_BYTES),
     Endpoint("GET", "/static/style.css", False, NO_BODY_BYTES),
@@ -251,6 +253,7 @@ JSON_ENDPOINTS = [
     BY_NAME["POST /api/whatsapp/accounts/sales/pair-code"],
     BY_NAME["POST /api/alertmanager/webhook"],
     BY_NAME["POST /api/whatsapp/send-message"],
+    BY_NAME["POST /api/ingest/baileys/sales"],
 ]
 STREAM = BY_NAME["GET /api/whatsapp/accounts/sales/pair/events"]
 
@@ -267,7 +270,12 @@ def test_every_route_is_on_the_list(assembly: Assembly) -> None:
         repairs=build_repairs(assembly, RecordingControl()),
     )
     routes = {
-        (route.method, route.resource.canonical.replace("{account_id}", "sales"))
+        (
+            route.method,
+            route.resource.canonical.replace("{account_id}", "sales").replace(
+                "{format}", "baileys"
+            ),
+        )
         for route in app.router.routes()
         if route.method != "HEAD" and route.resource is not None
     }

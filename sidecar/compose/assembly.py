@@ -27,6 +27,7 @@ from sidecar.adapters.sqlite_state import SqliteStateStore
 from sidecar.adapters.store_sqlite import SqliteMessageStore
 from sidecar.config import LoadedConfig, RateLimitConfig
 from sidecar.core.clock import Clock
+from sidecar.core.ingest import Ingest
 from sidecar.core.ports import (
     AccountControl,
     MessageStore,
@@ -64,6 +65,7 @@ class Assembly:
     replay_errors: ReplayErrors
     storage: Storage | None = None
     sending: SendService | None = None
+    ingest: Ingest | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -204,4 +206,5 @@ def build_app(
             config.http.event_streams.total, config.http.event_streams.per_principal
         ),
         sending=assembly.sending,
+        ingest_events=assembly.ingest,
     )

@@ -26,6 +26,7 @@ from sidecar.compose.assembly import Assembly
 from sidecar.core.clock import ReplayClock
 from sidecar.core.control import LiveControl
 from sidecar.core.failures import error_kind
+from sidecar.core.ingest import Ingest
 from sidecar.core.live import Background, LiveAccounts
 from sidecar.core.ports import (
     OutboxStore,
@@ -79,7 +80,14 @@ def live_source(
     )
     control = LiveControl()
     supervisors, delivers = [], {}
+    ingest_accounts = [a for a in sidecar.account_ids if sidecar.settings(a).source == "ingest"]
+    for account_id in ingest_accounts:  # their sessions live in another gateway
+        delivers[account_id] = _deliverer(sidecar, account_id, recorder)
+    if ingest_accounts:
+        assembly.ingest = Ingest(ingest_accounts, lambda a, event: delivers[a](event))
     for account_id in sidecar.account_ids:
+        if account_id in delivers:
+            continue
         store = _session_store(assembly, account_id)
         try:
             store.prepare()
@@ -118,7 +126,7 @@ def live_source(
         assembly,
         worker_id=worker_id,
         held=lambda: running[0].held(),
-        sessions=lambda account_id: by_id[account_id].session,
+        sessions=lambda account_id: s.session if (s := by_id.get(account_id)) else None,
         deliver=lambda account_id, event: delivers[account_id](event),
     )
     accounts = LiveAccounts(

@@ -61,6 +61,9 @@ class Sidecar:
         self._restored = self._restore()
         self._pipeline = EventPipeline(self._states)
         if storage is not None:
+            storage.listener.leave_out(
+                {a for a, s in self._settings.items() if not s.store_messages}
+            )
             self._pipeline.add_message_listener(storage.listener)
         self._history_lock = threading.Lock()
         self._history: dict[str, deque[VerdictChange]] = {

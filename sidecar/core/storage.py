@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from sidecar.core.failures import Failures
@@ -44,10 +44,17 @@ class StorageListener:
         self._stats = stats
         self._failures: dict[str, Failures] = {}
         self._lock = threading.Lock()
+        self._unstored: frozenset[str] = frozenset()
+
+    def leave_out(self, account_ids: Iterable[str]) -> None:
+        """Never store these accounts' messages (``store_messages: false``)."""
+        self._unstored = frozenset(account_ids)
 
     def on_message(
         self, account_id: str, event: Any, classification: Classification, received_at: float
     ) -> None:
+        if account_id in self._unstored:
+            return
         records = build_records(account_id, event, classification)
         if records is None:
             return

@@ -75,6 +75,11 @@ class AccountSettings:
     #: A send the server accepted and no receipt proved delivered this long after is
     #: counted undelivered.
     delivery_timeout_s: float = 300.0
+    #: ``neonize`` (the sidecar holds the session) or ``ingest`` (another gateway posts
+    #: its events).
+    source: str = "neonize"
+    #: Whether its real messages are stored.
+    store_messages: bool = True
 
 
 @dataclass(frozen=True, slots=True)

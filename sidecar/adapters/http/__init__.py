@@ -1,5 +1,5 @@
 """The HTTP side: /metrics, liveness and readiness, the account API, the re-pair flow,
-the send endpoint.
+the send endpoint, the ingest endpoint.
 
 Errors are JSON ``{"error": "..."}`` and never echo what the client sent
 (an unknown account id could be a phone number), not even for requests
@@ -19,17 +19,19 @@ The pair page's event streams are capped per principal and in all
 The modules, each importing only those listed before it: ``common`` (app keys,
 limits, the error shape), ``streams`` (the event streams' caps and shared views),
 ``hardening`` (aiohttp's connection handling, the one place that touches its
-internals), ``routes``, ``send``, ``pages``, ``middleware``, ``app``.
+internals), ``routes``, ``send``, ``ingest``, ``pages``, ``middleware``, ``app``.
 """
 
 from sidecar.adapters.http.app import create_app
 from sidecar.adapters.http.common import READY, HttpLimits
 from sidecar.adapters.http.hardening import HardenedAppRunner
+from sidecar.adapters.http.ingest import INGEST_BODY_BYTES
 from sidecar.adapters.http.routes import NO_BODY_BYTES, PAIR_CODE_BODY_BYTES, WEBHOOK_BODY_BYTES
 from sidecar.adapters.http.send import SEND_BODY_BYTES
 from sidecar.adapters.http.streams import StreamLimits
 
 __all__ = [
+    "INGEST_BODY_BYTES",
     "NO_BODY_BYTES",
     "PAIR_CODE_BODY_BYTES",
     "READY",

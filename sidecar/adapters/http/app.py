@@ -23,6 +23,7 @@ from sidecar.adapters.http.common import (
     Render,
 )
 from sidecar.adapters.http.hardening import expect_nothing_yet
+from sidecar.adapters.http.ingest import INGEST, ingest
 from sidecar.adapters.http.middleware import limit_body, require_token, respond_safely
 from sidecar.adapters.http.pages import account_page, page, pair_events
 from sidecar.adapters.http.routes import (
@@ -39,6 +40,7 @@ from sidecar.adapters.http.routes import (
 from sidecar.adapters.http.send import SENDING, send_message
 from sidecar.adapters.http.streams import FEED, STREAMS, PairFeed, StreamLimits, StreamSlots
 from sidecar.adapters.ratelimit import FailureLimiter
+from sidecar.core.ingest import Ingest
 from sidecar.core.repair import Repairs
 from sidecar.core.send_service import SendService
 from sidecar.core.service import Sidecar
@@ -54,6 +56,7 @@ def create_app(
     limits: HttpLimits | None = None,
     streams: StreamLimits | None = None,
     sending: SendService | None = None,
+    ingest_events: Ingest | None = None,
 ) -> web.Application:
     """The aiohttp application; the caller adds background tasks to ``cleanup_ctx``.
 
@@ -97,6 +100,9 @@ def create_app(
     if sending is not None:
         app[SENDING] = sending
     post("/api/whatsapp/send-message", send_message)  # says so when sending is off
+    if ingest_events is not None:
+        app[INGEST] = ingest_events
+    post("/api/ingest/{format}/{account_id}", ingest)
     if repairs is not None:
         app[REPAIRS] = repairs
         app[STREAMS] = StreamSlots(streams or StreamLimits())

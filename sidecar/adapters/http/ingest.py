@@ -1,0 +1,61 @@
+"""``POST /api/ingest/{format}/{accountId}``: events of an account whose session lives in
+another gateway (docs/ingest.md). The same bearer token as the rest of the API.
+
+Answers say how many events were taken, duplicates skipped (gateways retry), and what
+was left out; a body that is not what the format says is 400 (a gateway does not retry
+it), an unknown event name 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+
+from sidecar.adapters.http.common import SIDECAR, json_error, json_response
+from sidecar.adapters.http.routes import BODY_LIMITS, json_body
+from sidecar.adapters.ingest import baileys
+from sidecar.core.ingest import Ingest
+
+INGEST = web.AppKey("ingest", Ingest)
+#: A history or a burst of messages in one request, as JSON with media keys in base64.
+INGEST_BODY_BYTES = 8 * 1024 * 1024
+#: Events one request may carry; past it the request is refused whole (413).
+MAX_EVENTS = 5_000
+#: Each format's converter: body -> what it stands for.
+FORMATS: dict[str, Callable[..., baileys.Converted]] = {"baileys": baileys.convert}
+
+
+async def ingest(request: web.Request) -> web.Response:
+    fmt, account_id = request.match_info["format"], request.match_info["account_id"]
+    converter = FORMATS.get(fmt)
+    if converter is None:
+        return json_error(404, "unknown ingest format (known: baileys)")
+    if not request.app[SIDECAR].has_account(account_id):
+        raise web.HTTPNotFound(reason="Unknown account")
+    body = await json_body(request)  # read whatever the answer: the connection stays usable
+    service = request.app.get(INGEST)
+    if service is None or account_id not in service.accounts:
+        return json_error(409, "this account's source is not ingest (accounts[].source)")
+    try:
+        converted = converter(body)
+    except baileys.UnknownEvent as exc:
+        return json_error(422, str(exc))
+    except baileys.BadIngest as exc:
+        return json_error(400, str(exc))
+    if len(converted.events) > MAX_EVENTS:
+        return json_error(413, f"more than {MAX_EVENTS} events in one request: send them apart")
+    # the handlers take a few microseconds an event; a big batch goes to a thread
+    taken = await asyncio.to_thread(service.take, account_id, converted.events)
+    return json_response(
+        {
+            "accepted": taken.accepted,
+            "duplicates": taken.duplicates,
+            "ignored": converted.ignored,
+            "unreadable": converted.unreadable,
+        }
+    )
+
+
+BODY_LIMITS[ingest] = INGEST_BODY_BYTES  # registered beside the endpoint it is for

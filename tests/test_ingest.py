@@ -1,0 +1,183 @@
+"""Accounts whose session lives in another gateway (issue 17): Baileys' events posted to
+``/api/ingest/baileys/{account}`` count, judge and change state exactly as the same
+events from a neonize session do."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
+
+from sidecar import testing as build
+from sidecar.compose import Assembly, assemble, build_app, live_source
+from sidecar.core.clock import ReplayClock
+
+from .support.cases import CASES
+from .support.config import TOKEN, ConfigFactory
+from .support.gateway_json import protobufjs_json, raw_json
+
+SHAPES = [(name, content) for name, content, _, _, _ in CASES if content is not None]
+FORMS: dict[str, Callable[[e2e.Message], dict[str, Any]]] = {
+    "gw-protobufjs": protobufjs_json,
+    "gw-buffers": raw_json,
+    "gw-index-maps": lambda message: raw_json(message, index_maps=True),
+}
+CHAT = "12025550123@s.whatsapp.net"
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def served(
+    make_config: ConfigFactory, clock: ReplayClock
+) -> AsyncIterator[tuple[Assembly, Client]]:
+    loaded = make_config([{"id": name, "source": "ingest"} for name in FORMS] + [{"id": "live"}])
+    assembly = assemble(loaded, clock, storage=False)
+    live_source(assembly, None)  # wires the ingest accounts as `run` does; nothing connects
+    async with TestClient(TestServer(build_app(assembly))) as client:
+        yield assembly, client
+    assembly.close()
+
+
+async def post(client: Client, path: str, body: Any, token: str | None = TOKEN) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with client.post(path, json=body, headers=headers) as reply:
+        return reply.status, await reply.json()
+
+
+def upsert(messages: Any) -> dict[str, Any]:
+    return {"event": "messages.upsert", "data": {"type": "notify", "messages": messages}}
+
+
+def wa_message(n: int, content: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key": {"remoteJid": CHAT, "fromMe": False, "id": f"3EB0{n:016X}"},
+        "messageTimestamp": 1_764_068_400 + n,
+        "pushName": "Test Person",
+        "message": content,
+    }
+
+
+def received(assembly: Assembly, account: str) -> dict[tuple[str, str], float]:
+    counts = {}
+    for metric in assembly.metrics.registry.collect():
+        if metric.name != "whatsapp_messages_received":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["account"] == account:
+                counts[sample.labels["class"], sample.labels["kind"]] = sample.value
+    return counts
+
+
+async def test_every_classifier_shape_counts_the_same_whichever_way_it_arrived(
+    served: tuple[Assembly, Client], clock: ReplayClock
+) -> None:
+    assembly, client = served
+    for n, (_, content) in enumerate(SHAPES):
+        assembly.sidecar.handle("live", build.message_event(content), clock.now())
+    for account, form in FORMS.items():
+        batch = [wa_message(n, form(content)) for n, (_, content) in enumerate(SHAPES)]
+        status, answer = await post(client, f"/api/ingest/baileys/{account}", upsert(batch))
+        assert status == 200, answer
+        assert answer == {
+            "accepted": len(SHAPES),
+            "duplicates": 0,
+            "ignored": 0,
+            "unreadable": 0,
+        }
+    expected = received(assembly, "live")
+    assert sum(expected.values()) == len(SHAPES)
+    for account in FORMS:
+        assert received(assembly, account) == expected, account
+
+
+async def test_a_gateways_retry_is_not_counted_twice(
+    served: tuple[Assembly, Client],
+) -> None:
+    assembly, client = served
+    batch = upsert([wa_message(n, {"conversation": f"hi {n}"}) for n in range(3)])
+    assert (await post(client, "/api/ingest/baileys/gw-protobufjs", batch))[0] == 200
+    status, again = await post(client, "/api/ingest/baileys/gw-protobufjs", batch)
+    assert status == 200
+    assert (again["accepted"], again["duplicates"]) == (0, 3)
+    assert received(assembly, "gw-protobufjs")[("real", "conversation")] == 3
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        ({"connection": "open"}, "connected"),
+        ({"connection": "close", "lastDisconnect": {"statusCode": 401}}, "logged_out"),
+        (
+            {"connection": "close", "lastDisconnect": {"error": {"output": {"statusCode": 440}}}},
+            "replaced",
+        ),
+        ({"connection": "close", "lastDisconnect": {"statusCode": 428}}, "disconnected"),
+        ({"qr": "2@fake-qr-code"}, "qr_pending"),
+    ],
+)
+async def test_the_gateways_connection_events_drive_the_state(
+    served: tuple[Assembly, Client], data: dict[str, Any], status: str
+) -> None:
+    assembly, client = served
+    body = {"event": "connection.update", "data": data}
+    code, _ = await post(client, "/api/ingest/baileys/gw-buffers", body)
+    assert code == 200
+    assert assembly.sidecar.health("gw-buffers").status.value == status
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "token", "status", "error"),
+    [
+        (
+            "/api/ingest/baileys/gw-buffers",
+            {"event": "creds.update", "data": {}},
+            TOKEN,
+            400,
+            "private keys",
+        ),
+        ("/api/ingest/baileys/gw-buffers", {"event": "no.such", "data": {}}, TOKEN, 422, "unknown"),
+        ("/api/ingest/baileys/gw-buffers", {"data": {}}, TOKEN, 400, "expected"),
+        ("/api/ingest/baileys/gw-buffers", upsert("x"), TOKEN, 400, "list"),
+        ("/api/ingest/baileys/live", upsert([]), TOKEN, 409, "not ingest"),
+        ("/api/ingest/baileys/nobody", upsert([]), TOKEN, 404, "unknown account"),
+        ("/api/ingest/wacli/gw-buffers", upsert([]), TOKEN, 404, "unknown ingest format"),
+        ("/api/ingest/baileys/nobody", upsert([]), None, 401, "unauthorized"),
+    ],
+)
+async def test_bad_requests_get_a_clear_answer_and_change_nothing(
+    served: tuple[Assembly, Client],
+    path: str,
+    body: Any,
+    token: str | None,
+    status: int,
+    error: str,
+) -> None:
+    assembly, client = served
+    got, answer = await post(client, path, body, token)
+    assert got == status
+    assert error in answer["error"]
+    assert sum(received(assembly, "gw-buffers").values()) == 0
+
+
+async def test_unreadable_messages_are_counted_and_the_rest_taken(
+    served: tuple[Assembly, Client],
+) -> None:
+    assembly, client = served
+    batch = upsert(
+        [
+            wa_message(1, {"conversation": "ok"}),
+            {"key": {"remoteJid": CHAT}},  # no id
+            "not a message",
+            {"key": {"remoteJid": CHAT, "id": "STUB"}, "messageStubType": 2},  # undecryptable
+            {"key": {"remoteJid": CHAT, "id": "OTHER"}, "messageStubType": 27},
+        ]
+    )
+    status, answer = await post(client, "/api/ingest/baileys/gw-buffers", batch)
+    assert status == 200
+    assert answer == {"accepted": 2, "duplicates": 0, "ignored": 1, "unreadable": 2}
+    counts = received(assembly, "gw-buffers")
+    assert counts[("real", "conversation")] == 1
+    assert counts[("other", "undecodable")] == 1
