@@ -525,7 +525,9 @@ def test_random_bytes_that_decode_are_handled_like_any_event(fed: Fed) -> None:
         feed_one(fed, "sales", event, name)
 
     check()
-    assert len(decoded) > 50  # protobuf is lenient: much damage still decodes
+    # protobuf is lenient: much damage still decodes (about 50 of 300 tries here; how many
+    # depends on what hypothesis draws, so the bound leaves room)
+    assert len(decoded) > 20
 
 
 def with_bad_utf8(event: ProtoMessage, *placeholders: bytes) -> bytes:
