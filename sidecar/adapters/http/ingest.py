@@ -15,7 +15,7 @@ from aiohttp import web
 
 from sidecar.adapters.http.common import SIDECAR, json_error, json_response
 from sidecar.adapters.http.routes import BODY_LIMITS, json_body
-from sidecar.adapters.ingest import baileys
+from sidecar.adapters.ingest import baileys, evolution
 from sidecar.core.ingest import Ingest
 
 INGEST = web.AppKey("ingest", Ingest)
@@ -24,14 +24,17 @@ INGEST_BODY_BYTES = 8 * 1024 * 1024
 #: Events one request may carry; past it the request is refused whole (413).
 MAX_EVENTS = 5_000
 #: Each format's converter: body -> what it stands for.
-FORMATS: dict[str, Callable[..., baileys.Converted]] = {"baileys": baileys.convert}
+FORMATS: dict[str, Callable[..., baileys.Converted]] = {
+    "baileys": baileys.convert,
+    "evolution": evolution.convert,
+}
 
 
 async def ingest(request: web.Request) -> web.Response:
     fmt, account_id = request.match_info["format"], request.match_info["account_id"]
     converter = FORMATS.get(fmt)
     if converter is None:
-        return json_error(404, "unknown ingest format (known: baileys)")
+        return json_error(404, "unknown ingest format (known: baileys, evolution)")
     if not request.app[SIDECAR].has_account(account_id):
         raise web.HTTPNotFound(reason="Unknown account")
     body = await json_body(request)  # read whatever the answer: the connection stays usable

@@ -123,7 +123,7 @@ def _messages(data: Any, out: Converted, now: float) -> None:
     if not isinstance(data, Mapping) or not isinstance(data.get("messages"), list):
         raise BadIngest("messages.upsert: 'data.messages' must be a list")
     for message in data["messages"]:
-        converted = _message(message, now)
+        converted = message_of(message, now)
         if converted is None:
             out.unreadable += 1
         elif isinstance(converted, tuple):
@@ -132,7 +132,7 @@ def _messages(data: Any, out: Converted, now: float) -> None:
             out.ignored += 1
 
 
-def _message(message: Any, now: float) -> tuple[Any, MessageKey] | bool | None:
+def message_of(message: Any, now: float) -> tuple[Any, MessageKey] | bool | None:
     """The event a WAMessage stands for; None when it cannot be read, False when it is
     no message event (a stub of another kind)."""
     if not isinstance(message, Mapping) or not isinstance(message.get("key"), Mapping):
@@ -169,10 +169,14 @@ def _connection(data: Any, out: Converted) -> None:
     if state == "open":
         out.events.append((events.connected(), None))
     elif state == "close":
-        made = _CLOSED.get(_close_code(data.get("lastDisconnect")) or 0, events.disconnected)
-        out.events.append((made(), None))
+        out.events.append((closed(_close_code(data.get("lastDisconnect"))), None))
     elif not isinstance(qr, str):
         out.ignored += 1  # connecting, isOnline, receivedPendingNotifications ...
+
+
+def closed(code: int | None) -> Any:
+    """The event a connection closed with ``code`` stands for."""
+    return _CLOSED.get(code or 0, events.disconnected)()
 
 
 def _close_code(last: Any) -> int | None:
