@@ -4,6 +4,7 @@ events from a neonize session do."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -181,3 +182,38 @@ async def test_unreadable_messages_are_counted_and_the_rest_taken(
     counts = received(assembly, "gw-buffers")
     assert counts[("real", "conversation")] == 1
     assert counts[("other", "undecodable")] == 1
+
+
+async def test_ingest_events_are_recorded_and_replay_to_the_same_counts(
+    make_config: ConfigFactory, clock: ReplayClock, tmp_path: Any
+) -> None:
+    """`run --record` writes what an ingest account's gateway posted as the neonize
+    events it stood for: `replay` of that capture gives the same numbers."""
+    from sidecar.adapters.capture import capture_records
+    from sidecar.core.replay import Replayer
+
+    loaded = make_config([{"id": "gw-protobufjs", "source": "ingest"}])
+    assembly = assemble(loaded, clock, storage=False)
+    capture = tmp_path / "ingest.jsonl"
+    source, _ = live_source(assembly, capture)
+    async with TestClient(TestServer(build_app(assembly))) as client:
+        batch = [wa_message(n, protobufjs_json(content)) for n, (_, content) in enumerate(SHAPES)]
+        status, _ = await post(client, "/api/ingest/baileys/gw-protobufjs", upsert(batch))
+        assert status == 200
+        body = {"event": "connection.update", "data": {"connection": "open"}}
+        assert (await post(client, "/api/ingest/baileys/gw-protobufjs", body))[0] == 200
+    live = received(assembly, "gw-protobufjs")
+    stop = asyncio.Event()
+    stop.set()
+    await source(stop)  # stops at once and closes the recording
+    assembly.close()
+
+    again = assemble(loaded, ReplayClock(speed=0), storage=False)
+    report = await Replayer(again.sidecar, ReplayClock(speed=0), again.replay_errors).run(
+        capture_records(capture)
+    )
+    assert report.errors == 0
+    assert received(again, "gw-protobufjs") == live
+    assert sum(live.values()) == len(SHAPES)
+    assert again.sidecar.health("gw-protobufjs").status.value == "connected"
+    again.close()
