@@ -32,6 +32,8 @@ from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ProtocolMessage
 
+from sidecar.adapters.ingest import events as ingest_events
+
 FICTIONAL_PHONE = "12025550100"
 OWN_PHONE = "12025550199"
 _ids = itertools.count(1)
@@ -72,17 +74,11 @@ def message_info(
 ) -> MessageInfo:
     chat = chat or jid(FICTIONAL_PHONE)
     sender = sender or (jid(OWN_PHONE) if from_me else chat)
-    return MessageInfo(
-        MessageSource=message_source(chat, sender, from_me=from_me, is_group=is_group),
-        ID=message_id or f"3EB0{next(_ids):016X}",
-        ServerID=0,
-        Type="text",
-        Pushname=push_name,
-        Timestamp=timestamp_ms,
-        Category="",
-        Multicast=False,
-        MediaType="",
-        Edit="",
+    return ingest_events.info(
+        message_id or f"3EB0{next(_ids):016X}",
+        message_source(chat, sender, from_me=from_me, is_group=is_group),
+        timestamp_ms,
+        push_name,
     )
 
 

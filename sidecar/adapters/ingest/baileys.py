@@ -123,13 +123,17 @@ def _messages(data: Any, out: Converted, now: float) -> None:
     if not isinstance(data, Mapping) or not isinstance(data.get("messages"), list):
         raise BadIngest("messages.upsert: 'data.messages' must be a list")
     for message in data["messages"]:
-        converted = message_of(message, now)
-        if converted is None:
-            out.unreadable += 1
-        elif isinstance(converted, tuple):
-            out.events.append(converted)
-        else:
-            out.ignored += 1
+        add_message(out, message_of(message, now))
+
+
+def add_message(out: Converted, converted: tuple[Any, MessageKey] | bool | None) -> None:
+    """What :func:`message_of` made of a message, into ``out``."""
+    if converted is None:
+        out.unreadable += 1
+    elif isinstance(converted, tuple):
+        out.events.append(converted)
+    else:
+        out.ignored += 1
 
 
 def message_of(message: Any, now: float) -> tuple[Any, MessageKey] | bool | None:

@@ -69,8 +69,7 @@ def convert(body: Any, *, now: float | None = None) -> Converted:
     at = now if now is not None else time.time()
     out = Converted()
     if name == "messages.upsert":
-        message = baileys.message_of(data, at)
-        _add(out, message)
+        baileys.add_message(out, baileys.message_of(data, at))
     elif name == "messages.edited":
         _protocol(data, out, at)
     elif name == "connection.update":
@@ -91,15 +90,6 @@ def convert(body: Any, *, now: float | None = None) -> Converted:
     else:
         raise UnknownEvent(f"unknown Evolution API event {body['event'][:64]!r}")
     return out
-
-
-def _add(out: Converted, message: Any) -> None:
-    if message is None:
-        out.unreadable += 1
-    elif isinstance(message, tuple):
-        out.events.append(message)
-    else:
-        out.ignored += 1
 
 
 def _protocol(data: Any, out: Converted, at: float) -> None:
