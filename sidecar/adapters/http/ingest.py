@@ -37,19 +37,20 @@ async def ingest(request: web.Request) -> web.Response:
         return json_error(404, "unknown ingest format (known: baileys, evolution)")
     if not request.app[SIDECAR].has_account(account_id):
         raise web.HTTPNotFound(reason="Unknown account")
-    body = await json_body(request)  # read whatever the answer: the connection stays usable
+    # read whatever the answer (the connection stays usable); megabytes parse off the loop
+    body = await json_body(request, in_thread=True)
     service = request.app.get(INGEST)
     if service is None or account_id not in service.accounts:
         return json_error(409, "this account's source is not ingest (accounts[].source)")
     try:
-        converted = converter(body)
+        # thousands of messages take a good part of a second to convert: off the loop
+        converted = await asyncio.to_thread(converter, body)
     except baileys.UnknownEvent as exc:
         return json_error(422, str(exc))
     except baileys.BadIngest as exc:
         return json_error(400, str(exc))
     if len(converted.events) > MAX_EVENTS:
         return json_error(413, f"more than {MAX_EVENTS} events in one request: send them apart")
-    # the handlers take a few microseconds an event; a big batch goes to a thread
     taken = await asyncio.to_thread(service.take, account_id, converted.events)
     return json_response(
         {
