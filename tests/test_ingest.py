@@ -217,3 +217,55 @@ async def test_ingest_events_are_recorded_and_replay_to_the_same_counts(
     assert sum(live.values()) == len(SHAPES)
     assert again.sidecar.health("gw-protobufjs").status.value == "connected"
     again.close()
+
+
+async def test_a_message_proves_the_gateways_session_open_after_a_restart(
+    served: tuple[Assembly, Client],
+) -> None:
+    """A Baileys socket that stayed open while the sidecar restarted never says `open`
+    again; its next message must make the account connected, or it is never judged."""
+    assembly, client = served
+    assert assembly.sidecar.status("gw-buffers").value == "connecting"
+    batch = upsert([wa_message(1, {"conversation": "still here"})])
+    assert (await post(client, "/api/ingest/baileys/gw-buffers", batch))[0] == 200
+    assert assembly.sidecar.status("gw-buffers").value == "connected"
+    assert received(assembly, "gw-buffers")[("real", "conversation")] == 1
+
+
+async def test_an_ingest_account_is_re_paired_in_its_gateway_not_here(
+    make_config: ConfigFactory, clock: ReplayClock
+) -> None:
+    from sidecar.compose import build_repairs
+
+    loaded = make_config([{"id": "shop", "source": "ingest"}])
+    assembly = assemble(loaded, clock, storage=False)
+    _, control = live_source(assembly, None)
+    app = build_app(assembly, repairs=build_repairs(assembly, control))
+    async with TestClient(TestServer(app)) as client:
+        status, answer = await post(client, "/api/whatsapp/regenerate-qr/shop", {})
+        assert status == 409
+        assert "another gateway" in answer["error"]
+        status, answer = await post(
+            client, "/api/whatsapp/accounts/shop/pair-code", {"phone": "+12025550123"}
+        )
+        assert status == 409
+        alert = {
+            "status": "firing",
+            "labels": {"alertname": "WhatsappSessionDegraded", "account": "shop"},
+        }
+        status, answer = await post(client, "/api/alertmanager/webhook", {"alerts": [alert]})
+        assert (status, answer) == (200, {"started": [], "skipped": ["shop"]})
+    assembly.close()
+
+
+async def test_received_pending_notifications_completes_the_offline_sync(
+    served: tuple[Assembly, Client],
+) -> None:
+    assembly, client = served
+    body = {"event": "connection.update", "data": {"connection": "open"}}
+    assert (await post(client, "/api/ingest/baileys/gw-buffers", body))[0] == 200
+    assert assembly.sidecar.health("gw-buffers").offline_sync != "completed"
+    body = {"event": "connection.update", "data": {"receivedPendingNotifications": True}}
+    status, answer = await post(client, "/api/ingest/baileys/gw-buffers", body)
+    assert (status, answer["accepted"]) == (200, 1)
+    assert assembly.sidecar.health("gw-buffers").offline_sync == "completed"

@@ -166,3 +166,39 @@ async def test_an_unknown_evolution_event_is_422(served: tuple[Assembly, Client]
     )
     assert status == 422
     assert "unknown Evolution API event" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("data", "accepted", "kind"),
+    [
+        ({"foo": "bar"}, 0, None),  # no type: never taken for a revoke
+        (
+            {
+                "key": {"id": "X"},
+                "message": {"protocolMessage": {"type": "APP_STATE_SYNC_KEY_SHARE"}},
+            },
+            1,
+            "protocolMessage.APP_STATE_SYNC_KEY_SHARE",
+        ),
+        ({"type": 5}, 1, "protocolMessage.HISTORY_SYNC_NOTIFICATION"),
+    ],
+)
+async def test_evolutions_edited_bodies_are_read_or_refused_never_guessed(
+    served: tuple[Assembly, Client], data: dict[str, Any], accepted: int, kind: str | None
+) -> None:
+    assembly, client = served
+    status, answer = await post(
+        client, "/api/ingest/evolution/shop", evolution("messages.edited", data)
+    )
+    assert status == 200
+    assert (answer["accepted"], answer["unreadable"]) == (accepted, 1 - accepted)
+    if kind is not None:
+        assert count(assembly, "shop", "protocol", kind) == 1
+    assert not count(assembly, "shop", "protocol", "protocolMessage.REVOKE")
+
+
+async def test_creds_update_is_refused_whatever_the_format(served: tuple[Assembly, Client]) -> None:
+    _, client = served
+    status, answer = await post(client, "/api/ingest/evolution/shop", evolution("creds.update", {}))
+    assert status == 400
+    assert "private keys" in answer["error"]

@@ -19,6 +19,7 @@
 
 // What the sidecar measures. Never add 'creds.update': it holds the session's keys.
 const EVENTS = ['messages.upsert', 'messages.update', 'message-receipt.update', 'connection.update']
+const BATCH = 1000
 
 function forwardToSidecar (sock, { url, token, timeoutMs = 5000, log = console }) {
   let lastWarning = 0
@@ -48,8 +49,16 @@ function forwardToSidecar (sock, { url, token, timeoutMs = 5000, log = console }
         data = {
           connection: data.connection,
           qr: data.qr,
+          receivedPendingNotifications: data.receivedPendingNotifications,
           lastDisconnect: last && { statusCode: last.error?.output?.statusCode, date: last.date }
         }
+      }
+      if (name === 'messages.upsert' && data.messages.length > BATCH) {
+        // the sidecar takes at most 5,000 events a request: a long history goes in parts
+        for (let i = 0; i < data.messages.length; i += BATCH) {
+          post(name, { ...data, messages: data.messages.slice(i, i + BATCH) })
+        }
+        continue
       }
       post(name, data)
     }

@@ -40,6 +40,7 @@ from sidecar.core.send_service import SendService
 from sidecar.core.sender import OutboxWorker
 from sidecar.core.service import Sidecar
 from sidecar.core.supervisor import AccountSupervisor
+from sidecar.domain.account import Status
 from sidecar.domain.outbox import SendPolicy
 from sidecar.metrics.collectors import (
     LeaseCollector,
@@ -84,7 +85,11 @@ def live_source(
     for account_id in ingest_accounts:  # their sessions live in another gateway
         delivers[account_id] = _deliverer(sidecar, account_id, recorder)
     if ingest_accounts:
-        assembly.ingest = Ingest(ingest_accounts, lambda a, event: delivers[a](event))
+        assembly.ingest = Ingest(
+            ingest_accounts,
+            lambda a, event: delivers[a](event),
+            connected=lambda a: sidecar.status(a) == Status.CONNECTED,
+        )
     for account_id in sidecar.account_ids:
         if account_id in delivers:
             continue

@@ -1,6 +1,12 @@
 """Events of accounts whose session lives in another gateway: each request's events,
 less the ones already taken (gateways retry), handed to the core as a live session's
-are (docs/ingest.md)."""
+are (docs/ingest.md).
+
+A message or a receipt from the gateway proves its session is open: an account not
+connected then is connected first. A gateway whose socket stayed open while the
+sidecar restarted never says ``open`` again, and an account that is not connected is
+never judged.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from neonize.events import ConnectedEv, MessageEv, ReceiptEv, UndecryptableMessageEv
+
+#: Events only an open session delivers.
+_PROOF_OF_OPEN = (MessageEv, UndecryptableMessageEv, ReceiptEv)
 
 #: Message keys remembered per account, for the gateways' retries; the oldest go first.
 DEDUPE_KEYS = 20_000
@@ -26,9 +37,15 @@ class Ingest:
     """Hands ingest accounts' events to the core (through ``deliver``, which records
     them when recording), each message once."""
 
-    def __init__(self, accounts: Iterable[str], deliver: Callable[[str, Any], None]) -> None:
+    def __init__(
+        self,
+        accounts: Iterable[str],
+        deliver: Callable[[str, Any], None],
+        connected: Callable[[str], bool],
+    ) -> None:
         self.accounts = frozenset(accounts)
         self._deliver = deliver
+        self._connected = connected
         self._seen: dict[str, OrderedDict[Hashable, None]] = {
             a: OrderedDict() for a in self.accounts
         }
@@ -48,6 +65,8 @@ class Ingest:
                     seen[key] = None
                     while len(seen) > DEDUPE_KEYS:
                         seen.popitem(last=False)
+            if isinstance(event, _PROOF_OF_OPEN) and not self._connected(account_id):
+                self._deliver(account_id, ConnectedEv(status=True))
             self._deliver(account_id, event)
             accepted += 1
         return Taken(accepted, duplicates)

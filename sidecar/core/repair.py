@@ -47,6 +47,16 @@ class NoLiveSession(RepairError):
     """There is no live WhatsApp session to act on (a replay)."""
 
 
+class SessionElsewhere(RepairError):
+    """The account's session lives in another gateway (``source: ingest``): re-pair it
+    there; the sidecar holds nothing to re-pair or reconnect."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this account's session lives in another gateway (source: ingest): re-pair it there"
+        )
+
+
 class PairingNotStarted(RepairError):
     """A phone code was asked for before a re-pair started a pairing session."""
 
@@ -141,6 +151,7 @@ class Repairs:
     async def start_repair(self, account_id: str, who: str) -> dict[str, str]:
         """Start a re-pair: at most one per ``interval`` per account. The slot is taken
         once the start is audited, and given back if the start fails."""
+        self._held_here(account_id)
         now = time.monotonic()
         with self._lock:
             last = self._last_repair.get(account_id)
@@ -168,6 +179,7 @@ class Repairs:
 
     async def pair_code(self, account_id: str, phone: str, who: str) -> dict[str, str]:
         """A phone pairing code, handed out only once its issue is in the audit log."""
+        self._held_here(account_id)
         try:
             code = await self.control.pair_code(account_id, phone)
         except RepairError:
@@ -175,6 +187,10 @@ class Repairs:
             raise
         self._audit_or_refuse(who, "pair_code", account_id, "issued")
         return {"accountId": account_id, "code": code}
+
+    def _held_here(self, account_id: str) -> None:
+        if self.sidecar.settings(account_id).source == "ingest":
+            raise SessionElsewhere
 
     # -- Alertmanager's webhook: the remediation ladder ------------------------------------
 
@@ -194,6 +210,9 @@ class Repairs:
             if labels.get("alertname") != DEGRADED_ALERT or not isinstance(account, str):
                 continue
             if not self.sidecar.has_account(account):
+                continue
+            if self.sidecar.settings(account).source == "ingest":
+                skipped.append(account)  # its session lives in another gateway
                 continue
             if alert.get("status") != "firing" or account in self._laddering:
                 skipped.append(account)

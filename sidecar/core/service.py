@@ -87,6 +87,10 @@ class Sidecar:
         every scrape (they check ``state.version`` to skip unchanged accounts)."""
         return [(self._settings[a], self._states[a]) for a in self._settings]
 
+    def status(self, account_id: str) -> Status:
+        """The account's connection status now (no copy of its state)."""
+        return self._states[account_id].status
+
     def snapshot(self, account_id: str, now: float | None = None) -> AccountSnapshot:
         return self._states[account_id].snapshot(now)
 

@@ -32,6 +32,7 @@ from sidecar.core.repair import (
     PairingRefused,
     RepairError,
     RepairTooSoon,
+    SessionElsewhere,
 )
 from sidecar.domain.health import AccountHealth
 
@@ -91,6 +92,7 @@ _REPAIR_STATUS: dict[type[RepairError], int] = {
     PairingNotStarted: 409,
     PairingRefused: 502,
     NoLiveSession: 503,
+    SessionElsewhere: 409,
     AuditUnavailable: 503,
 }
 

@@ -115,7 +115,7 @@ def convert(body: Any, *, now: float | None = None) -> Converted:
     elif name in IGNORED:
         out.ignored += 1
     else:
-        raise UnknownEvent(f"unknown Baileys event {name[:64]!r}")
+        raise UnknownEvent("unknown Baileys event (docs/ingest.md lists those taken)")
     return out
 
 
@@ -174,8 +174,10 @@ def _connection(data: Any, out: Converted) -> None:
         out.events.append((events.connected(), None))
     elif state == "close":
         out.events.append((closed(_close_code(data.get("lastDisconnect"))), None))
-    elif not isinstance(qr, str):
-        out.ignored += 1  # connecting, isOnline, receivedPendingNotifications ...
+    if data.get("receivedPendingNotifications") is True:  # what waited offline is in
+        out.events.append((events.offline_sync_completed(), None))
+    if not out.events:
+        out.ignored += 1  # connecting, isOnline ...
 
 
 def closed(code: int | None) -> Any:

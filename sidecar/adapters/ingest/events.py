@@ -13,6 +13,7 @@ from neonize.events import (
     DisconnectedEv,
     LoggedOutEv,
     MessageEv,
+    OfflineSyncCompletedEv,
     QREv,
     ReceiptEv,
     StreamReplacedEv,
@@ -121,6 +122,11 @@ def refused(reason: int) -> Any:
 
 def stream_replaced() -> Any:
     return StreamReplacedEv()
+
+
+def offline_sync_completed() -> Any:
+    """The messages that waited while the device was away have all arrived."""
+    return OfflineSyncCompletedEv(Count=0)
 
 
 def qr(code: str) -> Any:

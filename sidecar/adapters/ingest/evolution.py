@@ -68,6 +68,8 @@ def convert(body: Any, *, now: float | None = None) -> Converted:
     data = body.get("data")
     at = now if now is not None else time.time()
     out = Converted()
+    if name == "creds.update":
+        raise BadIngest("creds.update holds the session's private keys: never forward it")
     if name == "messages.upsert":
         baileys.add_message(out, baileys.message_of(data, at))
     elif name == "messages.edited":
@@ -88,16 +90,24 @@ def convert(body: Any, *, now: float | None = None) -> Converted:
     elif name in IGNORED:
         out.ignored += 1
     else:
-        raise UnknownEvent(f"unknown Evolution API event {body['event'][:64]!r}")
+        raise UnknownEvent("unknown Evolution API event (docs/ingest.md lists those taken)")
     return out
 
 
 def _protocol(data: Any, out: Converted, at: float) -> None:
-    """A protocol message, alone: counted with the chat and id left empty."""
+    """A protocol message, alone (``data`` is the ``protocolMessage``; a body that wraps
+    it in ``message`` is read too): counted with the chat and id left empty. One whose
+    ``type`` cannot be read is unreadable, never taken for its first type (a revoke)."""
+    if isinstance(data, Mapping) and isinstance(data.get("message"), Mapping):
+        data = data["message"].get("protocolMessage")
     if not isinstance(data, Mapping):
         out.unreadable += 1
         return
     content = message_from_json({"protocolMessage": data})
+    known = content.protocolMessage.HasField("type")
+    if not known and not isinstance(data.get("type"), int):  # a number kept unknown is a type
+        out.unreadable += 1
+        return
     about = events.info("", events.source(None, None, from_me=False), round(at) * 1000, "")
     out.events.append((events.message_event(about, content), None))
 
