@@ -135,3 +135,17 @@ def test_device_id_of_missing_or_foreign_files_is_none(tmp_path: Path) -> None:
     store.sqlite_path.write_bytes(b"not a database")
     assert store.device_id() is None
     assert SessionStore.for_account(tmp_path, "sales", "postgres://u:p@db/x").device_id() is None
+
+
+def test_an_ingest_account_is_paired_in_its_gateway_not_here(
+    tmp_path: Path, tokens_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ingest.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"auth: {{tokens_file: {tokens_file}}}\n"
+        "accounts:\n  - id: shop\n    source: ingest\n"
+    )
+    assert main(["pair", "shop", "--config", str(config), "--phone", "+12025550100"]) == 2
+    assert "its session lives in another gateway" in capsys.readouterr().err
+    assert not (tmp_path / "state" / "sessions").exists()  # nothing made, nothing dialled

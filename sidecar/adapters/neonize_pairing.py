@@ -53,8 +53,15 @@ def pair(
     out: TextIO = sys.stdout,
 ) -> None:
     """Pair ``account_id``; raises :class:`PairingError` when it cannot."""
-    if account_id not in {a.id for a in loaded.config.accounts}:
+    sources = {a.id: a.source for a in loaded.config.accounts}
+    if account_id not in sources:
         raise PairingError(f"no account {account_id!r} in {loaded.source}", exit_code=2)
+    if sources[account_id] == "ingest":
+        raise PairingError(
+            f"{account_id!r} is an ingest account: its session lives in another gateway;"
+            " pair it there (docs/ingest.md)",
+            exit_code=2,
+        )
     if phone is not None and not E164.match(phone.replace(" ", "")):
         raise PairingError(
             "--phone must be a phone number in international form, e.g. +40712345678", 2
