@@ -129,29 +129,27 @@ class FirestoreOutbox:
     def _settle_message(self, tx: Any, stored: Any, after: OutboxItem) -> None:
         """The message document follows a sent or failed item: made whole when it is
         not there (else the message would never appear in its thread), else moved on."""
-        if not stored.exists:
-            tx.create(stored.reference, docs.native(outbound.message_document(after, after.status)))
-        elif advanced((stored.to_dict() or {}).get("status"), after.status):
-            tx.update(stored.reference, docs.as_update(outbound.status_fields(after, after.status)))
+        whole = outbound.message_document(after, after.status)
+        _move_message(tx, stored, after.status, outbound.status_fields(after, after.status), whole)
 
     async def mark(self, thread_id: str, message_id: str, status: str, at: float) -> bool:
-        ref = self._client.collection(THREADS).document(thread_id)
-        ref = ref.collection(MESSAGES).document(message_id)
+        ref = self._message_doc(thread_id, message_id)
+        fields = outbound.receipt_fields(status, at)
 
         @firestore.async_transactional
         async def mark(tx: Any) -> bool:
             stored = await ref.get(transaction=tx, timeout=self._timeout)
-            if not stored.exists or not advanced((stored.to_dict() or {}).get("status"), status):
-                return False
-            tx.update(ref, docs.as_update(outbound.receipt_fields(status, at)))
-            return True
+            return _move_message(tx, stored, status, fields, None)
 
         result: bool = await mark(self._client.transaction())
         return result
 
     def _message_ref(self, item: OutboxItem) -> Any:
-        thread = self._client.collection(THREADS).document(item.thread_id)
-        return thread.collection(MESSAGES).document(outbound.message_id(item))
+        return self._message_doc(item.thread_id, outbound.message_id(item))
+
+    def _message_doc(self, thread_id: str, message_id: str) -> Any:
+        thread = self._client.collection(THREADS).document(thread_id)
+        return thread.collection(MESSAGES).document(message_id)
 
     async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
         """One aggregation per account and status: Firestore counts without reading the
@@ -263,3 +261,20 @@ class FirestoreOutbox:
         for exc in unreadable:
             log.warning("outbox document %s marked failed: %s", exc.item_id, exc.field)
         return taken
+
+
+def _move_message(
+    tx: Any, stored: Any, status: str, fields: dict[str, Any], whole: dict[str, Any] | None
+) -> bool:
+    """Give an outbound message document (``stored``, read in ``tx``) ``fields`` if
+    ``status`` moves it forward; one that is not there is written ``whole`` when given.
+    Whether it was written (the SQLite outbox's ``_move_message`` is its twin)."""
+    if stored.exists:
+        if not advanced((stored.to_dict() or {}).get("status"), status):
+            return False
+        tx.update(stored.reference, docs.as_update(fields))
+        return True
+    if whole is None:
+        return False
+    tx.create(stored.reference, docs.native(whole))
+    return True

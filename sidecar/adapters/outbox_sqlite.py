@@ -80,6 +80,45 @@ def _row(item: OutboxItem) -> list[Any]:
     return [getattr(item, name) for name in COLUMNS]
 
 
+def _move_message(
+    db: sqlite3.Connection,
+    thread_id: str,
+    message_id: str,
+    status: str,
+    fields: dict[str, Any],
+    whole: tuple[str, dict[str, Any]] | None,
+) -> bool:
+    """Give an outbound message document ``fields`` if ``status`` moves it forward;
+    one that is not there is written ``whole`` (account, document) when given. Whether
+    it was written."""
+    row = db.execute(
+        "SELECT doc FROM messages WHERE thread_id = ? AND message_id = ?",
+        (thread_id, message_id),
+    ).fetchone()
+    now_ms = _now_ms()
+    if row is not None:
+        current = json.loads(row[0])
+        if not advanced(current.get("status"), status):
+            return False
+        db.execute(
+            "UPDATE messages SET doc = ? WHERE thread_id = ? AND message_id = ?",
+            (
+                json.dumps(merged(current, plain(fields, now_ms)), ensure_ascii=False),
+                thread_id,
+                message_id,
+            ),
+        )
+        return True
+    if whole is None:
+        return False
+    account_id, doc = whole
+    db.execute(
+        "INSERT INTO messages (thread_id, message_id, account_id, doc) VALUES (?, ?, ?, ?)",
+        (thread_id, message_id, account_id, json.dumps(plain(doc, now_ms), ensure_ascii=False)),
+    )
+    return True
+
+
 def _now_ms() -> int:
     return round(time.time() * 1000)
 
@@ -151,24 +190,10 @@ class SqliteOutbox:
         return await asyncio.to_thread(self._step, settle)
 
     async def mark(self, thread_id: str, message_id: str, status: str, at: float) -> bool:
-        def mark(db: sqlite3.Connection) -> bool:
-            row = db.execute(
-                "SELECT doc FROM messages WHERE thread_id = ? AND message_id = ?",
-                (thread_id, message_id),
-            ).fetchone()
-            if row is None:
-                return False
-            current = json.loads(row[0])
-            if not advanced(current.get("status"), status):
-                return False
-            doc = merged(current, plain(outbound.receipt_fields(status, at), _now_ms()))
-            db.execute(
-                "UPDATE messages SET doc = ? WHERE thread_id = ? AND message_id = ?",
-                (json.dumps(doc, ensure_ascii=False), thread_id, message_id),
-            )
-            return True
-
-        return await asyncio.to_thread(self._step, mark)
+        fields = outbound.receipt_fields(status, at)
+        return await asyncio.to_thread(
+            self._step, _move_message, thread_id, message_id, status, fields, None
+        )
 
     async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
         wanted = json.dumps(sorted(set(accounts)))
@@ -224,24 +249,8 @@ class SqliteOutbox:
     ) -> None:
         """The item's message document: made whole when it is not there, else given
         ``fields`` if ``status`` moves it forward."""
-        thread_id, message_id = item.thread_id, outbound.message_id(item)
-        row = db.execute(
-            "SELECT doc FROM messages WHERE thread_id = ? AND message_id = ?",
-            (thread_id, message_id),
-        ).fetchone()
-        now_ms = _now_ms()
-        if row is None:
-            doc = plain(outbound.message_document(item, status), now_ms)
-        else:
-            current = json.loads(row[0])
-            if not advanced(current.get("status"), status):
-                return
-            doc = merged(current, plain(fields, now_ms))
-        db.execute(
-            "INSERT INTO messages (thread_id, message_id, account_id, doc) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO UPDATE SET doc = excluded.doc",
-            (thread_id, message_id, item.account_id, json.dumps(doc, ensure_ascii=False)),
-        )
+        whole = (item.account_id, outbound.message_document(item, status))
+        _move_message(db, item.thread_id, outbound.message_id(item), status, fields, whole)
 
     def _get(self, db: sqlite3.Connection, item_id: str) -> OutboxItem | None:
         row = db.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()

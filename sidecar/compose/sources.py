@@ -81,7 +81,7 @@ def live_source(
     )
     control = LiveControl()
     supervisors, delivers = [], {}
-    ingest_accounts = [a for a in sidecar.account_ids if sidecar.settings(a).source == "ingest"]
+    ingest_accounts = {a for a in sidecar.account_ids if sidecar.settings(a).source == "ingest"}
     for account_id in ingest_accounts:  # their sessions live in another gateway
         delivers[account_id] = _deliverer(sidecar, account_id, recorder)
     if ingest_accounts:
@@ -91,7 +91,7 @@ def live_source(
             connected=lambda a: sidecar.status(a) == Status.CONNECTED,
         )
     for account_id in sidecar.account_ids:
-        if account_id in delivers:
+        if account_id in ingest_accounts:
             continue
         store = _session_store(assembly, account_id)
         try:
@@ -137,8 +137,7 @@ def live_source(
     accounts = LiveAccounts(
         sidecar,
         supervisors,
-        probers,
-        background=background,
+        background=[*probers, *background],
         leases=leases,
         on_stopped=recorder.close if recorder is not None else lambda: None,
     )

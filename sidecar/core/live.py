@@ -10,7 +10,6 @@ from typing import Protocol
 
 from sidecar.core.leases import LeaseKeeper
 from sidecar.core.ports import Leases
-from sidecar.core.prober import Prober
 from sidecar.core.service import Sidecar
 from sidecar.core.supervisor import AccountSupervisor
 from sidecar.domain.account import Status
@@ -19,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class Background(Protocol):
-    """A part that runs beside the accounts until stopping (the outbox worker)."""
+    """A part that runs beside the accounts until stopping (a canary prober, the outbox
+    worker, the receipt marker)."""
 
     async def run(self, stopping: asyncio.Event) -> None: ...
 
@@ -36,7 +36,6 @@ class LiveAccounts:
         self,
         sidecar: Sidecar,
         supervisors: Sequence[AccountSupervisor],
-        probers: Sequence[Prober] = (),
         *,
         background: Sequence[Background] = (),
         leases: Leases | None = None,
@@ -44,7 +43,6 @@ class LiveAccounts:
     ) -> None:
         self._sidecar = sidecar
         self._supervisors = {s.account_id: s for s in supervisors}
-        self._probers = probers
         self._background = background
         self._on_stopped = on_stopped
         self._running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -82,10 +80,6 @@ class LiveAccounts:
     async def run(self, stop: asyncio.Event) -> None:
         stopping = asyncio.Event()
         tasks = [
-            asyncio.create_task(prober.run(stopping), name=f"probe-{prober.account_id}")
-            for prober in self._probers
-        ]
-        tasks += [
             asyncio.create_task(part.run(stopping), name=type(part).__name__)
             for part in self._background
         ]

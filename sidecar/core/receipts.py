@@ -16,7 +16,7 @@ from sidecar.core.ports import OutboxStore, SendJournal
 
 log = logging.getLogger(__name__)
 
-#: Receipts waiting at most; past it the oldest are dropped (and counted).
+#: Receipts waiting at most; past it the oldest are dropped.
 MAX_WAITING = 10_000
 
 
@@ -26,11 +26,8 @@ class ReceiptMarker:
         self._journal = journal
         self._queue: asyncio.Queue[tuple[str, tuple[str, ...], str, float]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Receipts dropped (queue full) or that could not be applied (store errors).
-        self.dropped = 0
-        #: Receipts applied (whether or not they moved a document), and documents moved.
+        #: Receipts applied (whether or not they moved a document).
         self.handled = 0
-        self.marked = 0
 
     def on_receipt(self, account_id: str, wa_ids: list[str], status: str, at: float) -> None:
         """The pipeline's hook, from any thread: ``wa_ids`` proved ``status`` at ``at``."""
@@ -41,7 +38,6 @@ class ReceiptMarker:
     def _put(self, receipt: tuple[str, tuple[str, ...], str, float]) -> None:
         if self._queue.qsize() >= MAX_WAITING:
             self._queue.get_nowait()
-            self.dropped += 1
         self._queue.put_nowait(receipt)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -68,8 +64,6 @@ class ReceiptMarker:
             for sent in ours:
                 moved += await self._store.mark(sent.thread_id, sent.message_id, status, at)
         except Exception as exc:
-            self.dropped += 1
             log.warning("account=%s receipt not applied: %s", account_id, type(exc).__name__)
             return 0
-        self.marked += moved
         return moved

@@ -119,11 +119,10 @@ class SendService:
         log.info("account=%s message %s queued by %s", account_id, item.id, who)
         if not self.worker.connected(account_id):
             return Submitted(item.id, client_message_id, queued=True, status=outbox.QUEUED)
-        done = await self.worker.outcome(item.id, self._wait_s)
-        if done is None or done.item.status == outbox.QUEUED:
-            reason = None if done is None else done.item.last_error
+        after = await self.worker.outcome(item.id, self._wait_s)
+        if after is None or after.status == outbox.QUEUED:
+            reason = None if after is None else after.last_error
             return Submitted(item.id, client_message_id, True, outbox.QUEUED, reason=reason)
-        after = done.item
         if after.status == outbox.SENT and after.provider_message_id:
             return Submitted(after.provider_message_id, client_message_id, False, outbox.SENT)
         return Submitted(item.id, client_message_id, False, after.status, reason=after.last_error)

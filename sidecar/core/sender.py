@@ -54,8 +54,6 @@ class SendStats:
     durations: dict[str, tuple[list[int], float]] = field(default_factory=dict)
     #: Attempts whose outcome a crash left unknown (each was sent again).
     unknown: Counter[str] = field(default_factory=Counter)
-    #: Outcomes that could not be written to the outbox (the lease ends them).
-    settle_errors: int = 0
 
     def observe(self, account_id: str, seconds: float) -> None:
         counts, total = self.durations.get(account_id) or ([0] * (len(SEND_BUCKETS) + 1), 0.0)
@@ -72,15 +70,6 @@ class OutboxCounts:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Per account with queued items: when the oldest was created.
     oldest_queued: dict[str, float] = field(default_factory=dict)
-    at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How an attempt at an item ended, for whoever waits on it (the endpoint)."""
-
-    item: OutboxItem
-    sent: bool
 
 
 class OutboxWorker:
@@ -120,7 +109,7 @@ class OutboxWorker:
         self._rates: dict[str, SendRate] = {}
         self._queues: dict[str, deque[OutboxItem]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
-        self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[OutboxItem]]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -132,10 +121,10 @@ class OutboxWorker:
         session = self._sessions(account_id)
         return session is not None and session.connected
 
-    async def outcome(self, item_id: str, timeout_s: float) -> Outcome | None:
-        """The outcome of the next attempt at ``item_id`` (looked at now), or None after
-        ``timeout_s``."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    async def outcome(self, item_id: str, timeout_s: float) -> OutboxItem | None:
+        """What the next attempt at ``item_id`` (looked at now) made of it, or None
+        after ``timeout_s``."""
+        future: asyncio.Future[OutboxItem] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(item_id, []).append(future)
         self.wake()
         try:
@@ -196,7 +185,7 @@ class OutboxWorker:
         per_account: dict[str, dict[str, int]] = {account: {} for account in held}
         for account, status, n in counts:
             per_account.setdefault(account, {})[status] = n
-        self.counted = OutboxCounts(per_account, oldest, time.monotonic())
+        self.counted = OutboxCounts(per_account, oldest)
 
     async def close(self) -> None:
         """Close the store and the journal (after :meth:`run` returned)."""
@@ -306,7 +295,7 @@ class OutboxWorker:
             await asyncio.to_thread(self._journal.settled, claim.id)
         for future in self._waiters.pop(claim.id, []):
             if not future.done():
-                future.set_result(Outcome(after, after.status == outbox.SENT))
+                future.set_result(after)
         return after
 
     async def _settle(self, claim: OutboxItem, after: OutboxItem) -> bool:
@@ -332,5 +321,4 @@ class OutboxWorker:
                     error_kind(exc),
                 )
                 await asyncio.sleep(0.5 * 2**attempt)
-        self.stats.settle_errors += 1
         return False

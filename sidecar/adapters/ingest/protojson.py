@@ -112,9 +112,7 @@ def _fill_repeated(target: ProtoMessage, field: FieldDescriptor, value: Any, dep
 
 def _set_scalar(target: ProtoMessage, field: FieldDescriptor, value: Any) -> None:
     if field.enum_type is not None:
-        number = _enum_number(value)
-        if number is None:
-            number = _enum_by_name(field, value)
+        number = _enum(field, value)
         if number is None:
             return
         if field.enum_type.values_by_number.get(number) is None:
@@ -155,10 +153,8 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
             return float(value)  # protobufjs writes NaN and Infinity as strings
         except ValueError:
             return None
-    if kind == FieldDescriptor.TYPE_ENUM:
-        number = _enum_number(value)
-        if number is None:
-            number = _enum_by_name(field, value)
+    if kind == FieldDescriptor.TYPE_ENUM:  # a repeated enum: unknown numbers are left out
+        number = _enum(field, value)
         known = number is not None and field.enum_type.values_by_number.get(number) is not None
         return number if known else None
     return None
@@ -242,18 +238,13 @@ def _sequence(value: Any) -> list[Any] | None:
     return None
 
 
-def _enum_number(value: Any) -> int | None:
+def _enum(field: FieldDescriptor, value: Any) -> int | None:
+    """An enum as a number (any: known or not) or by a name the field's enum knows."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    return None
-
-
-def _enum_by_name(field: FieldDescriptor, value: Any) -> int | None:
-    if not isinstance(value, str):
-        return None
-    known = field.enum_type.values_by_name.get(value)
+    known = field.enum_type.values_by_name.get(value) if isinstance(value, str) else None
     return None if known is None else int(known.number)
 
 
