@@ -29,6 +29,8 @@ class MonitoringConfig:
     #: The same as ``for_degraded``: the ticket comes and goes with the page for that cause.
     for_sends_not_delivered: str = "5m"
     for_outbox_stuck: str = "5m"
+    for_ingest_silent: str = "10m"
+    for_ingest_refused: str = "5m"
     #: How long a page stays up after its condition clears, so a reconnect
     #: does not resolve and re-fire it.
     keep_firing_for: str = "10m"
@@ -44,6 +46,8 @@ class MonitoringConfig:
     outbox_failed_threshold: int = 3
     #: How far back the outbox alert looks for failures and for sends WhatsApp accepted.
     outbox_window: str = "15m"
+    #: How far back the ingest alert looks for refused requests and unreadable messages.
+    ingest_refused_window: str = "10m"
 
     def with_durations(self, value: str) -> MonitoringConfig:
         """Every ``for``/``keep_firing_for`` set to ``value`` (end-to-end tests)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from monitoring.config import MonitoringConfig
 from monitoring.promtool_cases import INSTANCE, Cases, series
+from monitoring.rule_tests_ingest import ingest_tests
 from monitoring.rule_tests_sending import sending_tests
 
 
@@ -291,6 +292,7 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
             ],
         },
         *sending_tests(config),
+        *ingest_tests(config),
     ]
 
 

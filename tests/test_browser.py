@@ -76,11 +76,15 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             {
                 "http": {
                     "listen": "127.0.0.1:0",
-                    "event_streams": {"per_principal": 1, "total": 4},
+                    "event_streams": {"per_principal": 2, "total": 4},
                 },
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
-                "accounts": [{"id": "sales"}, {"id": "support"}],
+                "accounts": [
+                    {"id": "sales"},
+                    {"id": "support"},
+                    {"id": "shop", "source": "ingest"},
+                ],
             }
         )
     )
@@ -102,6 +106,20 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             assert "connected" in page.inner_text('tr[data-account="sales"]')
             assert TOKEN not in page.url
             page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
+
+            # An ingest account's pair page (its session lives in another gateway, where
+            # the pager's re-pair link leads too) says where it is re-paired, and offers
+            # nothing here. Its stream stays open: the second of the token's two.
+            elsewhere = browser.new_page(viewport={"width": 390, "height": 844})
+            elsewhere.goto(base + "/accounts/shop/pair")
+            elsewhere.wait_for_selector("#login", state="visible")
+            elsewhere.fill("#token", TOKEN)
+            elsewhere.click("#login button")
+            elsewhere.wait_for_selector("#elsewhere", state="visible")
+            assert "re-pair it there" in elsewhere.inner_text("#elsewhere")
+            assert elsewhere.is_hidden("#confirm")
+            assert elsewhere.is_hidden("#pairing")
+            elsewhere.screenshot(path=str(ARTIFACTS / "pair-page-ingest.png"), full_page=True)
 
             page.click('tr[data-account="sales"] a')
             page.wait_for_selector("#confirm", state="visible")
@@ -126,7 +144,7 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             assert page.inner_html("#qr") == ""
             page.screenshot(path=str(ARTIFACTS / "pair-page-paired.png"), full_page=True)
 
-            # A second pair page for the same token, over the cap of one stream: it says so
+            # A third pair page for the same token, over the cap of two streams: it says so
             # and offers no re-pair it could not show.
             second = browser.new_page(viewport={"width": 390, "height": 844})
             second.goto(base + "/accounts/support/pair")
@@ -150,5 +168,6 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
         "pair-page-qr.png",
         "pair-page-paired.png",
         "pair-page-too-many.png",
+        "pair-page-ingest.png",
     ):
         assert (ARTIFACTS / name).stat().st_size > 5_000

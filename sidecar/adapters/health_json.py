@@ -33,6 +33,7 @@ def health_json(health: AccountHealth) -> dict[str, Any]:
         "quiet": health.quiet,
         "evidence": _evidence(health.evidence),
         "verdictHistory": [_verdict_change(change) for change in health.verdict_history],
+        "source": health.source,
     }
     if health.store is not None:
         out["store"] = _store(health.store)

@@ -45,6 +45,7 @@ from sidecar.domain.outbox import SendPolicy
 from sidecar.metrics.collectors import (
     LeaseCollector,
 )
+from sidecar.metrics.ingest import IngestCollector
 from sidecar.metrics.sending import SendCollector
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def live_source(
             ingest_accounts,
             lambda a, event: delivers[a](event),
             connected=lambda a: sidecar.status(a) == Status.CONNECTED,
+            now=sidecar.clock.now,
         )
+        assembly.metrics.register(IngestCollector(assembly.ingest))
     for account_id in sidecar.account_ids:
         if account_id in ingest_accounts:
             continue

@@ -6,6 +6,10 @@ A message or a receipt from the gateway proves its session is open: an account n
 connected then is connected first. A gateway whose socket stayed open while the
 sidecar restarted never says ``open`` again, and an account that is not connected is
 never judged.
+
+What the gateway posted is counted per account (:class:`IngestStats`): events by
+outcome, requests refused by reason, and when it last posted, so a forwarder that
+stopped or a webhook set up wrong is seen (docs/ingest.md, "Watching the watcher").
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from neonize.events import ConnectedEv, MessageEv, ReceiptEv, UndecryptableMessageEv
 
@@ -23,6 +27,24 @@ _PROOF_OF_OPEN = (MessageEv, UndecryptableMessageEv, ReceiptEv)
 
 #: Message keys remembered per account, for the gateways' retries; the oldest go first.
 DEDUPE_KEYS = 20_000
+
+
+#: What became of an event the gateway posted.
+Outcome = Literal["accepted", "duplicate", "ignored", "unreadable"]
+OUTCOMES: tuple[Outcome, ...] = ("accepted", "duplicate", "ignored", "unreadable")
+#: Why a request was refused whole (none of its events was taken).
+Refusal = Literal["bad_body", "unknown_event", "too_large"]
+REFUSALS: tuple[Refusal, ...] = ("bad_body", "unknown_event", "too_large")
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """One account's ingest counts; ``last_request_at`` is when a request was last
+    taken, or when the sidecar began listening until one has been."""
+
+    last_request_at: float
+    events: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    refused: dict[Refusal, int] = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +64,28 @@ class Ingest:
         accounts: Iterable[str],
         deliver: Callable[[str, Any], None],
         connected: Callable[[str], bool],
+        now: Callable[[], float],
     ) -> None:
         self.accounts = frozenset(accounts)
         self._deliver = deliver
         self._connected = connected
+        self._now = now
+        started = now()
+        self.stats = {a: IngestStats(started) for a in self.accounts}
         self._seen: dict[str, OrderedDict[Hashable, None]] = {
             a: OrderedDict() for a in self.accounts
         }
         self._lock = threading.Lock()
 
-    def take(self, account_id: str, events: Iterable[tuple[Any, Hashable | None]]) -> Taken:
-        """Deliver ``events`` in order; one whose key was taken before is skipped."""
+    def take(
+        self,
+        account_id: str,
+        events: Iterable[tuple[Any, Hashable | None]],
+        ignored: int = 0,
+        unreadable: int = 0,
+    ) -> Taken:
+        """Deliver ``events`` in order; one whose key was taken before is skipped.
+        ``ignored`` and ``unreadable``: what the request held besides, for the counts."""
         accepted = duplicates = 0
         seen = self._seen[account_id]
         for event, key in events:
@@ -69,4 +102,16 @@ class Ingest:
                 self._deliver(account_id, ConnectedEv(status=True))
             self._deliver(account_id, event)
             accepted += 1
+        with self._lock:
+            stats = self.stats[account_id]
+            stats.last_request_at = self._now()
+            counts = (accepted, duplicates, ignored, unreadable)
+            for outcome, n in zip(OUTCOMES, counts, strict=True):
+                stats.events[outcome] += n
         return Taken(accepted, duplicates)
+
+    def refused(self, account_id: str, why: Refusal) -> None:
+        """Count a request refused whole. Not a sign of life: a gateway posting what
+        cannot be read is as blind to the sidecar as one that posts nothing."""
+        with self._lock:
+            self.stats[account_id].refused[why] += 1

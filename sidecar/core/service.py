@@ -160,8 +160,11 @@ class Sidecar:
         snapshot, verdict = self._judge(account_id, now)
         with self._history_lock:
             history = tuple(self._history[account_id])
-        store = None if self.storage is None else self.storage.status(account_id, backlog)
-        return account_health(snapshot, self._settings[account_id], verdict, now, history, store)
+        settings = self._settings[account_id]
+        store = None  # also for an account whose messages are not stored here
+        if self.storage is not None and settings.store_messages:
+            store = self.storage.status(account_id, backlog)
+        return account_health(snapshot, settings, verdict, now, history, store)
 
     def all_health(self) -> list[AccountHealth]:
         """Every account's health; the spool's backlog is the one every health request
@@ -184,6 +187,7 @@ class Sidecar:
             paired_at_ms=to_ms(paired_at),
             last_real_message_ms=to_ms(snapshot.last_real_at),
             degraded=verdict.degraded,
+            source=self._settings[account_id].source,
         )
 
     # -- saved state and logs -------------------------------------------------------

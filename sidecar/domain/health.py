@@ -112,6 +112,8 @@ class AccountHealth:
     evidence: EvidenceView
     verdict_history: tuple[VerdictChange, ...]
     store: StoreStatus | None
+    #: ``neonize`` or ``ingest`` (another gateway holds the session and is re-paired there)
+    source: str = "neonize"
 
     @property
     def connected(self) -> bool:
@@ -151,6 +153,7 @@ def account_health(
         evidence=EvidenceView.of(evidence, snapshot),
         verdict_history=history,
         store=store,
+        source=settings.source,
     )
 
 
@@ -164,3 +167,5 @@ class PairingView:
     paired_at_ms: int | None
     last_real_message_ms: int | None
     degraded: bool
+    #: ``ingest``: the session is re-paired in the gateway that holds it, not on this page
+    source: str = "neonize"

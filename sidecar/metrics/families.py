@@ -201,6 +201,31 @@ OUTBOX_OLDEST_QUEUED_AGE = Family(
     "gauge",
 )
 
+# -- ingest: what another gateway posted (docs/ingest.md) -------------------------------
+
+INGEST_EVENTS = Family(
+    "whatsapp_ingest_events",
+    "Events the account's gateway posted to the ingest endpoint, by outcome: accepted,"
+    " duplicate (a retry, not counted again), ignored (says nothing measured), unreadable.",
+    "counter",
+    ("outcome",),
+)
+
+INGEST_REQUESTS_REFUSED = Family(
+    "whatsapp_ingest_requests_refused",
+    "Ingest requests refused whole, by reason (bad_body, unknown_event, too_large): none of"
+    " their events was measured.",
+    "counter",
+    ("reason",),
+)
+
+INGEST_LAST_REQUEST = Family(
+    "whatsapp_ingest_last_request_timestamp_seconds",
+    "When the account's gateway last posted a request the sidecar took (Unix seconds); the"
+    " sidecar's start until it has.",
+    "gauge",
+)
+
 # -- the process: store writer, capture replay, HTTP auth, leases, build ---------------
 
 STORE_WRITES = Family(

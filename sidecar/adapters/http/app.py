@@ -23,7 +23,7 @@ from sidecar.adapters.http.common import (
     Render,
 )
 from sidecar.adapters.http.hardening import expect_nothing_yet
-from sidecar.adapters.http.ingest import INGEST, ingest
+from sidecar.adapters.http.ingest import INGEST, count_refused, ingest
 from sidecar.adapters.http.middleware import limit_body, require_token, respond_safely
 from sidecar.adapters.http.pages import account_page, page, pair_events
 from sidecar.adapters.http.routes import (
@@ -64,7 +64,7 @@ def create_app(
     which also exports ``limiter``'s counters."""
     limits = limits or HttpLimits()
     app = web.Application(
-        middlewares=[respond_safely, require_token, limit_body],
+        middlewares=[respond_safely, require_token, count_refused, limit_body],
         client_max_size=max(BODY_LIMITS.values()),
         handler_args={
             # aiohttp closes a connection whose request has not arrived within its

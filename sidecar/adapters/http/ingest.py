@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from sidecar.adapters.http.common import SIDECAR, json_error, json_response
+from sidecar.adapters.http.common import SIDECAR, Handler, json_error, json_response
 from sidecar.adapters.http.routes import BODY_LIMITS, json_body
 from sidecar.adapters.ingest import baileys, evolution
 from sidecar.core.ingest import Ingest
@@ -37,21 +37,26 @@ async def ingest(request: web.Request) -> web.Response:
         return json_error(404, "unknown ingest format (known: baileys, evolution)")
     if not request.app[SIDECAR].has_account(account_id):
         raise web.HTTPNotFound(reason="Unknown account")
+    service = _service(request, account_id)
     # read whatever the answer (the connection stays usable); megabytes parse off the loop
     body = await json_body(request, in_thread=True)
-    service = request.app.get(INGEST)
-    if service is None or account_id not in service.accounts:
+    if service is None:
         return json_error(409, "this account's source is not ingest (accounts[].source)")
     try:
         # thousands of messages take a good part of a second to convert: off the loop
         converted = await asyncio.to_thread(converter, body)
     except baileys.UnknownEvent as exc:
+        service.refused(account_id, "unknown_event")
         return json_error(422, str(exc))
     except baileys.BadIngest as exc:
+        service.refused(account_id, "bad_body")
         return json_error(400, str(exc))
     if len(converted.events) > MAX_EVENTS:
+        service.refused(account_id, "too_large")
         return json_error(413, f"more than {MAX_EVENTS} events in one request: send them apart")
-    taken = await asyncio.to_thread(service.take, account_id, converted.events)
+    taken = await asyncio.to_thread(
+        service.take, account_id, converted.events, converted.ignored, converted.unreadable
+    )
     return json_response(
         {
             "accepted": taken.accepted,
@@ -60,6 +65,30 @@ async def ingest(request: web.Request) -> web.Response:
             "unreadable": converted.unreadable,
         }
     )
+
+
+def _service(request: web.Request, account_id: str) -> Ingest | None:
+    """The ingest service, if ``account_id`` is one of its accounts."""
+    service = request.app.get(INGEST)
+    return service if service is not None and account_id in service.accounts else None
+
+
+@web.middleware
+async def count_refused(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count an ingest request refused for its body, whether before the handler runs (a
+    declared length past the limit, a compressed body: :func:`limit_body`) or while it
+    reads it (not JSON, not an object). Inside the token check: nobody without a token
+    moves an account's counts."""
+    if request.match_info.route.handler is not ingest:
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        service = _service(request, request.match_info.get("account_id", ""))
+        if service is not None and exc.status in (400, 413, 415):
+            account_id = request.match_info["account_id"]
+            service.refused(account_id, "too_large" if exc.status == 413 else "bad_body")
+        raise
 
 
 BODY_LIMITS[ingest] = INGEST_BODY_BYTES  # registered beside the endpoint it is for

@@ -71,6 +71,7 @@ def view_json(view: PairingView, svg: str | None) -> dict[str, Any]:
         "pairedAtMs": view.paired_at_ms,
         "lastRealMessageMs": view.last_real_message_ms,
         "isDegraded": view.degraded,
+        "source": view.source,
     }
 
 
