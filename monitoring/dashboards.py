@@ -12,6 +12,7 @@ from grafana_foundation_sdk.models.dashboard import VariableOption, VariableRefr
 
 from monitoring.alerts import RATE_BY_CLASS
 from monitoring.config import MonitoringConfig
+from monitoring.dashboards_ingest import ingest_row
 from monitoring.dashboards_sending import sending_row
 from monitoring.panels import DATASOURCE, query
 
@@ -226,7 +227,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .height(8)
         )
     )
-    return sending_row(board, SEL, by_account=True)
+    return ingest_row(sending_row(board, SEL, by_account=True), SEL, by_account=True)
 
 
 def account(config: MonitoringConfig) -> db.Dashboard:
@@ -308,7 +309,7 @@ def account(config: MonitoringConfig) -> db.Dashboard:
             .height(8)
         )
     )
-    return sending_row(board, one, by_account=False)
+    return ingest_row(sending_row(board, one, by_account=False), one, by_account=False)
 
 
 def dashboards(config: MonitoringConfig) -> dict[str, db.Dashboard]:
