@@ -443,9 +443,7 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
                     for board, title, expr in queries:
                         names = set(re.findall(r"(?<![\w:])whatsapp_[a-z_]+(?![\w:])", expr))
                         worker_only = {
-                            n
-                            for n in names
-                            if re.sub(r"_(bucket|sum|count)$", "", n) in LIVE_ONLY
+                            n for n in names if re.sub(r"_(bucket|sum|count)$", "", n) in LIVE_ONLY
                         }
                         for name in names - worker_only:
                             assert name in exported, (
