@@ -1,6 +1,6 @@
 """Accounts whose session lives in another gateway (issue 17): Baileys' events posted to
-``/api/ingest/baileys/{account}`` count, judge and change state exactly as the same
-events from a neonize session do."""
+``/api/ingest/baileys/{account}`` (or inside WAHA's envelope to ``/api/ingest/waha/...``)
+count, judge and change state exactly as the same events from a neonize session do."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sidecar.core.clock import ReplayClock
 
 from .support.cases import CASES
 from .support.config import TOKEN, ConfigFactory
-from .support.gateway_json import protobufjs_json, raw_json
+from .support.gateway_json import protobufjs_json, raw_json, waha_envelope
 
 SHAPES = [(name, content) for name, content, _, _, _ in CASES if content is not None]
 FORMS: dict[str, Callable[[e2e.Message], dict[str, Any]]] = {
@@ -26,6 +26,8 @@ FORMS: dict[str, Callable[[e2e.Message], dict[str, Any]]] = {
     "gw-buffers": raw_json,
     "gw-index-maps": lambda message: raw_json(message, index_maps=True),
 }
+#: An account fed by WAHA's NOWEB engine: the same Baileys event, raw, in WAHA's envelope.
+WAHA = "gw-waha"
 CHAT = "12025550123@s.whatsapp.net"
 Client = TestClient[Any, Any]
 
@@ -34,7 +36,8 @@ Client = TestClient[Any, Any]
 async def served(
     make_config: ConfigFactory, clock: ReplayClock
 ) -> AsyncIterator[tuple[Assembly, Client]]:
-    loaded = make_config([{"id": name, "source": "ingest"} for name in FORMS] + [{"id": "live"}])
+    ingest = [{"id": name, "source": "ingest"} for name in [*FORMS, WAHA]]
+    loaded = make_config([*ingest, {"id": "live"}])
     assembly = assemble(loaded, clock, storage=False)
     live_source(assembly, None)  # wires the ingest accounts as `run` does; nothing connects
     async with TestClient(TestServer(build_app(assembly))) as client:
@@ -88,9 +91,13 @@ async def test_every_classifier_shape_counts_the_same_whichever_way_it_arrived(
             "ignored": 0,
             "unreadable": 0,
         }
+    batch = [wa_message(n, raw_json(content)) for n, (_, content) in enumerate(SHAPES)]
+    body = waha_envelope("engine.event", upsert(batch))
+    status, answer = await post(client, f"/api/ingest/waha/{WAHA}", body)
+    assert (status, answer["accepted"]) == (200, len(SHAPES)), answer
     expected = received(assembly, "live")
     assert sum(expected.values()) == len(SHAPES)
-    for account in FORMS:
+    for account in [*FORMS, WAHA]:
         assert received(assembly, account) == expected, account
 
 

@@ -92,3 +92,19 @@ def _raw_value(field: FieldDescriptor, value: Any, index_maps: bool) -> Any:
             high = high - 2**32 if high >= 2**31 else high
         return {"low": low, "high": high, "unsigned": unsigned}
     return value
+
+
+def waha_envelope(event: str, payload: Any, *, engine: str = "NOWEB") -> dict[str, Any]:
+    """A body as WAHA posts its webhooks (src/structures/webhooks.dto.ts, WAHAWebhook):
+    ``engine.event``'s payload is a Baileys event, ``{"event", "data"}``."""
+    return {
+        "id": "evt_01kb0c00000000000000000000",
+        "timestamp": 1_764_068_400_000,
+        "event": event,
+        "session": "default",
+        "metadata": {},
+        "me": None,
+        "payload": payload,
+        "engine": engine,
+        "environment": {"version": "2025.12.1", "engine": engine, "tier": "CORE"},
+    }

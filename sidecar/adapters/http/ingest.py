@@ -15,7 +15,7 @@ from aiohttp import web
 
 from sidecar.adapters.http.common import SIDECAR, Handler, json_error, json_response
 from sidecar.adapters.http.routes import BODY_LIMITS, json_body
-from sidecar.adapters.ingest import baileys, evolution
+from sidecar.adapters.ingest import baileys, evolution, waha
 from sidecar.core.ingest import Ingest
 
 INGEST = web.AppKey("ingest", Ingest)
@@ -27,6 +27,7 @@ MAX_EVENTS = 5_000
 FORMATS: dict[str, Callable[..., baileys.Converted]] = {
     "baileys": baileys.convert,
     "evolution": evolution.convert,
+    "waha": waha.convert,
 }
 
 
@@ -34,7 +35,7 @@ async def ingest(request: web.Request) -> web.Response:
     fmt, account_id = request.match_info["format"], request.match_info["account_id"]
     converter = FORMATS.get(fmt)
     if converter is None:
-        return json_error(404, "unknown ingest format (known: baileys, evolution)")
+        return json_error(404, f"unknown ingest format (known: {', '.join(FORMATS)})")
     if not request.app[SIDECAR].has_account(account_id):
         raise web.HTTPNotFound(reason="Unknown account")
     service = _service(request, account_id)

@@ -40,6 +40,7 @@ IGNORED = frozenset(
         "groups.update",
         "group-participants.update",
         "group.join-request",
+        "group.member-tag.update",
         "blocklist.set",
         "blocklist.update",
         "call",

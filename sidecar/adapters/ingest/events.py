@@ -133,6 +133,11 @@ def qr(code: str) -> Any:
     return QREv(Codes=[code])
 
 
+def qr_waiting() -> Any:
+    """Waiting for a QR scan, the code not given (the recorder writes QR events so too)."""
+    return QREv()
+
+
 def text_of(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
     return value if isinstance(value, str) else ""
