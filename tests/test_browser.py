@@ -68,6 +68,16 @@ def pairing_capture(path: Path, start: float) -> None:
     path.write_text("".join(encode_record(t, a, e) + "\n" for t, a, e in records))
 
 
+def open_logged_in(browser: Any, url: str, width: int, height: int) -> Any:
+    """A new page at ``url``, logged in through its form as a person would."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_selector("#login", state="visible")
+    page.fill("#token", TOKEN)
+    page.click("#login button")
+    return page
+
+
 def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     config = tmp_path / "config.yaml"
@@ -97,11 +107,7 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
         base = f"http://127.0.0.1:{wait_ready(process)}"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1000, "height": 800})
-            page.goto(base + "/")
-            page.wait_for_selector("#login", state="visible")
-            page.fill("#token", TOKEN)
-            page.click("#login button")
+            page = open_logged_in(browser, base + "/", 1000, 800)
             page.wait_for_selector('tr[data-account="sales"]')
             assert "connected" in page.inner_text('tr[data-account="sales"]')
             assert TOKEN not in page.url
@@ -110,11 +116,7 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             # An ingest account's pair page (its session lives in another gateway, where
             # the pager's re-pair link leads too) says where it is re-paired, and offers
             # nothing here. Its stream stays open: the second of the token's two.
-            elsewhere = browser.new_page(viewport={"width": 390, "height": 844})
-            elsewhere.goto(base + "/accounts/shop/pair")
-            elsewhere.wait_for_selector("#login", state="visible")
-            elsewhere.fill("#token", TOKEN)
-            elsewhere.click("#login button")
+            elsewhere = open_logged_in(browser, base + "/accounts/shop/pair", 390, 844)
             elsewhere.wait_for_selector("#elsewhere", state="visible")
             assert "re-pair it there" in elsewhere.inner_text("#elsewhere")
             assert elsewhere.is_hidden("#confirm")
@@ -146,11 +148,7 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
 
             # A third pair page for the same token, over the cap of two streams: it says so
             # and offers no re-pair it could not show.
-            second = browser.new_page(viewport={"width": 390, "height": 844})
-            second.goto(base + "/accounts/support/pair")
-            second.wait_for_selector("#login", state="visible")
-            second.fill("#token", TOKEN)
-            second.click("#login button")
+            second = open_logged_in(browser, base + "/accounts/support/pair", 390, 844)
             second.wait_for_selector("#error", state="visible")
             assert "too many event streams" in second.inner_text("#error")
             assert "close another pair page" in second.inner_text("#error")
