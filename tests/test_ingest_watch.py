@@ -5,6 +5,7 @@ object says where the session lives."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -135,3 +136,21 @@ async def test_the_health_object_says_where_the_session_lives(
     # the ingest account's messages are not stored here (store_messages defaults to false)
     assert "store" not in seen["shop"]
     assert seen["live"]["store"]["backend"] == "sqlite"
+
+
+async def test_refused_requests_are_logged_once_a_minute_without_the_body(
+    served: tuple[Assembly, Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client = served
+    secret = "12025550199 secret words"
+    bad = {"event": "messages.upsert", "data": {"type": "notify", "messages": secret}}
+    with caplog.at_level(logging.WARNING, logger="sidecar.core.ingest"):
+        for _ in range(3):
+            assert await post(client, "/api/ingest/baileys/shop", json=bad) == 400
+        assert await post(client, "/api/ingest/baileys/shop", json={"event": "no.such"}) == 422
+    lines = [r.getMessage() for r in caplog.records if r.name == "sidecar.core.ingest"]
+    # one line per reason within the minute: the first of three bad bodies, the unknown event
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("account=shop ingest request refused (bad_body: ")
+    assert "unknown_event: unknown Baileys event" in lines[1]
+    assert not any(secret in line or "no.such" in line for line in lines)

@@ -14,7 +14,9 @@ stopped or a webhook set up wrong is seen (docs/ingest.md, "Watching the watcher
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +24,10 @@ from typing import Any, Literal
 
 from neonize.events import ConnectedEv, MessageEv, ReceiptEv, UndecryptableMessageEv
 
+log = logging.getLogger(__name__)
+
+#: Seconds between two log lines about one account's refused requests of one reason.
+REFUSED_LOG_EVERY_S = 60.0
 #: Events only an open session delivers.
 _PROOF_OF_OPEN = (MessageEv, UndecryptableMessageEv, ReceiptEv)
 
@@ -72,6 +78,7 @@ class Ingest:
         self._now = now
         started = now()
         self.stats = {a: IngestStats(started) for a in self.accounts}
+        self._refusals_logged: dict[tuple[str, Refusal], tuple[float, int]] = {}
         self._seen: dict[str, OrderedDict[Hashable, None]] = {
             a: OrderedDict() for a in self.accounts
         }
@@ -110,8 +117,24 @@ class Ingest:
                 stats.events[outcome] += n
         return Taken(accepted, duplicates)
 
-    def refused(self, account_id: str, why: Refusal) -> None:
-        """Count a request refused whole. Not a sign of life: a gateway posting what
-        cannot be read is as blind to the sidecar as one that posts nothing."""
+    def refused(self, account_id: str, why: Refusal, detail: str = "") -> None:
+        """Count a request refused whole, and say so in the log at most once a minute per
+        account and reason (``detail``: the answer's error, which never quotes the body).
+        Not a sign of life: a gateway posting what cannot be read is as blind to the
+        sidecar as one that posts nothing."""
+        now = time.monotonic()
         with self._lock:
             self.stats[account_id].refused[why] += 1
+            logged_at, unlogged = self._refusals_logged.get((account_id, why), (-1e18, 0))
+            if now - logged_at < REFUSED_LOG_EVERY_S:
+                self._refusals_logged[account_id, why] = (logged_at, unlogged + 1)
+                return
+            self._refusals_logged[account_id, why] = (now, 0)
+        times = f"; {unlogged + 1} since the last report" if unlogged else ""
+        log.warning(
+            "account=%s ingest request refused (%s%s): its events are not measured%s",
+            account_id,
+            why,
+            f": {detail}" if detail else "",
+            times,
+        )

@@ -16,7 +16,7 @@ from aiohttp import web
 from sidecar.adapters.http.common import SIDECAR, Handler, json_error, json_response
 from sidecar.adapters.http.routes import BODY_LIMITS, json_body
 from sidecar.adapters.ingest import baileys, evolution, waha
-from sidecar.core.ingest import Ingest
+from sidecar.core.ingest import Ingest, Refusal
 
 INGEST = web.AppKey("ingest", Ingest)
 #: A history or a burst of messages in one request, as JSON with media keys in base64.
@@ -47,14 +47,15 @@ async def ingest(request: web.Request) -> web.Response:
         # thousands of messages take a good part of a second to convert: off the loop
         converted = await asyncio.to_thread(converter, body)
     except baileys.UnknownEvent as exc:
-        service.refused(account_id, "unknown_event")
+        service.refused(account_id, "unknown_event", str(exc))
         return json_error(422, str(exc))
     except baileys.BadIngest as exc:
-        service.refused(account_id, "bad_body")
+        service.refused(account_id, "bad_body", str(exc))
         return json_error(400, str(exc))
     if len(converted.events) > MAX_EVENTS:
-        service.refused(account_id, "too_large")
-        return json_error(413, f"more than {MAX_EVENTS} events in one request: send them apart")
+        too_many = f"more than {MAX_EVENTS} events in one request: send them apart"
+        service.refused(account_id, "too_large", too_many)
+        return json_error(413, too_many)
     taken = await asyncio.to_thread(
         service.take, account_id, converted.events, converted.ignored, converted.unreadable
     )
@@ -88,7 +89,8 @@ async def count_refused(request: web.Request, handler: Handler) -> web.StreamRes
         service = _service(request, request.match_info.get("account_id", ""))
         if service is not None and exc.status in (400, 413, 415):
             account_id = request.match_info["account_id"]
-            service.refused(account_id, "too_large" if exc.status == 413 else "bad_body")
+            why: Refusal = "too_large" if exc.status == 413 else "bad_body"
+            service.refused(account_id, why, exc.reason)
         raise
 
 
