@@ -52,7 +52,11 @@ def test_a_full_assembly_registers_every_declared_family(
     make_config: ConfigFactory, clock: ReplayClock
 ) -> None:
     loaded = make_config(
-        [{"id": "sales", "probe": {"peer": "support"}}, {"id": "support"}],
+        [
+            {"id": "sales", "probe": {"peer": "support"}},
+            {"id": "support"},
+            {"id": "shop", "source": "ingest"},  # the ingest families
+        ],
         send={"enabled": True},
     )
     assembly: Assembly = assemble(loaded, clock)
