@@ -107,9 +107,30 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
         base = f"http://127.0.0.1:{wait_ready(process)}"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+            # a wrong token is refused in words, and the form asks again
+            wrong = browser.new_page(viewport={"width": 390, "height": 844})
+            wrong.goto(base + "/")
+            wrong.fill("#token", "not-the-token")
+            wrong.click("#login button")
+            wrong.wait_for_selector("#login-refused", state="visible")
+            assert "not accepted" in wrong.inner_text("#login-refused")
+            wrong.fill("#token", TOKEN)
+            wrong.click("#login button")
+            wrong.wait_for_selector('tr[data-account="sales"]')
+            assert wrong.is_hidden("#login-refused")
+            # on a phone each account is a card: nothing runs off the side
+            width = wrong.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the status page is {width} px wide on a 390 px phone"
+            wrong.screenshot(path=str(ARTIFACTS / "status-page-phone.png"), full_page=True)
+            wrong.close()
+
             page = open_logged_in(browser, base + "/", 1000, 800)
             page.wait_for_selector('tr[data-account="sales"]')
-            assert "connected" in page.inner_text('tr[data-account="sales"]')
+            sales = page.inner_text('tr[data-account="sales"]')
+            assert "Connected" in sales and "OK" in sales, sales
+            shop = page.inner_text('tr[data-account="shop"]')
+            # the ingest account has not connected: its verdict is not an "OK"
+            assert "Connecting" in shop and "not judged" in shop and "details" in shop, shop
             assert TOKEN not in page.url
             page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
 
@@ -129,6 +150,12 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             page.check("#sure")
             page.click("#start")
             page.wait_for_selector("#qr svg", timeout=30_000)
+            # the phone-number way is offered beside the QR; a replay has no session for it
+            assert page.is_visible("#by-phone")
+            page.fill("#phone", "+1 555 0100")
+            page.click("#by-phone button")
+            page.wait_for_selector("#error", state="visible")
+            assert "no live WhatsApp session" in page.inner_text("#error")
             first = page.inner_html("#qr")
             page.wait_for_function(
                 "(first) => document.querySelector('#qr').innerHTML !== first && document.querySelector('#qr svg')",
@@ -154,6 +181,12 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             assert "close another pair page" in second.inner_text("#error")
             assert second.is_hidden("#confirm")
             second.screenshot(path=str(ARTIFACTS / "pair-page-too-many.png"), full_page=True)
+            # an account the config does not have is said so, and nothing is offered
+            elsewhere.close()
+            unknown = open_logged_in(browser, base + "/accounts/nobody/pair", 390, 844)
+            unknown.wait_for_selector("#error", state="visible")
+            assert "no account" in unknown.inner_text("#error")
+            assert unknown.is_hidden("#confirm")
             browser.close()
     finally:
         process.terminate()
@@ -167,5 +200,6 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
         "pair-page-paired.png",
         "pair-page-too-many.png",
         "pair-page-ingest.png",
+        "status-page-phone.png",
     ):
         assert (ARTIFACTS / name).stat().st_size > 5_000
