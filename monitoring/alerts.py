@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from monitoring.alerts_ingest import ingest_alerts
+from monitoring.alerts_phone import phone_alerts
 from monitoring.alerts_sending import sending_alerts
 from monitoring.common import BY_ACCOUNT, alert_annotations, repair_line
 from monitoring.config import MonitoringConfig
@@ -284,6 +285,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
         },
     ]
     alerts += sending_alerts(config) + ingest_alerts(config)
+    alerts += phone_alerts(config)
     return {
         "groups": [
             {"name": "wa-sidecar.recording", "rules": recording},

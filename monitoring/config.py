@@ -22,6 +22,11 @@ class MonitoringConfig:
     for_reconnect_storm: str = "5m"
     for_sidecar_down: str = "5m"
     for_handler_errors: str = "10m"
+    #: The account's own phone unseen this many days: a warning, then a page; WhatsApp
+    #: logs the device out after about 14 (docs/phone.md).
+    phone_warning_days: int = 10
+    phone_critical_days: int = 12
+    for_phone_offline: str = "10m"
     for_probe_failing: str = "1m"
     for_store_errors: str = "10m"
     for_spool_growing: str = "15m"

@@ -11,6 +11,7 @@ from typing import Any
 from monitoring.config import MonitoringConfig
 from monitoring.promtool_cases import INSTANCE, Cases, series
 from monitoring.rule_tests_ingest import ingest_tests
+from monitoring.rule_tests_phone import phone_tests
 from monitoring.rule_tests_sending import sending_tests
 
 
@@ -293,6 +294,7 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
         },
         *sending_tests(config),
         *ingest_tests(config),
+        *phone_tests(config),
     ]
 
 

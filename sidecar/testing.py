@@ -36,11 +36,19 @@ from sidecar.adapters.ingest import events as ingest_events
 
 FICTIONAL_PHONE = "12025550100"
 OWN_PHONE = "12025550199"
+#: The account's own number in its LID form (a made-up LID).
+OWN_LID = "190000000000199"
 _ids = itertools.count(1)
 
 
 def jid(user: str, server: str = "s.whatsapp.net", device: int = 0) -> JID:
     return JID(User=user, RawAgent=0, Device=device, Integrator=0, Server=server, IsEmpty=False)
+
+
+def own(device: int = 0, *, lid: bool = False) -> JID:
+    """The account's own number on ``device`` (0: its phone; another: a linked device such
+    as WhatsApp Web), in phone-number or LID form, as whatsmeow names a sender."""
+    return jid(OWN_LID, "lid", device) if lid else jid(OWN_PHONE, device=device)
 
 
 def empty_jid() -> JID:
@@ -103,16 +111,23 @@ def message_event(content: WAMessage | None = None, **info: Any) -> Any:
 
 
 def receipt(
-    message_ids: list[str], chat: JID, kind: int | None = 1, *, from_me: bool = False
+    message_ids: list[str],
+    chat: JID,
+    kind: int | None = 1,
+    *,
+    from_me: bool = False,
+    sender: JID | None = None,
+    timestamp_s: int = 1_764_068_400,
 ) -> Any:
     """A ``ReceiptEv`` as neonize delivers it for ``message_ids`` in ``chat``; ``kind`` is
-    a ``Receipt.ReceiptType`` (1: delivered), None to leave it unset."""
+    a ``Receipt.ReceiptType`` (1: delivered), None to leave it unset. ``sender``: the
+    device that sent it (the chat's by default; :func:`own` for the account's own)."""
     from neonize.events import ReceiptEv
 
     made = ReceiptEv(
-        MessageSource=message_source(chat, chat, from_me=from_me),
+        MessageSource=message_source(chat, sender or chat, from_me=from_me),
         MessageIDs=message_ids,
-        Timestamp=1_764_068_400,
+        Timestamp=timestamp_s,
     )
     if kind is not None:
         made.Type = kind

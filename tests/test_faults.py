@@ -662,9 +662,12 @@ def test_a_failed_state_save_is_written_with_the_next_one(
     with pytest.raises(StateStoreError):
         store.save([("sales", PersistedState(T0 + 60, T0 + 61, {1: b"y" * 200_000}))])
     filler.unlink()
-    assert store.save([("support", PersistedState(T0 + 5, None))]) == 2
+    # sales' phone was seen meanwhile: its newer state joins the one that failed
+    later = PersistedState(T0 + 60, T0 + 61, phone_seen_at=T0 + 90)
+    assert store.save([("support", PersistedState(T0 + 5, None)), ("sales", later)]) == 2
     saved = store.load()
     assert (saved["sales"].last_real_at, saved["sales"].last_protocol_at) == (T0 + 60, T0 + 61)
+    assert saved["sales"].phone_seen_at == T0 + 90
     assert saved["sales"].gaps == {0: b"x" * 2048, 1: b"y" * 200_000}
     assert saved["support"].last_real_at == T0 + 5
     store.close()

@@ -82,6 +82,32 @@ class Scenario:
             ),
         )
 
+    def own_message(self, t: float, account: str, *, device: int, lid: bool = False) -> None:
+        """A text the account's owner sent from ``device`` of its own number (0: the phone)."""
+        self.add(
+            t,
+            account,
+            build.message_event(
+                build.text("on my way"),
+                from_me=True,
+                sender=build.own(device, lid=lid),
+                message_id=f"O{next(self._ids)}",
+                timestamp_ms=int(t * 1000),
+            ),
+        )
+
+    @staticmethod
+    def own_receipt(t: float, chat: Any, *, device: int, lid: bool = False) -> Any:
+        """The owner read ``chat`` on ``device`` of its own number."""
+        return build.receipt(
+            ["3EB0AAAA"],
+            chat,
+            Receipt.READ_SELF,
+            from_me=True,
+            sender=build.own(device, lid=lid),
+            timestamp_s=int(t),
+        )
+
     def every(self, start: float, end: float, mean_gap: float) -> Iterator[float]:
         """Times from ``start`` to ``end`` with gaps around ``mean_gap`` (+-50 %)."""
         t = start + self._rng.uniform(0.5, 1.5) * mean_gap
@@ -371,6 +397,45 @@ def scenarios() -> Iterator[tuple[Scenario, float]]:
     s.healthy("newbie")
     s.expect["newbie"]["quiet"] = True
     yield s, start + 6 * 3600
+
+    yield phone_offline()
+
+
+def phone_offline() -> tuple[Scenario, float]:
+    """Two paired accounts over 11 days; ``away``'s phone is last seen at 12:05 on day 1,
+    while the account goes on receiving and its WhatsApp Web (device 7) goes on sending
+    and reading, which proves nothing about the phone. ``daily``'s phone sends and reads
+    every day, in phone-number and LID form. Neither session is deaf."""
+    s = Scenario(
+        "phone_offline",
+        "away's phone is last seen at 12:05 on day 1 (it sent a message, then read a chat);"
+        " its WhatsApp Web goes on sending and reading and messages keep arriving for 11"
+        " days. daily's phone sends and reads every day. Both sessions hear.",
+    )
+    for account in ("away", "daily"):
+        s.account(account, silence_threshold="5m")
+        s.connect(EPOCH + 8 * 3600, account)
+        s.real(EPOCH + 8 * 3600 + 30, account)
+        s.protocol(EPOCH + 8 * 3600 + 40, account)  # the phone's history sync after pairing
+        s.daytime_history(account, 11, 600)
+        s.add(EPOCH + 5 * DAY + 3 * 3600, account, build.disconnected())
+        s.connect(EPOCH + 5 * DAY + 3 * 3600 + 20, account)
+    chat = build.jid(build.FICTIONAL_PHONE)
+    end = EPOCH + 11 * DAY + 13 * 3600
+    for day in range(12):
+        noon = EPOCH + day * DAY + 12 * 3600
+        if day == 0:
+            s.own_message(noon, "away", device=0)
+            s.add(noon + 300, "away", s.own_receipt(noon + 300, chat, device=0))
+        if noon + 3 * 3600 < end:
+            s.own_message(noon + 3 * 3600, "away", device=7)
+            web_read = noon + 3 * 3600 + 60
+            s.add(web_read, "away", s.own_receipt(web_read, chat, device=7))
+        s.own_message(noon, "daily", device=0, lid=day % 2 == 1)
+        s.add(noon + 300, "daily", s.own_receipt(noon + 300, chat, device=0, lid=day % 2 == 0))
+    s.healthy("away")
+    s.healthy("daily")
+    return s, end
 
 
 def render() -> dict[Path, str]:

@@ -14,6 +14,7 @@ a sidecar that does not start, and it is learned again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -38,6 +39,12 @@ SCHEMA = (
         part       INTEGER NOT NULL,
         model      BLOB NOT NULL,
         PRIMARY KEY (account_id, part)
+    )""",
+    # when the account's own phone was last seen online (sidecar.domain.phone); a table of
+    # its own, so that a database written before it existed opens as it is
+    """CREATE TABLE IF NOT EXISTS phone_seen (
+        account_id TEXT PRIMARY KEY,
+        seen_at    REAL NOT NULL
     )""",
 )
 
@@ -84,9 +91,13 @@ class SqliteStateStore:
             models = self._db.execute(
                 "SELECT account_id, part, model FROM traffic_model"
             ).fetchall()
+            phones = self._db.execute("SELECT account_id, seen_at FROM phone_seen").fetchall()
         states = {row[0]: PersistedState(row[1], row[2]) for row in rows}
         for account_id, part, model in models:
             states.setdefault(account_id, PersistedState(None, None)).gaps[part] = bytes(model)
+        for account_id, seen_at in phones:
+            known = states.get(account_id, PersistedState(None, None))
+            states[account_id] = dataclasses.replace(known, phone_seen_at=seen_at)
         return states
 
     def save(self, states_in: Iterable[tuple[str, PersistedState]]) -> int:
@@ -101,13 +112,12 @@ class SqliteStateStore:
                 states[account_id] = (
                     state
                     if known is None
-                    else PersistedState(
-                        state.last_real_at, state.last_protocol_at, known.gaps | state.gaps
-                    )
+                    else dataclasses.replace(state, gaps=known.gaps | state.gaps)
                 )
             if not states:
                 return 0
             rows = [(a, s.last_real_at, s.last_protocol_at) for a, s in states.items()]
+            phones = [(a, s.phone_seen_at) for a, s in states.items() if s.phone_seen_at]
             try:
                 self._db.execute("BEGIN")
                 self._db.executemany(
@@ -122,6 +132,11 @@ class SqliteStateStore:
                     " last_protocol_at = excluded.last_protocol_at,"
                     " updated_at = ((julianday('now') - 2440587.5) * 86400.0)",
                     rows,
+                )
+                self._db.executemany(
+                    "INSERT INTO phone_seen (account_id, seen_at) VALUES (?, ?)"
+                    " ON CONFLICT(account_id) DO UPDATE SET seen_at = excluded.seen_at",
+                    phones,
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:

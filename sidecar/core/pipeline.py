@@ -21,10 +21,13 @@ from sidecar.domain.account import AccountState, OfflineSync, Status, StatusChan
 from sidecar.domain.classify import UNDECODABLE, Classification, MessageClass, classify
 from sidecar.domain.delivery import SendResult, proven_status
 from sidecar.domain.own_events import OwnEvent
+from sidecar.domain.phone import phone_seen_at
 from sidecar.domain.probes import ProbeSent, probe_id_of
 from sidecar.domain.records import text_of
 
 PROBE = Classification(MessageClass.PROTOCOL, "probe")
+#: The source of accounts whose session the sidecar holds (``AccountSettings.source``).
+NEONIZE = "neonize"
 #: Probes are plain texts; only messages classified as one of these can be a probe.
 PROBE_KINDS = frozenset({"conversation", "extendedTextMessage"})
 
@@ -121,10 +124,14 @@ class EventPipeline:
         name = event_name(event)
         state.record_event(name)
         handler = self._handlers.get(type(event))
-        if handler is None:
-            return
         try:
-            handler(state, event, received_at)
+            # whether the account's phone is online (an ingest gateway's events do not say
+            # which of the account's devices acted)
+            seen = phone_seen_at(event, received_at) if state.settings.source == NEONIZE else None
+            if seen is not None:
+                state.record_phone_seen(seen)
+            if handler is not None:
+                handler(state, event, received_at)
         except Exception as exc:
             state.record_event_error(name)
             _log_handler_fault(account_id, name, exc)

@@ -121,6 +121,8 @@ class AccountSnapshot:
     probe_latency_counts: tuple[int, ...] = ()
     probe_latency_sum: float = 0.0
     deliveries: DeliverySnapshot = NO_DELIVERIES
+    #: When the account's own phone was last seen online (sidecar.domain.phone).
+    phone_seen_at: float | None = None
     version: int = 0
 
     def class_total(self, message_class: MessageClass) -> int:
@@ -146,6 +148,7 @@ class PersistedState:
     last_real_at: float | None
     last_protocol_at: float | None
     gaps: dict[int, bytes] = field(default_factory=dict)
+    phone_seen_at: float | None = None
 
 
 @dataclass
@@ -174,6 +177,7 @@ class AccountState:
     )
     probe_latency_sum: float = 0.0
     last_probe_success_at: float | None = None
+    phone_seen_at: float | None = None
     qr_code: str | None = None
     qr_at: float | None = None
     paired_platform: str | None = None
@@ -201,6 +205,8 @@ class AccountState:
                 self.last_protocol_at = _later(self.last_protocol_at, persisted.last_protocol_at)
             if persisted.gaps:
                 self._gap_model().load(persisted.gaps)
+            if persisted.phone_seen_at is not None:
+                self.phone_seen_at = _later(self.phone_seen_at, persisted.phone_seen_at)
 
     def _gap_model(self) -> GapModel:
         if self.gaps is None:
@@ -241,6 +247,14 @@ class AccountState:
             ):
                 # a probe that arrives proves the session hears; it is no sign of deafness
                 self.last_protocol_at = _later(self.last_protocol_at, received_at)
+                self.dirty = True
+
+    def record_phone_seen(self, at: float) -> None:
+        """The account's own phone was online at ``at``."""
+        with self.lock:
+            self.version += 1
+            if self.phone_seen_at is None or at > self.phone_seen_at:
+                self.phone_seen_at = at
                 self.dirty = True
 
     def record_connect_attempt(self) -> None:
@@ -381,7 +395,9 @@ class AccountState:
             if not self.dirty and not gaps:
                 return None
             self.dirty = False
-            return PersistedState(self.last_real_at, self.last_protocol_at, gaps)
+            return PersistedState(
+                self.last_real_at, self.last_protocol_at, gaps, self.phone_seen_at
+            )
 
     def snapshot(self, now: float | None = None) -> AccountSnapshot:
         """``now`` lets the snapshot include the learned threshold of the current silence."""
@@ -409,6 +425,7 @@ class AccountState:
                 probe_latency_counts=tuple(self.probe_latency_counts),
                 probe_latency_sum=self.probe_latency_sum,
                 deliveries=self.deliveries.snapshot() if self.deliveries.results else NO_DELIVERIES,
+                phone_seen_at=self.phone_seen_at,
                 version=self.version,
             )
 

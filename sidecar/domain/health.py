@@ -114,6 +114,8 @@ class AccountHealth:
     store: StoreStatus | None
     #: ``neonize`` or ``ingest`` (another gateway holds the session and is re-paired there)
     source: str = "neonize"
+    #: When the account's own phone was last seen online (docs/phone.md).
+    phone_last_seen_ms: int | None = None
 
     @property
     def connected(self) -> bool:
@@ -154,6 +156,7 @@ def account_health(
         verdict_history=history,
         store=store,
         source=settings.source,
+        phone_last_seen_ms=to_ms(snapshot.phone_seen_at),
     )
 
 

@@ -34,6 +34,7 @@ from sidecar.metrics.families import (
     LAST_REAL_AGE,
     MESSAGES,
     MESSAGES_SENT,
+    PHONE_LAST_SEEN,
     PROBE_DELIVERY,
     PROBE_FAILURES,
     PROBE_SUCCESS,
@@ -58,6 +59,9 @@ INITIAL_MESSAGE_SERIES: tuple[tuple[MessageClass, str], ...] = (
 INITIAL_EVENT_SERIES: tuple[str, ...] = ("MessageEv",)
 
 _NO_SAMPLES: tuple[Sample, ...] = ()
+#: The phone's last-seen time is exported to the hour: enough for a rule of days, and
+#: /metrics needs no token, so it should not tell when the owner read a chat.
+PHONE_SEEN_STEP_S = 3600.0
 #: An unchanged account's snapshot is reused for this long; then read afresh, so that
 #: what depends on the time of day (the learned silence threshold) moves on.
 REREAD_S = 60.0
@@ -70,6 +74,7 @@ class _Stable(NamedTuple):
 
     messages: Samples
     last_real: Samples
+    phone_seen: Samples
     state: Samples
     probes_sent: Samples
     probe_failures: Samples
@@ -90,6 +95,7 @@ class AccountCollector(RowCollector):
         MESSAGES,
         LAST_REAL,
         LAST_REAL_AGE,
+        PHONE_LAST_SEEN,
         CONNECTION_STATE,
         DEGRADED,
         DEGRADED_REASON,
@@ -138,6 +144,7 @@ class AccountCollector(RowCollector):
             stable.messages,
             stable.last_real,
             _NO_SAMPLES if last_real is None else (((), max(0.0, now - last_real)),),
+            stable.phone_seen,
             stable.state,
             _FLAG[verdict.degraded],
             _reason_samples(verdict.reasons),
@@ -162,6 +169,9 @@ def _stable_samples(settings: AccountSettings, snap: AccountSnapshot) -> _Stable
     return _Stable(
         messages=_message_samples(snap.message_counts),
         last_real=_NO_SAMPLES if snap.last_real_at is None else (((), snap.last_real_at),),
+        phone_seen=_NO_SAMPLES
+        if snap.phone_seen_at is None
+        else (((), snap.phone_seen_at // PHONE_SEEN_STEP_S * PHONE_SEEN_STEP_S),),
         state=_STATE_SAMPLES[snap.status],
         probes_sent=(((), snap.probes_sent),) if has_probe else _NO_SAMPLES,
         probe_failures=tuple(((r,), snap.probe_failures.get(r, 0)) for r in PROBE_FAILURE_REASONS)

@@ -31,6 +31,13 @@ LAST_REAL_AGE = Family(
     "gauge",
 )
 
+PHONE_LAST_SEEN = Family(
+    "whatsapp_primary_phone_last_seen_timestamp_seconds",
+    "When the account's own phone was last seen online (Unix time, to the hour; absent until"
+    " seen): WhatsApp logs the linked device out after about 14 days without it.",
+    "gauge",
+)
+
 CONNECTION_STATE = Family(
     "whatsapp_connection_state",
     "1 for the account's current connection state, 0 for the others.",
