@@ -206,6 +206,10 @@ def _corrupt(command: str, exc: CorruptDatabaseError, config: Path) -> int:
     return EXIT_FAILURE
 
 
+#: Commands that serve the API (and need its tokens and the stores' secrets).
+SERVING = frozenset({"run", "replay"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -214,7 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     _setup_logging(args.log_level)
     try:
-        loaded = load_config(args.config)
+        # pair and recover-db need no secret: they serve no API; check-config checks the
+        # files the config names, and only notes what this shell's environment lacks
+        loaded = load_config(
+            args.config,
+            need_environment=args.command in SERVING,
+            need_files=args.command in SERVING or args.command == "check-config",
+        )
     except ConfigError as exc:
         print(f"{exc.source}: invalid configuration:", file=sys.stderr)
         for problem in exc.problems:
@@ -223,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         accounts = len(loaded.config.accounts)
         print(f"{args.config}: OK ({accounts} account{'s' if accounts != 1 else ''})")
+        for problem in loaded.unresolved:
+            print(f"  note: {problem} here; `run` and `replay` need it", file=sys.stderr)
         return EXIT_OK
     if args.command == "pair":
         return _pair(loaded, args)

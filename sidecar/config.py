@@ -112,6 +112,8 @@ class LoadedConfig(BaseModel):
     tokens: tuple[SecretStr, ...]
     source: str
     postgres_urls: dict[str, SecretStr] = Field(default_factory=dict)
+    #: What the config names that could not be read (secrets), when the command needs none.
+    unresolved: tuple[str, ...] = ()
 
 
 def _describe(error: Any) -> str:
@@ -200,11 +202,13 @@ def _duplicate_account_ids(accounts: Any) -> list[str]:
 
 def _read_tokens(
     auth: AuthConfig | None, environ: dict[str, str]
-) -> tuple[list[SecretStr], list[str]]:
+) -> tuple[list[SecretStr], list[str], list[str]]:
+    """The tokens, the problems of the files named, those of the environment."""
     if auth is None:
-        return [], []
+        return [], [], []
     tokens: list[str] = []
     problems: list[str] = []
+    unset: list[str] = []
     if auth.tokens_file is not None:
         try:
             text = auth.tokens_file.read_text(encoding="utf-8")
@@ -224,12 +228,12 @@ def _read_tokens(
     if auth.tokens_env is not None:
         value = environ.get(auth.tokens_env)
         if not value:
-            problems.append(
+            unset.append(
                 f"auth.tokens_env: environment variable {auth.tokens_env} is unset or empty"
             )
         else:
             tokens += _token_lines(value.replace(",", "\n"))
-    return [SecretStr(t) for t in tokens], problems
+    return [SecretStr(t) for t in tokens], problems, unset
 
 
 def _token_lines(text: str) -> list[str]:
@@ -240,8 +244,17 @@ def _token_lines(text: str) -> list[str]:
     ]
 
 
-def load_config(path: str | Path, environ: dict[str, str] | None = None) -> LoadedConfig:
-    """Read, parse and validate the config file and the secrets it names."""
+def load_config(
+    path: str | Path,
+    environ: dict[str, str] | None = None,
+    *,
+    need_environment: bool = True,
+    need_files: bool = True,
+) -> LoadedConfig:
+    """Read, parse and validate the config file and the secrets it names. Without
+    ``need_environment`` (a command that serves no API and opens no database with its
+    secrets), a secret the environment lacks is listed in ``unresolved`` instead of
+    an error; without ``need_files``, a secret file that cannot be read too."""
     source = str(path)
     try:
         data = read_yaml(Path(path))
@@ -251,21 +264,26 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Load
         raise ConfigError(source, [exc.problem]) from None
     config = parse_config(data, source)
     env = dict(os.environ) if environ is None else environ
-    tokens, problems = _read_tokens(config.auth, env)
+    tokens, problems, unset = _read_tokens(config.auth, env)
     postgres_urls: dict[str, SecretStr] = {}
     for index, account in enumerate(config.accounts):
         if account.postgres_url_env is None:
             continue
         url = env.get(account.postgres_url_env, "")
         if not url.startswith(("postgres://", "postgresql://")):
-            problems.append(
+            unset.append(
                 f"accounts[{index}].postgres_url_env: environment variable"
                 f" {account.postgres_url_env} must hold a postgres:// URL"
             )
         else:
             postgres_urls[account.id] = SecretStr(url)
-    if problems:
-        raise ConfigError(source, problems)
+    fatal = (problems if need_files else []) + (unset if need_environment else [])
+    if fatal:
+        raise ConfigError(source, fatal)
     return LoadedConfig(
-        config=config, tokens=tuple(tokens), source=source, postgres_urls=postgres_urls
+        config=config,
+        tokens=tuple(tokens),
+        source=source,
+        postgres_urls=postgres_urls,
+        unresolved=tuple(p for p in problems + unset if p not in fatal),
     )

@@ -22,6 +22,16 @@ def test_invalid_config_exits_2_and_names_the_field(
     path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("WA_SIDECAR_TEST_UNSET", raising=False)
+    if path.read_text(errors="replace").split("\n")[1].startswith("# environment:"):
+        # what the environment lacks: `run` refuses it; check-config, run where the
+        # service's environment may not be, says so and passes (the file itself is fine)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert any(expected_problem(path) in problem for problem in caught.value.problems)
+        assert main(["check-config", "--config", str(path)]) == EXIT_OK
+        err = capsys.readouterr().err
+        assert f"note: {expected_problem(path)}" in err
+        return
     assert main(["check-config", "--config", str(path)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "invalid configuration" in err
@@ -171,6 +181,25 @@ def test_the_deepest_real_config_is_not_too_deep() -> None:
 def test_durations_out_of_bounds(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_duration(text)
+
+
+def test_commands_that_serve_no_api_need_no_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example config reads its tokens from WA_SIDECAR_TOKENS: the commands its
+    comments give (check-config, pair, recover-db) work in a shell without it."""
+    monkeypatch.delenv("WA_SIDECAR_TOKENS", raising=False)
+    example = FIXTURES.parent.parent.parent / "examples" / "config.yaml"
+    assert main(["check-config", "--config", str(example)]) == EXIT_OK
+    out = capsys.readouterr()
+    assert out.out.startswith(f"{example}: OK (2 accounts)")
+    assert "note: auth.tokens_env: environment variable WA_SIDECAR_TOKENS is unset" in out.err
+    # pair goes as far as the account (an unknown one is refused for that, not the token)
+    assert main(["pair", "nobody", "--config", str(example)]) == EXIT_USAGE
+    assert "no account 'nobody'" in capsys.readouterr().err
+    # run still refuses to serve an API nobody can authenticate to
+    with pytest.raises(ConfigError, match="WA_SIDECAR_TOKENS is unset"):
+        load_config(example)
 
 
 def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
