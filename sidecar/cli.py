@@ -17,6 +17,7 @@ from pathlib import Path
 from sidecar import __version__
 from sidecar.adapters.logline import OneLineFormatter
 from sidecar.adapters.sqlite_files import RUNBOOK, CorruptDatabaseError
+from sidecar.adapters.state_kind import StateDirTaken, claim
 from sidecar.config import ConfigError, LoadedConfig, load_config
 
 EXIT_OK = 0
@@ -236,13 +237,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in loaded.unresolved:
             print(f"  note: {problem} here; `run` and `replay` need it", file=sys.stderr)
         return EXIT_OK
+    if args.command == "replay" and not args.capture.is_file():
+        print(f"wa-sidecar replay: no such capture file: {args.capture}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command in ("run", "replay", "pair"):
+        try:  # a replay's state never where a live run reads it, nor the other way round
+            claim(loaded.config.state_dir, "replay" if args.command == "replay" else "live")
+        except StateDirTaken as exc:
+            print(f"wa-sidecar {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.command == "pair":
         return _pair(loaded, args)
     if args.command == "recover-db":
         return _recover_db(loaded, args.config)
-    if args.command == "replay" and not args.capture.is_file():
-        print(f"wa-sidecar replay: no such capture file: {args.capture}", file=sys.stderr)
-        return EXIT_USAGE
     try:
         if args.command == "replay":
             from sidecar.app import replay
