@@ -13,10 +13,24 @@ from grafana_foundation_sdk.models.dashboard import VariableOption, VariableRefr
 from monitoring.alerts import RATE_BY_CLASS
 from monitoring.config import MonitoringConfig
 from monitoring.dashboards_ingest import ingest_row
+from monitoring.dashboards_probes import probes_row, remediation_row
 from monitoring.dashboards_sending import sending_row
-from monitoring.panels import DATASOURCE, query
+from monitoring.panels import (
+    DATASOURCE,
+    EVENTS_PER_S,
+    MESSAGES_PER_S,
+    merged,
+    query,
+    thresholds,
+)
 
 SEL = 'job=~"$job", account=~"$account"'
+#: The state table's three queries as one table with plain column names.
+STATE_TABLE = merged(
+    "job",
+    "Value #A",
+    rename={"Value #B": "degraded", "Value #C": "last real message (s ago)"},
+)
 TAGS = ["wa-sidecar", "whatsapp", "generated"]
 
 
@@ -66,6 +80,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             stat.Panel()
             .title("Degraded accounts")
             .description("Accounts the sidecar judges connected but deaf.")
+            .thresholds(thresholds((None, "green"), (1, "red")))
             .with_target(query(f"sum(whatsapp_session_degraded{{{SEL}}})", instant=True))
             .span(4)
             .height(5)
@@ -73,6 +88,8 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             stat.Panel()
             .title("Connected accounts")
+            .description("Accounts whose session is open (or, for ingest, last said open).")
+            .thresholds(thresholds((None, "green")))
             .with_target(
                 query(f'sum(whatsapp_connection_state{{{SEL}, state="connected"}})', instant=True)
             )
@@ -85,6 +102,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .description(
                 "Any state but connected: connecting, qr_pending, disconnected, logged_out, ..."
             )
+            .thresholds(thresholds((None, "green"), (1, "orange")))
             .with_target(
                 query(f'sum(whatsapp_connection_state{{{SEL}, state!="connected"}})', instant=True)
             )
@@ -97,7 +115,20 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .description(
                 "Connected and silent, with no protocol traffic and no probes: quiet, not deaf."
             )
+            .thresholds(thresholds((None, "green"), (1, "blue")))
             .with_target(query(f"sum(whatsapp_session_quiet{{{SEL}}})", instant=True))
+            .span(6)
+            .height(5)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Accounts that need a person")
+            .description(
+                "The remediation ladder gave up (needs_repair): re-pair them (the runbook's"
+                " WhatsappAccountNeedsRepair)."
+            )
+            .thresholds(thresholds((None, "green"), (1, "red")))
+            .with_target(query(f"sum(whatsapp_account_needs_repair{{{SEL}}})", instant=True))
             .span(6)
             .height(5)
         )
@@ -120,7 +151,10 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             table.Panel()
             .title("State of every account")
-            .description("Current connection state, verdict and age of the last real message.")
+            .description(
+                "One row per account: its connection state, the verdict (1: deaf) and the age"
+                " of its last real message in seconds (empty: never had one)."
+            )
             .with_target(
                 query(
                     f"whatsapp_connection_state{{{SEL}}} == 1", instant=True, table_format=True
@@ -138,6 +172,8 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
                     table_format=True,
                 ).ref_id("C")
             )
+            .with_transformation(STATE_TABLE[0])
+            .with_transformation(STATE_TABLE[1])
             .span(24)
             .height(8)
         )
@@ -148,7 +184,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .description(
                 "A session whose real rate drops to zero while protocol traffic goes on is deaf."
             )
-            .unit("reqps")
+            .unit(MESSAGES_PER_S)
             .with_target(
                 query(
                     f"sum by (account, class) ({RATE_BY_CLASS}{{{SEL}}})", "{{account}} {{class}}"
@@ -160,6 +196,10 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Age of the last real message")
+            .description(
+                "Seconds since each account's last real message; the verdict compares it with"
+                " the account's effective threshold (the account dashboard shows both)."
+            )
             .unit("s")
             .with_target(query(f"whatsapp_last_real_message_age_seconds{{{SEL}}}", "{{account}}"))
             .span(12)
@@ -168,6 +208,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Reconnects")
+            .description("Connection attempts after the first, per interval.")
             .with_target(
                 query(
                     f"sum by (account) (increase(whatsapp_reconnects_total{{{SEL}}}[$__rate_interval]))",
@@ -180,6 +221,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Degraded verdict")
+            .description("1 while the sidecar judges the account connected but deaf.")
             .with_target(query(f"whatsapp_session_degraded{{{SEL}}}", "{{account}}"))
             .span(12)
             .height(8)
@@ -196,6 +238,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Store writes and errors")
+            .description("Documents written to the message store, and failed batched writes.")
             .unit("ops")
             .with_target(
                 query(
@@ -215,6 +258,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Store write latency (p95)")
+            .description("How long a batched write to the message store takes.")
             .unit("s")
             .with_target(
                 query(
@@ -227,7 +271,9 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .height(8)
         )
     )
-    return ingest_row(sending_row(board, SEL, by_account=True), SEL, by_account=True)
+    for row in (probes_row, remediation_row, sending_row, ingest_row):
+        board = row(board, SEL, by_account=True)
+    return board
 
 
 def account(config: MonitoringConfig) -> db.Dashboard:
@@ -246,6 +292,7 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         board.with_panel(
             statetimeline.Panel()
             .title("Connection state")
+            .description("The account's connection state over time.")
             .with_target(query(f"max by (state) (whatsapp_connection_state{{{one}}})", "{{state}}"))
             .span(24)
             .height(7)
@@ -253,7 +300,11 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Messages by class and kind")
-            .unit("reqps")
+            .description(
+                "Every message event, classified: real (people's messages), protocol (sync"
+                " traffic), other. Protocol without real for long is the deaf pattern."
+            )
+            .unit(MESSAGES_PER_S)
             .with_target(
                 query(
                     f"sum by (class, kind) (rate(whatsapp_messages_received_total{{{one}}}[$__rate_interval]))",
@@ -266,7 +317,8 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Events")
-            .unit("reqps")
+            .description("neonize events received, by class name.")
+            .unit(EVENTS_PER_S)
             .with_target(
                 query(
                     f"sum by (event) (rate(whatsapp_events_total{{{one}}}[$__rate_interval]))",
@@ -279,7 +331,11 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Handler errors")
-            .unit("reqps")
+            .description(
+                "Events whose handling raised an error (WhatsappEventHandlerErrors); counted,"
+                " not stored."
+            )
+            .unit(EVENTS_PER_S)
             .with_target(
                 query(
                     f"sum by (event) (rate(whatsapp_event_errors_total{{{one}}}[$__rate_interval]))",
@@ -292,10 +348,20 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Last real message: age and threshold")
+            .description(
+                "The age of the last real message against the effective threshold the verdict"
+                " uses (the configured one, or longer at hours the account is usually silent)."
+                " Above it with protocol traffic: deaf."
+            )
             .unit("s")
             .with_target(query(f"whatsapp_last_real_message_age_seconds{{{one}}}", "age"))
             .with_target(
-                query(f"whatsapp_silence_threshold_seconds{{{one}}}", "threshold").ref_id("B")
+                query(
+                    f"whatsapp_effective_silence_threshold_seconds{{{one}}}", "effective threshold"
+                ).ref_id("B")
+            )
+            .with_target(
+                query(f"whatsapp_silence_threshold_seconds{{{one}}}", "configured").ref_id("C")
             )
             .span(8)
             .height(8)
@@ -303,13 +369,18 @@ def account(config: MonitoringConfig) -> db.Dashboard:
         .with_panel(
             timeseries.Panel()
             .title("Degraded verdict and spool")
+            .description(
+                "1 while judged deaf; real messages waiting in the local spool for the store."
+            )
             .with_target(query(f"whatsapp_session_degraded{{{one}}}", "degraded"))
             .with_target(query(f"whatsapp_spool_messages{{{one}}}", "spooled").ref_id("B"))
             .span(8)
             .height(8)
         )
     )
-    return ingest_row(sending_row(board, one, by_account=False), one, by_account=False)
+    for row in (probes_row, remediation_row, sending_row, ingest_row):
+        board = row(board, one, by_account=False)
+    return board
 
 
 def dashboards(config: MonitoringConfig) -> dict[str, db.Dashboard]:
