@@ -116,6 +116,9 @@ class AccountHealth:
     source: str = "neonize"
     #: When the account's own phone was last seen online (docs/phone.md).
     phone_last_seen_ms: int | None = None
+    #: While a temporary ban of known length is in force: its end, and why WhatsApp banned.
+    ban_expires_ms: int | None = None
+    ban_reason: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -157,6 +160,8 @@ def account_health(
         store=store,
         source=settings.source,
         phone_last_seen_ms=to_ms(snapshot.phone_seen_at),
+        ban_expires_ms=None if snapshot.ban is None else to_ms(snapshot.ban.expires_at),
+        ban_reason=None if snapshot.ban is None else snapshot.ban.reason,
     )
 
 
