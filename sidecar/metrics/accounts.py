@@ -59,6 +59,7 @@ INITIAL_MESSAGE_SERIES: tuple[tuple[MessageClass, str], ...] = (
     (UNDECODABLE.message_class, UNDECODABLE.kind),
 )
 INITIAL_EVENT_SERIES: tuple[str, ...] = ("MessageEv", "StreamReplacedEv")
+INITIAL_EVENT_ERROR_SERIES: tuple[str, ...] = ("MessageEv",)
 
 _NO_SAMPLES: tuple[Sample, ...] = ()
 #: The phone's last-seen time is exported to the hour: enough for a rule of days, and
@@ -183,8 +184,13 @@ def _stable_samples(settings: AccountSettings, snap: AccountSnapshot) -> _Stable
         probe_success=_NO_SAMPLES
         if snap.last_probe_success_at is None
         else (((), snap.last_probe_success_at),),
-        events=tuple(((e,), v) for e, v in _with_initial(snap.event_counts).items()),
-        event_errors=tuple(((e,), v) for e, v in _with_initial(snap.event_errors).items()),
+        events=tuple(
+            ((e,), v) for e, v in _with_initial(snap.event_counts, INITIAL_EVENT_SERIES).items()
+        ),
+        event_errors=tuple(
+            ((e,), v)
+            for e, v in _with_initial(snap.event_errors, INITIAL_EVENT_ERROR_SERIES).items()
+        ),
         reconnects=(((), snap.reconnects),),
         silence_threshold=(((), settings.silence_threshold_s),),
         sent=_sent_samples(snap.deliveries),
@@ -231,5 +237,5 @@ def _delivery_samples(deliveries: DeliverySnapshot) -> tuple[Sample, ...]:
     return (((), (buckets, deliveries.latency_sum)),)
 
 
-def _with_initial(counts: dict[str, int]) -> dict[str, int]:
-    return dict.fromkeys(INITIAL_EVENT_SERIES, 0) | counts
+def _with_initial(counts: dict[str, int], initial: tuple[str, ...]) -> dict[str, int]:
+    return dict.fromkeys(initial, 0) | counts
