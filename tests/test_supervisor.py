@@ -427,6 +427,7 @@ async def test_live_control_re_pairing_keeps_the_qr_session_up_until_paired(
 # -- temporary bans and parked accounts ------------------------------------------------
 
 BANNED_FOR_S = 3600
+BAN_END = "whatsapp_temporary_ban_expiry_timestamp_seconds"
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -459,7 +460,7 @@ async def test_a_temporary_ban_is_waited_out_then_the_account_reconnects_by_itse
         await asyncio.sleep(0.1)  # many poll periods, and the clock stands: nothing connects
         assert harness.supervisor.decisions == [Decision.AWAIT_BAN_EXPIRY]
         assert harness.started == 1
-        assert harness.value("whatsapp_temporary_ban_expiry_timestamp_seconds") == end
+        assert harness.value(BAN_END) == end
         assert ban_view(assembly) == ("banned", round(end * 1000), "blocked_by_users")
         clock.advance_to(end + BAN_MARGIN_S / 2)  # the ban is over, the margin is not
         await asyncio.sleep(0.1)
@@ -469,7 +470,7 @@ async def test_a_temporary_ban_is_waited_out_then_the_account_reconnects_by_itse
     finally:
         await stop(harness, task)
     assert harness.started == 2
-    assert harness.value("whatsapp_temporary_ban_expiry_timestamp_seconds") is None
+    assert harness.value(BAN_END) is None
     assert ban_view(assembly) == ("connected", None, None)
     assert harness.value("whatsapp_connect_failures_total", reason="temp_banned") == 1.0
     # connected, refused with the ban, connected: two attempts after the first
@@ -497,7 +498,7 @@ async def test_a_ban_met_again_after_its_end_is_waited_out_again_with_growing_ba
         # refused again at connect: a new end, counted from the second refusal
         assert harness.started == 2
         second_end = T0 + 60 + BAN_MARGIN_S + 1 + 60
-        assert harness.value("whatsapp_temporary_ban_expiry_timestamp_seconds") == second_end
+        assert harness.value(BAN_END) == second_end
         assert harness.supervisor.backoff.attempt == 2  # each ban also spends a backoff step
         clock.advance_to(second_end + BAN_MARGIN_S + 1)
         await until(lambda: assembly.sidecar.status("sales") is Status.CONNECTED)
@@ -512,18 +513,26 @@ async def test_a_restart_during_a_ban_waits_for_its_end_instead_of_connecting(
 ) -> None:
     """Before: a restart forgot the ban and connected at once, which WhatsApp may answer
     with a longer ban."""
+    from sidecar.core.live import LiveAccounts
+
     loaded = make_config([{"id": "sales"}])
     before = make_assembly(loaded)
-    before.sidecar.handle("sales", build.connected(), T0)
-    before.sidecar.handle("sales", build.temporary_ban(code=1, expire_s=BANNED_FOR_S), T0 + 1)
+    banned = build.temporary_ban(code=1, expire_s=BANNED_FOR_S)
+    first = Harness(before, [([build.connected(), banned], True)])
+    stop_running = asyncio.Event()
+    live = asyncio.create_task(LiveAccounts(before.sidecar, [first.supervisor]).run(stop_running))
+    await until(lambda: bool(first.supervisor.decisions))
+    stop_running.set()  # the shutdown stops every account, then the state is saved
+    await asyncio.wait_for(live, 10)
+    assert ban_view(before) == ("stopped", None, None)  # kept, but not shown
+    assert before.metrics.registry.get_sample_value(BAN_END, {"account": "sales"}) is None
     assert before.sidecar.flush_state() == 1
-    end = T0 + 1 + BANNED_FOR_S
+    end = T0 + BANNED_FOR_S
     clock.advance_to(T0 + 600)  # restarted ten minutes into the ban
     after = make_assembly(loaded)
     assert ban_view(after) == ("banned", round(end * 1000), "send_to_too_many_people")
     registry = after.metrics.registry
-    gauge = "whatsapp_temporary_ban_expiry_timestamp_seconds"
-    assert registry.get_sample_value(gauge, {"account": "sales"}) == end
+    assert registry.get_sample_value(BAN_END, {"account": "sales"}) == end
     harness = Harness(after, [([build.connected()], True)])
     task = asyncio.create_task(harness.supervisor.run(harness.stopping))
     try:
@@ -534,7 +543,7 @@ async def test_a_restart_during_a_ban_waits_for_its_end_instead_of_connecting(
     finally:
         await stop(harness, task)
     assert harness.started == 1
-    assert registry.get_sample_value(gauge, {"account": "sales"}) is None
+    assert registry.get_sample_value(BAN_END, {"account": "sales"}) is None
     # connecting ended the ban for good: the next restart does not wait for it
     after.sidecar.flush_state()
     assert ban_view(make_assembly(loaded)) == ("connecting", None, None)

@@ -43,6 +43,8 @@ class Status(StrEnum):
 TERMINAL_STATUSES = frozenset(
     {Status.LOGGED_OUT, Status.REPLACED, Status.BANNED, Status.OUTDATED, Status.STOPPED}
 )
+#: States after which a temporary ban still stands: the sidecar stopping ends no ban.
+_KEEPS_BAN = frozenset({Status.BANNED, Status.STOPPED})
 
 
 class OfflineSync(StrEnum):
@@ -125,7 +127,8 @@ class AccountSnapshot:
     #: When the account's own phone was last seen online (sidecar.domain.phone).
     phone_seen_at: float | None = None
     version: int = 0
-    #: A temporary ban in force, whose end WhatsApp told (only while ``banned``).
+    #: A temporary ban whose end WhatsApp told: kept while ``banned`` and through a stop
+    #: (a shutdown, a lease given away), so that a restart remembers it.
     ban: Ban | None = None
 
     def class_total(self, message_class: MessageClass) -> int:
@@ -296,7 +299,7 @@ class AccountState:
                 self.keepalive_failing_since = None
             if old is status:
                 return None
-            if status is not Status.BANNED and self.ban is not None:
+            if status not in _KEEPS_BAN and self.ban is not None:
                 self.ban, self.dirty = None, True  # over: connected, or gone another way
             if status is not Status.QR_PENDING:
                 # a QR code is valid only while it waits to be scanned: once the account
@@ -458,9 +461,11 @@ class AccountState:
             )
 
     def signals_view(self) -> tuple[int, dict[str, int], Ban | None]:
-        """(version, refused connections by reason, the ban), without a whole snapshot."""
+        """(version, refused connections by reason, the ban while ``banned``), without a
+        whole snapshot."""
         with self.lock:
-            return self.version, dict(self.connect_failures), self.ban
+            ban = self.ban if self.status is Status.BANNED else None
+            return self.version, dict(self.connect_failures), ban
 
     def _learned_gap(self, now: float | None) -> float | None:
         """How long a silence that began when the current one began may normally last."""

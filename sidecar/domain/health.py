@@ -135,6 +135,7 @@ def account_health(
 ) -> AccountHealth:
     evidence = verdict.evidence or gather_evidence(snapshot, settings, now)
     last_real = snapshot.last_real_at
+    ban = snapshot.ban if snapshot.status is Status.BANNED else None  # a stop keeps, not shows
     return AccountHealth(
         account_id=snapshot.account_id,
         status=snapshot.status,
@@ -160,8 +161,8 @@ def account_health(
         store=store,
         source=settings.source,
         phone_last_seen_ms=to_ms(snapshot.phone_seen_at),
-        ban_expires_ms=None if snapshot.ban is None else to_ms(snapshot.ban.expires_at),
-        ban_reason=None if snapshot.ban is None else snapshot.ban.reason,
+        ban_expires_ms=None if ban is None else to_ms(ban.expires_at),
+        ban_reason=None if ban is None else ban.reason,
     )
 
 
