@@ -7,6 +7,7 @@ from typing import Any
 from monitoring.alerts_ingest import ingest_alerts
 from monitoring.alerts_phone import phone_alerts
 from monitoring.alerts_sending import sending_alerts
+from monitoring.alerts_signals import signal_alerts
 from monitoring.common import BY_ACCOUNT, alert_annotations, repair_line
 from monitoring.config import MonitoringConfig
 
@@ -286,6 +287,7 @@ def rule_groups(config: MonitoringConfig) -> dict[str, Any]:
     ]
     alerts += sending_alerts(config) + ingest_alerts(config)
     alerts += phone_alerts(config)
+    alerts += signal_alerts(config)
     return {
         "groups": [
             {"name": "wa-sidecar.recording", "rules": recording},

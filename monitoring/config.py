@@ -53,6 +53,18 @@ class MonitoringConfig:
     outbox_window: str = "15m"
     #: How far back the ingest alert looks for refused requests and unreadable messages.
     ingest_refused_window: str = "10m"
+    #: Early signs (monitoring/alerts_signals.py): a ban or a replaced stream pages at once;
+    #: an account waiting for a QR scan this long gets a ticket.
+    for_banned: str = "0m"
+    for_stream_replaced: str = "0m"
+    for_undecryptable: str = "5m"
+    for_not_paired: str = "30m"
+    #: How long a replaced stream keeps paging after the session was taken back.
+    stream_replaced_window: str = "15m"
+    #: An undecryptable storm: this many in the window, and this share of all messages.
+    undecryptable_window: str = "15m"
+    undecryptable_min: int = 5
+    undecryptable_share: float = 0.2
 
     def with_durations(self, value: str) -> MonitoringConfig:
         """Every ``for``/``keep_firing_for`` set to ``value`` (end-to-end tests)."""

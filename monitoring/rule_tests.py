@@ -13,6 +13,7 @@ from monitoring.promtool_cases import INSTANCE, Cases, series
 from monitoring.rule_tests_ingest import ingest_tests
 from monitoring.rule_tests_phone import phone_tests
 from monitoring.rule_tests_sending import sending_tests
+from monitoring.rule_tests_signals import signal_tests
 
 
 def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
@@ -295,6 +296,7 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
         *sending_tests(config),
         *ingest_tests(config),
         *phone_tests(config),
+        *signal_tests(config),
     ]
 
 

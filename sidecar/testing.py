@@ -169,8 +169,10 @@ def disconnected() -> Any:
     return DisconnectedEv(status=True)
 
 
-def logged_out(reason: int = 2) -> Any:
-    return LoggedOutEv(OnConnect=False, Reason=reason)
+def logged_out(reason: int = 2, *, on_connect: bool = False) -> Any:
+    """``on_connect``: WhatsApp refused a connection (whatsmeow's 401/403/406 connect
+    failures); otherwise the device was removed while connected."""
+    return LoggedOutEv(OnConnect=on_connect, Reason=reason)
 
 
 def connect_failure(reason: int, message: str = "") -> Any:
@@ -182,6 +184,8 @@ def stream_replaced() -> Any:
 
 
 def temporary_ban(code: int = 1, expire_s: int = 3600) -> Any:
+    """whatsmeow's answer to a connection while the number is banned: ``code`` is a
+    ``TemporaryBan.TempBanReason``, ``expire_s`` the ban's remaining seconds (0: unknown)."""
     return TemporaryBanEv(Code=code, Expire=expire_s)
 
 

@@ -18,6 +18,7 @@ from sidecar.domain.account import (
 )
 from sidecar.domain.classify import Classification, MessageClass
 from sidecar.domain.delivery import SendResult
+from sidecar.domain.signals import Ban
 
 PROBES = ProbeSettings(peer="b", interval_s=300, timeout_s=120, misses=2)
 
@@ -41,9 +42,11 @@ CHANGES: dict[str, Callable[[AccountState], Any]] = {
     "set_needs_repair": lambda s: s.set_needs_repair(True),
     "record_send": lambda s: s.record_send(SendResult("M1", "c@s.whatsapp.net", True), 10.0),
     "record_receipt": lambda s: s.record_receipt(["M1"], "delivered", 11.0),
+    "record_connect_failure": lambda s: s.record_connect_failure("temp_banned"),
+    "set_ban": lambda s: s.set_ban(Ban(3600.0, "blocked_by_users")),
 }
 #: Methods that read, or change only what no snapshot shows (the "dirty" flag).
-READERS = {"snapshot", "pairing_view", "take_persisted", "was_sent_probe"}
+READERS = {"snapshot", "pairing_view", "take_persisted", "was_sent_probe", "signals_view"}
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))

@@ -19,13 +19,16 @@ import pytest
 from neonize.proto.Neonize_pb2 import ConnectFailureReason as Reason
 
 from sidecar import testing as build
+from sidecar.adapters.health_json import health_json
 from sidecar.adapters.session_store import FileAccountLock as AccountLock
 from sidecar.compose import Assembly
+from sidecar.core.clock import ReplayClock
+from sidecar.core.control import LiveControl
 from sidecar.core.ports import SendRefused
 from sidecar.core.service import Sidecar
 from sidecar.core.supervisor import AccountSupervisor
 from sidecar.domain.account import Status
-from sidecar.domain.supervision import Backoff, Decision, decide
+from sidecar.domain.supervision import BAN_MARGIN_S, Backoff, Decision, ban_wait_s, decide
 
 from .support.config import AssemblyFactory, ConfigFactory
 
@@ -43,7 +46,7 @@ class ScriptedSession:
 
     async def run(self) -> None:
         for event in self._events:
-            self._sidecar.handle("sales", event, T0)
+            self._sidecar.handle("sales", event, self._sidecar.clock.now())
             await asyncio.sleep(0)
         if self._hold:
             await self.stopped.wait()
@@ -158,7 +161,8 @@ async def test_disconnect_while_connected_ends_the_session_and_reconnects(
     ("event", "status"),
     [
         (build.stream_replaced(), Status.REPLACED),
-        (build.temporary_ban(), Status.BANNED),
+        # a ban WhatsApp gave no length for: nobody can tell when trying again is safe
+        (build.temporary_ban(expire_s=0), Status.BANNED),
         (build.client_outdated(), Status.OUTDATED),
         (build.connect_failure(Reason.TEMP_BANNED), Status.BANNED),
         (build.connect_failure(Reason.CLIENT_OUTDATED), Status.OUTDATED),
@@ -418,3 +422,190 @@ async def test_live_control_re_pairing_keeps_the_qr_session_up_until_paired(
     harness.supervisor.stop_session()
     await asyncio.wait_for(task, 2)
     await control.reconnect("sales")  # on a stopped supervisor: harmless
+
+
+# -- temporary bans and parked accounts ------------------------------------------------
+
+BANNED_FOR_S = 3600
+BAN_END = "whatsapp_temporary_ban_expiry_timestamp_seconds"
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def stop(harness: Harness, task: asyncio.Task[None]) -> None:
+    harness.stopping.set()
+    harness.supervisor.stop_session()
+    await asyncio.wait_for(task, 2)
+
+
+def ban_view(assembly: Assembly) -> tuple[str, int | None, str | None]:
+    health = health_json(assembly.sidecar.health("sales"))
+    return health["status"], health["banExpiresMs"], health["banReason"]
+
+
+async def test_a_temporary_ban_is_waited_out_then_the_account_reconnects_by_itself(
+    assembly: Assembly, clock: ReplayClock
+) -> None:
+    """Before: a banned account stayed parked until someone restarted the sidecar."""
+    blocked = build.temporary_ban(code=2, expire_s=BANNED_FOR_S)  # BLOCKED_BY_USERS
+    harness = Harness(assembly, [([build.connected(), blocked], True), ([build.connected()], True)])
+    end = T0 + BANNED_FOR_S
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    try:
+        await until(lambda: bool(harness.supervisor.decisions))
+        await asyncio.sleep(0.1)  # many poll periods, and the clock stands: nothing connects
+        assert harness.supervisor.decisions == [Decision.AWAIT_BAN_EXPIRY]
+        assert harness.started == 1
+        assert harness.value(BAN_END) == end
+        assert ban_view(assembly) == ("banned", round(end * 1000), "blocked_by_users")
+        clock.advance_to(end + BAN_MARGIN_S / 2)  # the ban is over, the margin is not
+        await asyncio.sleep(0.1)
+        assert harness.started == 1
+        clock.advance_to(end + BAN_MARGIN_S + 1)
+        await until(lambda: assembly.sidecar.status("sales") is Status.CONNECTED)
+    finally:
+        await stop(harness, task)
+    assert harness.started == 2
+    assert harness.value(BAN_END) is None
+    assert ban_view(assembly) == ("connected", None, None)
+    assert harness.value("whatsapp_connect_failures_total", reason="temp_banned") == 1.0
+    # connected, refused with the ban, connected: two attempts after the first
+    assert harness.value("whatsapp_reconnects_total") == 2.0
+
+
+async def test_a_ban_met_again_after_its_end_is_waited_out_again_with_growing_backoff(
+    assembly: Assembly, clock: ReplayClock
+) -> None:
+    again = ([build.temporary_ban(expire_s=60)], False)
+    harness = Harness(
+        assembly,
+        [
+            ([build.connected(), build.temporary_ban(expire_s=60)], True),
+            again,
+            ([build.connected()], True),
+        ],
+    )
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    try:
+        await until(lambda: bool(harness.supervisor.decisions))
+        clock.advance_to(T0 + 60 + BAN_MARGIN_S + 1)
+        await until(lambda: len(harness.supervisor.decisions) == 2)
+        await asyncio.sleep(0.1)
+        # refused again at connect: a new end, counted from the second refusal
+        assert harness.started == 2
+        second_end = T0 + 60 + BAN_MARGIN_S + 1 + 60
+        assert harness.value(BAN_END) == second_end
+        assert harness.supervisor.backoff.attempt == 2  # each ban also spends a backoff step
+        clock.advance_to(second_end + BAN_MARGIN_S + 1)
+        await until(lambda: assembly.sidecar.status("sales") is Status.CONNECTED)
+    finally:
+        await stop(harness, task)
+    assert harness.supervisor.decisions == [Decision.AWAIT_BAN_EXPIRY] * 2 + [Decision.STOP]
+    assert harness.value("whatsapp_connect_failures_total", reason="temp_banned") == 2.0
+
+
+async def test_a_restart_during_a_ban_waits_for_its_end_instead_of_connecting(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    """Before: a restart forgot the ban and connected at once, which WhatsApp may answer
+    with a longer ban."""
+    from sidecar.core.live import LiveAccounts
+
+    loaded = make_config([{"id": "sales"}])
+    before = make_assembly(loaded)
+    banned = build.temporary_ban(code=1, expire_s=BANNED_FOR_S)
+    first = Harness(before, [([build.connected(), banned], True)])
+    stop_running = asyncio.Event()
+    live = asyncio.create_task(LiveAccounts(before.sidecar, [first.supervisor]).run(stop_running))
+    await until(lambda: bool(first.supervisor.decisions))
+    stop_running.set()  # the shutdown stops every account, then the state is saved
+    await asyncio.wait_for(live, 10)
+    assert ban_view(before) == ("stopped", None, None)  # kept, but not shown
+    assert before.metrics.registry.get_sample_value(BAN_END, {"account": "sales"}) is None
+    assert before.sidecar.flush_state() == 1
+    end = T0 + BANNED_FOR_S
+    clock.advance_to(T0 + 600)  # restarted ten minutes into the ban
+    after = make_assembly(loaded)
+    assert ban_view(after) == ("banned", round(end * 1000), "send_to_too_many_people")
+    registry = after.metrics.registry
+    assert registry.get_sample_value(BAN_END, {"account": "sales"}) == end
+    harness = Harness(after, [([build.connected()], True)])
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    try:
+        await asyncio.sleep(0.1)
+        assert harness.started == 0
+        clock.advance_to(end + BAN_MARGIN_S + 1)
+        await until(lambda: after.sidecar.status("sales") is Status.CONNECTED)
+    finally:
+        await stop(harness, task)
+    assert harness.started == 1
+    assert registry.get_sample_value(BAN_END, {"account": "sales"}) is None
+    # connecting ended the ban for good: the next restart does not wait for it
+    after.sidecar.flush_state()
+    assert ban_view(make_assembly(loaded)) == ("connecting", None, None)
+
+
+async def test_a_restart_after_a_ban_ended_connects_at_once(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    loaded = make_config([{"id": "sales"}])
+    before = make_assembly(loaded)
+    before.sidecar.handle("sales", build.temporary_ban(expire_s=600), T0)
+    before.sidecar.flush_state()
+    clock.advance_to(T0 + 601)
+    after = make_assembly(loaded)
+    assert ban_view(after) == ("connecting", None, None)
+    harness = Harness(after, [([build.connected()], True)])
+    await harness.run_until(lambda: after.sidecar.status("sales") is Status.CONNECTED)
+    assert harness.started == 1
+
+
+async def test_a_parked_account_connects_again_when_a_re_pair_is_asked_for(
+    assembly: Assembly, tmp_path: Path
+) -> None:
+    """Before: a parked account (replaced, banned for an unknown time, outdated) waited
+    only for the sidecar to stop, so the re-pair page the alert links to did nothing."""
+    from sidecar.adapters.session_store import SessionStore
+
+    harness = Harness(
+        assembly,
+        [
+            ([build.connected(), build.stream_replaced()], True),
+            ([build.qr_with_code("2@code-one,x")], True),
+            ([build.temporary_ban(expire_s=BANNED_FOR_S)], True),
+        ],
+    )
+    store = SessionStore.for_account(tmp_path, "sales", None)
+    store.prepare()
+    control = LiveControl()
+    control.add(harness.supervisor, store)
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    try:
+        await until(lambda: bool(harness.supervisor.decisions))
+        await asyncio.sleep(0.1)
+        assert (harness.supervisor.decisions, harness.started) == ([Decision.PARK], 1)
+        await control.start_pairing("sales")
+        await until(lambda: assembly.sidecar.status("sales") is Status.QR_PENDING)
+        assert harness.started == 2
+        # the pairing meets a ban: it is waited out, not retried in a loop
+        harness.supervisor.stop_session()
+        await until(lambda: len(harness.supervisor.decisions) == 3)
+        await asyncio.sleep(0.1)
+    finally:
+        await stop(harness, task)
+    assert harness.supervisor.decisions[1:] == [Decision.AWAIT_PAIRING, Decision.AWAIT_BAN_EXPIRY]
+    assert harness.started == 3
+    assert harness.supervisor.pairing is False
+
+
+def test_decision_for_a_ban_whose_end_is_known() -> None:
+    assert decide(Status.BANNED, stopping=False, ban_expires_at=T0) is Decision.AWAIT_BAN_EXPIRY
+    assert decide(Status.BANNED, stopping=True, ban_expires_at=T0) is Decision.STOP
+    # only a banned account waits for a ban's end
+    assert decide(Status.DISCONNECTED, stopping=False, ban_expires_at=T0) is Decision.RECONNECT
+    assert ban_wait_s(T0, T0 - 100) == 100 + BAN_MARGIN_S
+    assert ban_wait_s(T0, T0 + BAN_MARGIN_S + 1) == 0.0

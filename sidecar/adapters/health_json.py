@@ -35,6 +35,8 @@ def health_json(health: AccountHealth) -> dict[str, Any]:
         "verdictHistory": [_verdict_change(change) for change in health.verdict_history],
         "source": health.source,
         "phoneLastSeenMs": health.phone_last_seen_ms,
+        "banExpiresMs": health.ban_expires_ms,
+        "banReason": health.ban_reason,
     }
     if health.store is not None:
         out["store"] = _store(health.store)

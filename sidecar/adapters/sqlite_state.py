@@ -8,8 +8,9 @@ next one.
 
 A corrupt file is moved aside (``account_state.sqlite3.corrupt-<UTC time>``)
 and replaced by one holding the rows that could still be read, with a
-WARNING: what it holds (last-real times, learned traffic) is worth less than
-a sidecar that does not start, and it is learned again.
+WARNING: what it holds (last-real times, learned traffic, bans in force) is
+worth less than a sidecar that does not start, and it is learned again (a lost
+ban by one connection attempt, which WhatsApp answers with the ban again).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from sidecar.adapters.sqlite_files import RUNBOOK, CorruptDatabaseError, open_private, salvage
 from sidecar.domain.account import PersistedState
+from sidecar.domain.signals import Ban
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS phone_seen (
         account_id TEXT PRIMARY KEY,
         seen_at    REAL NOT NULL
+    )""",
+    # a temporary ban in force: a restart during it waits for its end (sidecar.domain.signals)
+    """CREATE TABLE IF NOT EXISTS temporary_ban (
+        account_id TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL,
+        reason     TEXT NOT NULL
     )""",
 )
 
@@ -92,12 +100,18 @@ class SqliteStateStore:
                 "SELECT account_id, part, model FROM traffic_model"
             ).fetchall()
             phones = self._db.execute("SELECT account_id, seen_at FROM phone_seen").fetchall()
+            bans = self._db.execute(
+                "SELECT account_id, expires_at, reason FROM temporary_ban"
+            ).fetchall()
         states = {row[0]: PersistedState(row[1], row[2]) for row in rows}
         for account_id, part, model in models:
             states.setdefault(account_id, PersistedState(None, None)).gaps[part] = bytes(model)
         for account_id, seen_at in phones:
             known = states.get(account_id, PersistedState(None, None))
             states[account_id] = dataclasses.replace(known, phone_seen_at=seen_at)
+        for account_id, expires_at, reason in bans:
+            known = states.get(account_id, PersistedState(None, None))
+            states[account_id] = dataclasses.replace(known, ban=Ban(expires_at, reason))
         return states
 
     def save(self, states_in: Iterable[tuple[str, PersistedState]]) -> int:
@@ -137,6 +151,15 @@ class SqliteStateStore:
                     "INSERT INTO phone_seen (account_id, seen_at) VALUES (?, ?)"
                     " ON CONFLICT(account_id) DO UPDATE SET seen_at = excluded.seen_at",
                     phones,
+                )
+                self._db.executemany(
+                    "DELETE FROM temporary_ban WHERE account_id = ?",
+                    [(a,) for a, s in states.items() if s.ban is None],
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO temporary_ban (account_id, expires_at, reason)"
+                    " VALUES (?, ?, ?)",
+                    [(a, s.ban.expires_at, s.ban.reason) for a, s in states.items() if s.ban],
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:

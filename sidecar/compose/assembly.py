@@ -50,6 +50,7 @@ from sidecar.metrics.collectors import (
     StoreCollector,
 )
 from sidecar.metrics.registry import Metrics
+from sidecar.metrics.signals import SignalsCollector
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,13 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
             spool.close()
         raise
     replay_errors = ReplayErrors()
-    metrics = Metrics([AccountCollector(sidecar), ProcessCollector(replay_errors, __version__)])
+    metrics = Metrics(
+        [
+            AccountCollector(sidecar),
+            SignalsCollector(sidecar),
+            ProcessCollector(replay_errors, __version__),
+        ]
+    )
     if stored is not None:
         metrics.register(StoreCollector(stored))
         metrics.register(SpoolCollector(stored, sidecar.account_ids))

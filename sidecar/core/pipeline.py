@@ -24,6 +24,7 @@ from sidecar.domain.own_events import OwnEvent
 from sidecar.domain.phone import phone_seen_at
 from sidecar.domain.probes import ProbeSent, probe_id_of
 from sidecar.domain.records import text_of
+from sidecar.domain.signals import CLIENT_OUTDATED, TEMP_BANNED, ban_of, connect_failure_reason
 
 PROBE = Classification(MessageClass.PROTOCOL, "probe")
 #: The source of accounts whose session the sidecar holds (``AccountSettings.source``).
@@ -91,10 +92,10 @@ class EventPipeline:
             neonize_events.UndecryptableMessageEv: self._on_undecryptable,
             neonize_events.ConnectedEv: self._on_connected,
             neonize_events.DisconnectedEv: self._status(Status.DISCONNECTED),
-            neonize_events.LoggedOutEv: self._status(Status.LOGGED_OUT),
+            neonize_events.LoggedOutEv: self._on_logged_out,
             neonize_events.StreamReplacedEv: self._status(Status.REPLACED),
-            neonize_events.TemporaryBanEv: self._status(Status.BANNED),
-            neonize_events.ClientOutdatedEv: self._status(Status.OUTDATED),
+            neonize_events.TemporaryBanEv: self._on_temporary_ban,
+            neonize_events.ClientOutdatedEv: self._on_client_outdated,
             neonize_events.ConnectFailureEv: self._on_connect_failure,
             neonize_events.QREv: self._on_qr,
             neonize_events.PairStatusEv: self._on_pair_status,
@@ -194,7 +195,28 @@ class EventPipeline:
 
     def _on_connect_failure(self, state: AccountState, event: Any, at: float) -> None:
         state.record_connect_attempt()
+        state.record_connect_failure(connect_failure_reason(event))
         self.set_status(state, _FAILURE_STATUS.get(event.Reason, Status.DISCONNECTED), at)
+
+    # whatsmeow reports these refused connections as events of their own, not as a
+    # ConnectFailureEv; each is a connection attempt, as a ConnectFailureEv is
+
+    def _on_temporary_ban(self, state: AccountState, event: Any, at: float) -> None:
+        state.record_connect_attempt()
+        state.record_connect_failure(TEMP_BANNED)
+        state.set_ban(ban_of(event, at))  # before the status: the supervisor reads it next
+        self.set_status(state, Status.BANNED, at)
+
+    def _on_logged_out(self, state: AccountState, event: Any, at: float) -> None:
+        if event.OnConnect:  # refused at connect; otherwise removed while connected
+            state.record_connect_attempt()
+            state.record_connect_failure(connect_failure_reason(event))
+        self.set_status(state, Status.LOGGED_OUT, at)
+
+    def _on_client_outdated(self, state: AccountState, _event: Any, at: float) -> None:
+        state.record_connect_attempt()
+        state.record_connect_failure(CLIENT_OUTDATED)
+        self.set_status(state, Status.OUTDATED, at)
 
     def _on_qr(self, state: AccountState, event: Any, at: float) -> None:
         if event.Codes:

@@ -197,9 +197,10 @@ class Sidecar:
         saved = self._state_store.load()
         if saved is None:
             return False
+        now = self.clock.now()
         for account_id, persisted in saved.items():
             if account_id in self._states:
-                self._states[account_id].restore(persisted)
+                self._states[account_id].restore(persisted, now)
         return True
 
     def flush_state(self) -> int:

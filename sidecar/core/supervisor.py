@@ -3,8 +3,9 @@
 One :class:`AccountSupervisor` (an asyncio task) per account asks its
 session factory for a connection, waits for it to end, and decides what next
 (:func:`sidecar.domain.supervision.decide`): reconnect with backoff, wait for
-a newly paired device, or park where a person must act. An account that is
-backing off or parked holds no session and no thread.
+a newly paired device, wait out a temporary ban (also one a restart remembers),
+or park where a person must act, until a re-pair is asked for. An account that
+is backing off, banned or parked holds no session and no thread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sidecar.core.failures import Failures
 from sidecar.core.ports import AccountLock, Session, SessionFactory
 from sidecar.core.service import Sidecar
 from sidecar.domain.account import Status, StatusChange
-from sidecar.domain.supervision import Backoff, Decision, decide
+from sidecar.domain.supervision import Backoff, Decision, ban_wait_s, decide
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class AccountSupervisor:
     async def run(self, stopping: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         while not stopping.is_set():
+            if await self._wait_out_ban(stopping):
+                break
             if self._lock is not None and not await self._take_lock(stopping):
                 break
             started = time.monotonic()
@@ -108,20 +111,23 @@ class AccountSupervisor:
                     self._lock.release()
             if time.monotonic() - started >= STABLE_SESSION_S:
                 self.backoff.reset()
-            decision = decide(
-                self._sidecar.snapshot(self.account_id).status, stopping=stopping.is_set()
-            )
+            ended = self._sidecar.snapshot(self.account_id)
+            ban_end = None if ended.ban is None else ended.ban.expires_at
+            decision = decide(ended.status, stopping=stopping.is_set(), ban_expires_at=ban_end)
             self.decisions.append(decision)
             if decision is Decision.STOP:
                 break
+            if decision in (Decision.PARK, Decision.AWAIT_BAN_EXPIRY):
+                self.pairing = False  # a re-pair that ended here was answered: no retry loop
             if decision is Decision.PARK:
                 log.warning(
-                    "account=%s is %s: not reconnecting; a person has to act (see README)",
+                    "account=%s is %s: not reconnecting until a re-pair or a restart (see README)",
                     self.account_id,
-                    self._sidecar.snapshot(self.account_id).status,
+                    ended.status,
                 )
-                await stopping.wait()
-                break
+                if not await self._await_repair(stopping):
+                    break
+                continue
             if self.pairing and not stopping.is_set():
                 continue  # a re-pair: connect again at once, for a fresh QR
             if decision is Decision.AWAIT_PAIRING:
@@ -132,8 +138,39 @@ class AccountSupervisor:
             if await self._pause(stopping, self.backoff.next_delay()):
                 break
 
-    async def _pause(self, stopping: asyncio.Event, seconds: float) -> bool:
-        """Wait ``seconds``, or less when woken; True when stopping."""
+    async def _wait_out_ban(self, stopping: asyncio.Event) -> bool:
+        """Before connecting: wait until a temporary ban has ended (on the sidecar's clock),
+        since WhatsApp may lengthen a ban for connections during it. Only a re-pair someone
+        asks for cuts it short. True when stopping."""
+        warned = False
+        while not self.pairing:
+            ban = self._sidecar.snapshot(self.account_id).ban
+            left = 0.0 if ban is None else ban_wait_s(ban.expires_at, self._sidecar.clock.now())
+            if left <= 0:
+                return False
+            if not warned:
+                log.warning(
+                    "account=%s is temporarily banned (%s): connecting again in %.0f s,"
+                    " after the ban ends",
+                    self.account_id,
+                    ban.reason if ban is not None else "",
+                    left,
+                )
+                warned = True
+            if await self._pause(stopping, min(left, self._poll_s)):
+                return True
+        return False
+
+    async def _await_repair(self, stopping: asyncio.Event) -> bool:
+        """Parked: hold nothing until a re-pair is asked for (the page, the webhook). False
+        when stopping."""
+        while not self.pairing:
+            if await self._pause(stopping, None):
+                return False
+        return True
+
+    async def _pause(self, stopping: asyncio.Event, seconds: float | None) -> bool:
+        """Wait ``seconds`` (None: until woken), or less when woken; True when stopping."""
         self._wake.clear()
         waits = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())}
         _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from sidecar.domain.classify import Classification, MessageClass
 from sidecar.domain.delivery import Deliveries, DeliverySnapshot, SendResult
 from sidecar.domain.gaps import GapModel
+from sidecar.domain.signals import Ban
 
 #: Probe deliveries remembered per account (more than any sensible ``misses``).
 PROBE_MEMORY = 16
@@ -42,6 +43,8 @@ class Status(StrEnum):
 TERMINAL_STATUSES = frozenset(
     {Status.LOGGED_OUT, Status.REPLACED, Status.BANNED, Status.OUTDATED, Status.STOPPED}
 )
+#: States after which a temporary ban still stands: the sidecar stopping ends no ban.
+_KEEPS_BAN = frozenset({Status.BANNED, Status.STOPPED})
 
 
 class OfflineSync(StrEnum):
@@ -124,6 +127,9 @@ class AccountSnapshot:
     #: When the account's own phone was last seen online (sidecar.domain.phone).
     phone_seen_at: float | None = None
     version: int = 0
+    #: A temporary ban whose end WhatsApp told: kept while ``banned`` and through a stop
+    #: (a shutdown, a lease given away), so that a restart remembers it.
+    ban: Ban | None = None
 
     def class_total(self, message_class: MessageClass) -> int:
         return sum(n for (cls, _), n in self.message_counts.items() if cls is message_class)
@@ -149,6 +155,8 @@ class PersistedState:
     last_protocol_at: float | None
     gaps: dict[int, bytes] = field(default_factory=dict)
     phone_seen_at: float | None = None
+    #: Kept so that a restart during a ban waits for its end instead of reconnecting.
+    ban: Ban | None = None
 
 
 @dataclass
@@ -185,6 +193,9 @@ class AccountState:
     needs_repair: bool = False
     #: What the account sent through the send path, and what receipts proved of it.
     deliveries: Deliveries = field(default_factory=Deliveries)
+    ban: Ban | None = None
+    #: Refused connections by reason (:data:`sidecar.domain.signals.CONNECT_FAILURE_REASONS`).
+    connect_failures: Counter[str] = field(default_factory=Counter)
     dirty: bool = False
     #: Bumped by every change, so a reader can tell its last snapshot is still current.
     version: int = 0
@@ -194,11 +205,16 @@ class AccountState:
     def account_id(self) -> str:
         return self.settings.account_id
 
-    def restore(self, persisted: PersistedState) -> None:
+    def restore(self, persisted: PersistedState, now: float | None = None) -> None:
         """Take in the saved state; what happened since start-up (when the saved state
-        could only be read late) is kept: times only move forward, counts add up."""
+        could only be read late) is kept: times only move forward, counts add up. A ban
+        still in force at ``now`` makes an account nothing happened to yet ``banned``."""
         with self.lock:
             self.version += 1
+            ban = persisted.ban
+            in_force = ban is not None and now is not None and ban.expires_at > now
+            if in_force and self.status_since is None:  # nothing happened since start-up
+                self.ban, self.status, self.status_since = ban, Status.BANNED, now
             if persisted.last_real_at is not None:
                 self.last_real_at = _later(self.last_real_at, persisted.last_real_at)
             if persisted.last_protocol_at is not None:
@@ -262,6 +278,18 @@ class AccountState:
             self.version += 1
             self.connect_attempts += 1
 
+    def record_connect_failure(self, reason: str) -> None:
+        with self.lock:
+            self.version += 1
+            self.connect_failures[reason] += 1
+
+    def set_ban(self, ban: Ban | None) -> None:
+        """The ban WhatsApp announced (None: one of unknown length); kept while ``banned``."""
+        with self.lock:
+            self.version += 1
+            self.ban = ban
+            self.dirty = True
+
     def set_status(self, status: Status, at: float) -> StatusChange | None:
         """Move to ``status``; returns the change, or None when nothing changed."""
         with self.lock:
@@ -271,6 +299,8 @@ class AccountState:
                 self.keepalive_failing_since = None
             if old is status:
                 return None
+            if status not in _KEEPS_BAN and self.ban is not None:
+                self.ban, self.dirty = None, True  # over: connected, or gone another way
             if status is not Status.QR_PENDING:
                 # a QR code is valid only while it waits to be scanned: once the account
                 # connects (or leaves qr_pending otherwise) it is never shown again
@@ -396,7 +426,7 @@ class AccountState:
                 return None
             self.dirty = False
             return PersistedState(
-                self.last_real_at, self.last_protocol_at, gaps, self.phone_seen_at
+                self.last_real_at, self.last_protocol_at, gaps, self.phone_seen_at, ban=self.ban
             )
 
     def snapshot(self, now: float | None = None) -> AccountSnapshot:
@@ -427,7 +457,15 @@ class AccountState:
                 deliveries=self.deliveries.snapshot() if self.deliveries.results else NO_DELIVERIES,
                 phone_seen_at=self.phone_seen_at,
                 version=self.version,
+                ban=self.ban,
             )
+
+    def signals_view(self) -> tuple[int, dict[str, int], Ban | None]:
+        """(version, refused connections by reason, the ban while ``banned``), without a
+        whole snapshot."""
+        with self.lock:
+            ban = self.ban if self.status is Status.BANNED else None
+            return self.version, dict(self.connect_failures), ban
 
     def _learned_gap(self, now: float | None) -> float | None:
         """How long a silence that began when the current one began may normally last."""

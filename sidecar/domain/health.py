@@ -116,6 +116,9 @@ class AccountHealth:
     source: str = "neonize"
     #: When the account's own phone was last seen online (docs/phone.md).
     phone_last_seen_ms: int | None = None
+    #: While a temporary ban of known length is in force: its end, and why WhatsApp banned.
+    ban_expires_ms: int | None = None
+    ban_reason: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -132,6 +135,7 @@ def account_health(
 ) -> AccountHealth:
     evidence = verdict.evidence or gather_evidence(snapshot, settings, now)
     last_real = snapshot.last_real_at
+    ban = snapshot.ban if snapshot.status is Status.BANNED else None  # a stop keeps, not shows
     return AccountHealth(
         account_id=snapshot.account_id,
         status=snapshot.status,
@@ -157,6 +161,8 @@ def account_health(
         store=store,
         source=settings.source,
         phone_last_seen_ms=to_ms(snapshot.phone_seen_at),
+        ban_expires_ms=None if ban is None else to_ms(ban.expires_at),
+        ban_reason=None if ban is None else ban.reason,
     )
 
 

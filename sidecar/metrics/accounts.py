@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from sidecar.core.service import Sidecar
 from sidecar.domain.account import PROBE_LATENCY_BUCKETS, AccountSettings, AccountSnapshot, Status
-from sidecar.domain.classify import MessageClass
+from sidecar.domain.classify import UNDECODABLE, MessageClass
 from sidecar.domain.delivery import DELIVERY_BUCKETS, OK, DeliverySnapshot
 from sidecar.domain.verdict import REASON_TEXT, gather_evidence
 from sidecar.metrics.buckets import cumulative_buckets
@@ -50,13 +50,16 @@ PROBE_FAILURE_REASONS = ("send_failed", "not_received", "unexpected")
 
 #: Series that exist for every account before its first event, so that rules
 #: such as ``sum by (account) (rate(...{class="real"}[5m]))`` see zeros
-#: instead of nothing.
+#: instead of nothing, and an ``increase`` counts the first undecryptable message
+#: or replaced stream (a series born at 1 would hide it).
 INITIAL_MESSAGE_SERIES: tuple[tuple[MessageClass, str], ...] = (
     (MessageClass.REAL, "conversation"),
     (MessageClass.PROTOCOL, "protocolMessage.HISTORY_SYNC_NOTIFICATION"),
     (MessageClass.OTHER, "empty"),
+    (UNDECODABLE.message_class, UNDECODABLE.kind),
 )
-INITIAL_EVENT_SERIES: tuple[str, ...] = ("MessageEv",)
+INITIAL_EVENT_SERIES: tuple[str, ...] = ("MessageEv", "StreamReplacedEv")
+INITIAL_EVENT_ERROR_SERIES: tuple[str, ...] = ("MessageEv",)
 
 _NO_SAMPLES: tuple[Sample, ...] = ()
 #: The phone's last-seen time is exported to the hour: enough for a rule of days, and
@@ -181,8 +184,13 @@ def _stable_samples(settings: AccountSettings, snap: AccountSnapshot) -> _Stable
         probe_success=_NO_SAMPLES
         if snap.last_probe_success_at is None
         else (((), snap.last_probe_success_at),),
-        events=tuple(((e,), v) for e, v in _with_initial(snap.event_counts).items()),
-        event_errors=tuple(((e,), v) for e, v in _with_initial(snap.event_errors).items()),
+        events=tuple(
+            ((e,), v) for e, v in _with_initial(snap.event_counts, INITIAL_EVENT_SERIES).items()
+        ),
+        event_errors=tuple(
+            ((e,), v)
+            for e, v in _with_initial(snap.event_errors, INITIAL_EVENT_ERROR_SERIES).items()
+        ),
         reconnects=(((), snap.reconnects),),
         silence_threshold=(((), settings.silence_threshold_s),),
         sent=_sent_samples(snap.deliveries),
@@ -229,5 +237,5 @@ def _delivery_samples(deliveries: DeliverySnapshot) -> tuple[Sample, ...]:
     return (((), (buckets, deliveries.latency_sum)),)
 
 
-def _with_initial(counts: dict[str, int]) -> dict[str, int]:
-    return dict.fromkeys(INITIAL_EVENT_SERIES, 0) | counts
+def _with_initial(counts: dict[str, int], initial: tuple[str, ...]) -> dict[str, int]:
+    return dict.fromkeys(initial, 0) | counts

@@ -105,6 +105,24 @@ EVENT_ERRORS = Family(
 
 RECONNECTS = Family("whatsapp_reconnects", "Connection attempts after the first.", "counter")
 
+# -- per account: early signs of trouble (sidecar.domain.signals) -----------------------
+
+CONNECT_FAILURES = Family(
+    "whatsapp_connect_failures",
+    "Connections WhatsApp refused, by reason: whatsmeow's connect failure reason in lower"
+    " snake case (other: one neonize has no name for); a reason's series appears with its"
+    " first failure.",
+    "counter",
+    ("reason",),
+)
+
+TEMPORARY_BAN_EXPIRY = Family(
+    "whatsapp_temporary_ban_expiry_timestamp_seconds",
+    "When the account's temporary ban ends (Unix time): it connects again after that;"
+    " absent when not banned, or banned for a time WhatsApp did not tell.",
+    "gauge",
+)
+
 SILENCE_THRESHOLD = Family(
     "whatsapp_silence_threshold_seconds",
     "The account's configured silence threshold, for rules that judge silence themselves.",

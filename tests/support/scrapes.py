@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,16 @@ def sample(scrape: Scrape, name: str, **labels: str) -> float | None:
 
 
 async def scrape_replay(
-    assembly: Assembly, clock: ReplayClock, capture: Path, step_s: float = 60.0
+    assembly: Assembly,
+    clock: ReplayClock,
+    capture: Path,
+    step_s: float = 60.0,
+    observe: Callable[[float], None] | None = None,
 ) -> tuple[float, list[Scrape]]:
     """Replay ``capture`` into ``assembly`` and render its /metrics every ``step_s`` of
     capture time, from the first record's time to the last's; returns the first time and
-    the scrapes. The clock stands at each step when it is scraped, as a live scrape's would."""
+    the scrapes. The clock stands at each step when it is scraped, as a live scrape's would;
+    ``observe`` is called there too (with the time), to read what else a test wants then."""
     records = list(capture_records(capture))
     readable = [r for r in records if isinstance(r, CaptureRecord)]
     assert len(readable) == len(records), "the capture has unreadable lines"
@@ -60,6 +66,8 @@ async def scrape_replay(
         done = upto
         clock.advance_to(at)
         scrapes.append(parse(assembly.metrics.render().decode()))
+        if observe is not None:
+            observe(at)
         at += step_s
     return start, scrapes
 
