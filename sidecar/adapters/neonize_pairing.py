@@ -50,9 +50,11 @@ def pair(
     phone: str | None = None,
     replace: bool = False,
     timeout_s: float = 300.0,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> None:
-    """Pair ``account_id``; raises :class:`PairingError` when it cannot."""
+    """Pair ``account_id``; raises :class:`PairingError` when it cannot. ``out``: where
+    the QR code goes (standard output, as it is when called)."""
+    out = sys.stdout if out is None else out
     sources = {a.id: a.source for a in loaded.config.accounts}
     if account_id not in sources:
         raise PairingError(f"no account {account_id!r} in {loaded.source}", exit_code=2)
