@@ -15,6 +15,7 @@ from monitoring.config import MonitoringConfig
 from monitoring.dashboards_ingest import ingest_row
 from monitoring.dashboards_probes import probes_row, remediation_row
 from monitoring.dashboards_sending import sending_row
+from monitoring.dashboards_warnings import warnings_row
 from monitoring.panels import (
     DATASOURCE,
     EVENTS_PER_S,
@@ -271,7 +272,7 @@ def overview(config: MonitoringConfig) -> db.Dashboard:
             .height(8)
         )
     )
-    for row in (probes_row, remediation_row, sending_row, ingest_row):
+    for row in (warnings_row, probes_row, remediation_row, sending_row, ingest_row):
         board = row(board, SEL, by_account=True)
     return board
 
@@ -378,7 +379,7 @@ def account(config: MonitoringConfig) -> db.Dashboard:
             .height(8)
         )
     )
-    for row in (probes_row, remediation_row, sending_row, ingest_row):
+    for row in (warnings_row, probes_row, remediation_row, sending_row, ingest_row):
         board = row(board, one, by_account=False)
     return board
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import timeseries
 
-from monitoring.panels import query
+from monitoring.panels import EVENTS_PER_S, query
 
 
 def ingest_row(board: db.Dashboard, selector: str, *, by_account: bool) -> db.Dashboard:
@@ -25,7 +25,7 @@ def ingest_row(board: db.Dashboard, selector: str, *, by_account: bool) -> db.Da
                 " event that says nothing measured. unreadable: a message whose JSON is not a"
                 " WhatsApp message (WhatsappIngestRefused)."
             )
-            .unit("ops")
+            .unit(EVENTS_PER_S)
             .with_target(
                 query(
                     f"sum by ({by}outcome) "

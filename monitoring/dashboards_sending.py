@@ -6,7 +6,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import timeseries
 
-from monitoring.panels import query
+from monitoring.panels import MESSAGES_PER_S, query
 
 
 def _quantile(q: float, histogram: str, selector: str, by: str) -> str:
@@ -31,7 +31,7 @@ def sending_row(board: db.Dashboard, selector: str, *, by_account: bool) -> db.D
                 "ok: WhatsApp's server accepted the message. The others are why it did not:"
                 " not_connected, timeout, rejected, rate_limited, other."
             )
-            .unit("reqps")
+            .unit(MESSAGES_PER_S)
             .with_target(
                 query(
                     f"sum by ({by}result) "
