@@ -54,6 +54,8 @@ def pairing_capture(path: Path, start: float) -> None:
                 build.message_event(build.text("before"), message_id=f"{account}-1"),
             )
         )
+    # never paired: whatsmeow shows a QR code from the start
+    records.append((start, "fresh", build.qr_with_code("2@made-up-fresh-code,for-the-test")))
     # whatsmeow rotates the QR; three codes so that, however late the page is, it sees one change
     records += [
         (start + 14, "sales", build.qr_with_code("2@made-up-first-code,for-the-test")),
@@ -94,6 +96,7 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
                     {"id": "sales"},
                     {"id": "support"},
                     {"id": "shop", "source": "ingest"},
+                    {"id": "fresh"},
                 ],
             }
         )
@@ -138,6 +141,15 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
                 "not judged while not connected",
                 "details",
             ], shop
+            # never paired: the row says how to pair it
+            page.wait_for_function(
+                "document.querySelector('tr[data-account=\"fresh\"]').innerText"
+                ".includes('Waiting for a QR scan')"
+            )
+            fresh = page.inner_text('tr[data-account="fresh"] .step')
+            assert fresh == (
+                "not paired: pair it with `wa-sidecar pair fresh` or the page /accounts/fresh/pair"
+            )
             assert TOKEN not in page.url
             page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
 

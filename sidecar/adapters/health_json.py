@@ -34,6 +34,7 @@ def health_json(health: AccountHealth) -> dict[str, Any]:
         "evidence": _evidence(health.evidence),
         "verdictHistory": [_verdict_change(change) for change in health.verdict_history],
         "source": health.source,
+        "nextStep": health.next_step,
         "phoneLastSeenMs": health.phone_last_seen_ms,
         "banExpiresMs": health.ban_expires_ms,
         "banReason": health.ban_reason,

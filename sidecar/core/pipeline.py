@@ -20,6 +20,7 @@ from neonize.proto.Neonize_pb2 import ConnectFailureReason
 from sidecar.domain.account import AccountState, OfflineSync, Status, StatusChange
 from sidecar.domain.classify import UNDECODABLE, Classification, MessageClass, classify
 from sidecar.domain.delivery import SendResult, proven_status
+from sidecar.domain.next_step import next_step
 from sidecar.domain.own_events import OwnEvent
 from sidecar.domain.phone import phone_seen_at
 from sidecar.domain.probes import ProbeSent, probe_id_of
@@ -141,7 +142,13 @@ class EventPipeline:
         change = state.set_status(status, at)
         if change is None:
             return
-        log.info("account=%s status %s -> %s", change.account_id, change.old, change.new)
+        step = next_step(change.account_id, change.new, state.settings.source)
+        if step is None:
+            log.info("account=%s status %s -> %s", change.account_id, change.old, change.new)
+        else:  # a person has to act: say what to do, where it is seen
+            log.warning(
+                "account=%s status %s -> %s: %s", change.account_id, change.old, change.new, step
+            )
         for listener in self._status_listeners:
             listener(change)
 

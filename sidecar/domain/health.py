@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sidecar.domain.account import AccountSettings, AccountSnapshot, Status
 from sidecar.domain.classify import MessageClass
+from sidecar.domain.next_step import next_step
 from sidecar.domain.verdict import Evidence, Verdict, effective_threshold, gather_evidence
 
 
@@ -114,6 +115,8 @@ class AccountHealth:
     store: StoreStatus | None
     #: ``neonize`` or ``ingest`` (another gateway holds the session and is re-paired there)
     source: str = "neonize"
+    #: What a person should do about the state, in one sentence (None: nothing).
+    next_step: str | None = None
     #: When the account's own phone was last seen online (docs/phone.md).
     phone_last_seen_ms: int | None = None
     #: While a temporary ban of known length is in force: its end, and why WhatsApp banned.
@@ -163,6 +166,7 @@ def account_health(
         phone_last_seen_ms=to_ms(snapshot.phone_seen_at),
         ban_expires_ms=None if ban is None else to_ms(ban.expires_at),
         ban_reason=None if ban is None else ban.reason,
+        next_step=next_step(snapshot.account_id, snapshot.status, settings.source),
     )
 
 

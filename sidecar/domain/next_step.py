@@ -1,0 +1,28 @@
+"""What a person should do about an account's state, in one sentence: the health
+object's ``nextStep``, the status page, and the log line of the change (an unpaired
+account says how to pair it, instead of only ``qr_pending``)."""
+
+from __future__ import annotations
+
+from sidecar.domain.account import Status
+
+#: States whose next step is in the gateway that holds an ingest account's session.
+_IN_THE_GATEWAY = frozenset({Status.QR_PENDING, Status.LOGGED_OUT, Status.REPLACED})
+
+
+def next_step(account_id: str, status: Status, source: str) -> str | None:
+    """The sentence for ``status``, or None when nobody needs to act."""
+    if source == "ingest":
+        if status in _IN_THE_GATEWAY:
+            return "re-pair it in the gateway that holds its session (docs/ingest.md)"
+        return "see the runbook, WhatsappAccountBanned" if status is Status.BANNED else None
+    pair = f"`wa-sidecar pair {account_id}` or the page /accounts/{account_id}/pair"
+    steps = {
+        Status.QR_PENDING: f"not paired: pair it with {pair}",
+        Status.LOGGED_OUT: f"logged out: re-pair it with {pair}",
+        Status.REPLACED: "another client uses this device's keys: see the runbook,"
+        " WhatsappStreamReplaced",
+        Status.BANNED: "WhatsApp banned the number: see the runbook, WhatsappAccountBanned",
+        Status.OUTDATED: "WhatsApp refuses this client's version: upgrade wa-sidecar",
+    }
+    return steps.get(status)
