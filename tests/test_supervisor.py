@@ -609,3 +609,35 @@ def test_decision_for_a_ban_whose_end_is_known() -> None:
     assert decide(Status.DISCONNECTED, stopping=False, ban_expires_at=T0) is Decision.RECONNECT
     assert ban_wait_s(T0, T0 - 100) == 100 + BAN_MARGIN_S
     assert ban_wait_s(T0, T0 + BAN_MARGIN_S + 1) == 0.0
+
+
+async def test_a_re_pair_while_whatsapp_is_unreachable_backs_off_and_says_when(
+    assembly: Assembly, tmp_path: Any
+) -> None:
+    """Re-pairing from the page with WhatsApp out of reach: each failed dial waits the
+    capped backoff (it used to try again at once, forever), and the pair page's view
+    says when the next try is."""
+    from sidecar.adapters.session_store import SessionStore
+
+    sidecar = assembly.sidecar
+    dial_failed = ([build.connect_failure(Reason.GENERIC, "dial failed")], False)
+    harness = Harness(assembly, [([build.connected()], True)] + [dial_failed] * 200)
+    harness.supervisor.backoff = Backoff(base_s=0.2, cap_s=0.4, rng=random.Random(7))
+    store = SessionStore.for_account(tmp_path, "sales", None)
+    store.prepare()
+    control = LiveControl()
+    control.add(harness.supervisor, store)
+    task = asyncio.create_task(harness.supervisor.run(harness.stopping))
+    await until(lambda: sidecar.snapshot("sales").status is Status.CONNECTED)
+    await control.start_pairing("sales")
+    await until(lambda: sidecar.pairing_view("sales").next_attempt_ms is not None)
+    view = sidecar.pairing_view("sales")
+    assert view.status == "disconnected"
+    assert view.next_attempt_ms is not None
+    # the first wait of the backoff: between half and all of its 0.2 s base
+    assert 100 <= view.next_attempt_ms - round(sidecar.clock.now() * 1000) <= 200
+    await asyncio.sleep(0.6)
+    assert 2 <= harness.started <= 5  # the old session, then a try every 0.1-0.4 s
+    assert harness.supervisor.pairing is True  # still re-pairing: QR codes are wanted
+    await stop(harness, task)
+    assert sidecar.pairing_view("sales").next_attempt_ms is None

@@ -172,7 +172,12 @@ class NeonizeSession:
             client.connect()
         except Exception as exc:
             if not self._stopped.is_set():
-                log.info("account=%s connect failed: %s", self._account_id, type(exc).__name__)
+                # neonize raises when the dial fails (its text may quote the server's)
+                log.info(
+                    "account=%s cannot reach WhatsApp (%s: dial failed)",
+                    self._account_id,
+                    type(exc).__name__,
+                )
                 self._deliver(DIAL_FAILED)
         finally:
             watchdog.cancel()

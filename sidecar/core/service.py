@@ -65,6 +65,8 @@ class Sidecar:
                 {a for a, s in self._settings.items() if not s.store_messages}
             )
             self._pipeline.add_message_listener(storage.listener)
+        #: When the supervisor connects an account again after a failed connection.
+        self._next_attempt: dict[str, float] = {}
         self._history_lock = threading.Lock()
         self._history: dict[str, deque[VerdictChange]] = {
             account_id: deque(maxlen=VERDICT_HISTORY) for account_id in self._states
@@ -176,6 +178,14 @@ class Sidecar:
         """The spool's backlog as the health API shares it (None: no storage)."""
         return None if self.storage is None else self.storage.recent_backlog()
 
+    def set_next_attempt(self, account_id: str, at: float | None) -> None:
+        """When the account's next connection attempt is (None: connecting now), for the
+        pair page: "cannot reach WhatsApp, trying again in 40 s"."""
+        if at is None:
+            self._next_attempt.pop(account_id, None)
+        else:
+            self._next_attempt[account_id] = at
+
     def pairing_view(self, account_id: str) -> PairingView:
         """What the pair page shows; judged like :meth:`health`, without reading the store."""
         status, code, _, platform, paired_at = self._states[account_id].pairing_view()
@@ -188,6 +198,7 @@ class Sidecar:
             last_real_message_ms=to_ms(snapshot.last_real_at),
             degraded=verdict.degraded,
             source=self._settings[account_id].source,
+            next_attempt_ms=to_ms(self._next_attempt.get(account_id)),
         )
 
     # -- saved state and logs -------------------------------------------------------

@@ -129,14 +129,30 @@ class AccountSupervisor:
                     break
                 continue
             if self.pairing and not stopping.is_set():
-                continue  # a re-pair: connect again at once, for a fresh QR
+                if ended.status is not Status.DISCONNECTED:
+                    continue  # the old session, or QR codes that ran out: at once, for a QR
+                # the dial failed (WhatsApp unreachable): the same capped backoff as ever,
+                # with the pair page told when the next try is
+                if await self._retry_later(stopping):
+                    break
+                continue
             if decision is Decision.AWAIT_PAIRING:
                 if not await self._await_new_device(stopping):
                     break
                 self.backoff.reset()
                 continue
-            if await self._pause(stopping, self.backoff.next_delay()):
+            if await self._retry_later(stopping):
                 break
+
+    async def _retry_later(self, stopping: asyncio.Event) -> bool:
+        """Wait the backoff's next delay before connecting again (the pair page shows
+        when); True when stopping."""
+        delay = self.backoff.next_delay()
+        self._sidecar.set_next_attempt(self.account_id, self._sidecar.clock.now() + delay)
+        try:
+            return await self._pause(stopping, delay)
+        finally:
+            self._sidecar.set_next_attempt(self.account_id, None)
 
     async def _wait_out_ban(self, stopping: asyncio.Event) -> bool:
         """Before connecting: wait until a temporary ban has ended (on the sidecar's clock),

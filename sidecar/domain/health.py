@@ -182,3 +182,5 @@ class PairingView:
     degraded: bool
     #: ``ingest``: the session is re-paired in the gateway that holds it, not on this page
     source: str = "neonize"
+    #: When the supervisor tries again after a connection that failed (None: not waiting).
+    next_attempt_ms: int | None = None

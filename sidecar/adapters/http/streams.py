@@ -72,6 +72,7 @@ def view_json(view: PairingView, svg: str | None) -> dict[str, Any]:
         "lastRealMessageMs": view.last_real_message_ms,
         "isDegraded": view.degraded,
         "source": view.source,
+        "nextAttemptMs": view.next_attempt_ms,
     }
 
 
