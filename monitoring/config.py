@@ -12,8 +12,9 @@ class MonitoringConfig:
     job: str = "wa-sidecar"
     #: Where people reach the sidecar's pages (re-pair links in alerts).
     external_url: str = "http://127.0.0.1:9464"
-    #: The runbook; each alert links its own section.
-    runbook_url: str = "https://github.com/wa-sidecar/wa-sidecar/blob/main/docs/runbook.md"
+    #: The runbook; each alert links its own section. Empty: the one the sidecar serves
+    #: at /runbook. Both URLs are fallbacks: alerts read the sidecar's own.
+    runbook_url: str = ""
     #: How long a condition must hold before it pages (scaled down only by the tests).
     for_degraded: str = "5m"
     for_no_real: str = "10m"
@@ -65,6 +66,10 @@ class MonitoringConfig:
     undecryptable_window: str = "15m"
     undecryptable_min: int = 5
     undecryptable_share: float = 0.2
+
+    @property
+    def runbook(self) -> str:
+        return self.runbook_url or f"{self.external_url}/runbook"
 
     def with_durations(self, value: str) -> MonitoringConfig:
         """Every ``for``/``keep_firing_for`` set to ``value`` (end-to-end tests)."""

@@ -28,6 +28,14 @@ def _expand(template: str, labels: dict[str, str], value: str) -> str:
     the rules use (promtool compares the whole text, so a wrong expansion fails)."""
     if template.startswith("{{ range query"):
         return labels.get("_reasons", "")
+    # the sidecar's links: the case's own (``_external_url``, ``_runbook_url``) or the fallback
+    template = re.sub(
+        r'\{\{ with query \(printf "whatsapp_sidecar_links_info[^"]*" \$labels\.job'
+        r' \$labels\.instance\) \}\}\{\{ \. \| first \| label "(\w+)" \}\}'
+        r"\{\{ else \}\}(.*?)\{\{ end \}\}",
+        lambda m: labels.get(f"_{m.group(1)}", m.group(2)),
+        template,
+    )
     text = re.sub(
         r'\{\{ if eq \$labels\.(\w+) "([^"]*)" \}\}(.*?)\{\{ else \}\}(.*?)\{\{ end \}\}',
         lambda m: _branch(m, labels),
@@ -57,9 +65,12 @@ class Cases:
             extra = dict(given)
             reasons = extra.pop("_reasons", "")
             printed = extra.pop("_value", value)
+            links: dict[str, str] = {
+                k: extra.pop(k) for k in ("_external_url", "_runbook_url") if k in extra
+            }
             labels = {**rule["labels"], **extra}
             annotations = {
-                k: _expand(v, {**labels, "_reasons": reasons}, printed)
+                k: _expand(v, {**labels, "_reasons": reasons, **links}, printed)
                 for k, v in rule["annotations"].items()
             }
             expected.append({"exp_labels": labels, "exp_annotations": annotations})

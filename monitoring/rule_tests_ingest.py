@@ -9,6 +9,10 @@ from typing import Any
 from monitoring.config import MonitoringConfig
 from monitoring.promtool_cases import Cases, series
 
+#: The links a sidecar exports in the silent case (http.external_url, http.runbook_url).
+SIDECAR_URL = "https://wa.example.org"
+RUNBOOK_URL = "https://wiki.example.org/wa-runbook"
+
 
 def ingest_tests(config: MonitoringConfig) -> list[dict[str, Any]]:
     c = Cases(config)
@@ -39,15 +43,27 @@ def ingest_tests(config: MonitoringConfig) -> list[dict[str, Any]]:
                 *watched("night", "0+60x20 1200x40", 7200),
                 # closed: stopped at 20 m after saying the session closed
                 *watched("closed", "0+60x20 1200x40", 900, connected="1x20 0x40"),
+                # the sidecar's links: the runbook link is read from them
+                s(
+                    "whatsapp_sidecar_links_info",
+                    "1x60",
+                    external_url=SIDECAR_URL,
+                    runbook_url=RUNBOOK_URL,
+                ),
             ],
             "alert_rule_test": [
                 c.expect("WhatsappIngestSilent", "20m"),
-                c.expect("WhatsappIngestSilent", "30m", c.account("fresh"), value="30m 0s"),
+                c.expect(
+                    "WhatsappIngestSilent",
+                    "30m",
+                    c.account("fresh", _runbook_url=RUNBOOK_URL),
+                    value="30m 0s",
+                ),
                 c.expect(
                     "WhatsappIngestSilent",
                     "50m",
-                    c.account("stopped", _value="30m 0s"),
-                    c.account("fresh", _value="50m 0s"),
+                    c.account("stopped", _value="30m 0s", _runbook_url=RUNBOOK_URL),
+                    c.account("fresh", _value="50m 0s", _runbook_url=RUNBOOK_URL),
                 ),
             ],
         },

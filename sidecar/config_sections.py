@@ -8,6 +8,7 @@ from __future__ import annotations
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -75,11 +76,45 @@ class EventStreamsConfig(_Strict):
         return self
 
 
+#: Listen addresses that mean "every interface".
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (compared with, never bound)
+
+
+def _check_url(value: str | None) -> str | None:
+    """An http(s) address people and a pager can open: no credentials, query or fragment
+    (links are made by appending paths); a trailing slash is dropped."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must not hold credentials, a query or a fragment")
+    return value.rstrip("/")
+
+
+Url = Annotated[str | None, AfterValidator(_check_url)]
+
+
 class HttpConfig(_Strict):
     listen: Annotated[ListenAddress, BeforeValidator(_parse_listen)] = Field(
         default_factory=lambda: ListenAddress(host="127.0.0.1", port=9464)
     )
     event_streams: EventStreamsConfig = Field(default_factory=EventStreamsConfig)
+    #: Where people and the pager reach the sidecar (re-pair links in alerts).
+    external_url: Url = None
+    #: The runbook alerts link to; the one the sidecar serves at /runbook by default.
+    runbook_url: Url = None
+
+    @property
+    def links(self) -> tuple[str, str]:
+        """The external URL (the listen address when not set) and the runbook's URL."""
+        host = self.listen.host
+        # a wildcard listen address is no address to open: the loopback one is
+        shown = "127.0.0.1" if host in WILDCARDS else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        external = self.external_url or f"http://{shown}:{self.listen.port}"
+        return external, self.runbook_url or f"{external}/runbook"
 
 
 class FirestoreConfig(_Strict):

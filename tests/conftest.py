@@ -46,7 +46,8 @@ def make_config(tmp_path: Path, tokens_file: Path) -> ConfigFactory:
     def factory(accounts: list[dict[str, Any]] | None = None, **top: Any) -> LoadedConfig:
         data: dict[str, Any] = {
             "state_dir": str(tmp_path / "state"),
-            "http": {"listen": "127.0.0.1:0"},
+            # reached where the shipped rules' fallback links point (monitoring/config.py)
+            "http": {"listen": "127.0.0.1:0", "external_url": "http://127.0.0.1:9464"},
             "auth": {"tokens_file": str(tokens_file)},
             "accounts": accounts or [{"id": "sales"}],
         }

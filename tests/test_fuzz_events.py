@@ -876,6 +876,9 @@ def label_values_outside_the_schema(exposition: bytes, accounts: set[str]) -> se
         "backend": {"sqlite", "firestore"}.__contains__,
         "step": {"repair", "reconnect", "recovered", "needs_repair"}.__contains__,
         "version": lambda v: v[:1].isdigit(),
+        # the configured links (never from an event): the test config's
+        "external_url": "http://127.0.0.1:9464".__eq__,
+        "runbook_url": "http://127.0.0.1:9464/runbook".__eq__,
     }
     outside = set()
     for family in text_string_to_metric_families(exposition.decode()):

@@ -366,7 +366,12 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
     config.write_text(
         yaml.safe_dump(
             {
-                "http": {"listen": "127.0.0.1:0"},
+                "http": {
+                    "listen": "127.0.0.1:0",
+                    # where the pager's links lead: read by the rules from the sidecar
+                    "external_url": "https://wa.example.org",
+                    "runbook_url": "https://wiki.example.org/runbook",
+                },
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
                 "silence_threshold": "12s",
@@ -439,8 +444,17 @@ def test_end_to_end_degraded_page_reaches_the_receiver_and_dashboards_have_data(
                         for a in delivered
                         if a["labels"]["alertname"] == "WhatsappSessionDegraded"
                     )
-                    assert degraded["annotations"]["repair_url"].endswith(
-                        "/accounts/degrading/pair"
+                    # the shipped rules, never regenerated, link to where this sidecar is
+                    annotations = degraded["annotations"]
+                    assert annotations["repair_url"] == (
+                        "https://wa.example.org/accounts/degrading/pair"
+                    )
+                    assert annotations["runbook_url"] == (
+                        "https://wiki.example.org/runbook#whatsappsessiondegraded"
+                    )
+                    assert (
+                        "Re-pair it: https://wa.example.org/accounts/degrading/pair"
+                        in (annotations["description"])
                     )
                     assert degraded["labels"]["severity"] == "critical"
                     assert all(

@@ -122,7 +122,7 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
         [
             AccountCollector(sidecar),
             SignalsCollector(sidecar),
-            ProcessCollector(replay_errors, __version__),
+            ProcessCollector(replay_errors, __version__, loaded.config.http.links),
         ]
     )
     if stored is not None:

@@ -30,6 +30,7 @@ from sidecar.metrics.families import (
     HTTP_AUTH_RATE_LIMITED,
     LEASE_HELD,
     LEASES_LOST,
+    LINKS_INFO,
     MESSAGE_CONFLICTS,
     NEEDS_REPAIR,
     REMEDIATION_STEPS,
@@ -70,17 +71,22 @@ class FamiliesCollector(Collector):
 
 
 class ProcessCollector(FamiliesCollector):
-    """The sidecar's own series: capture records it could not read, and its version."""
+    """The sidecar's own series: capture records it could not read, its version, and the
+    addresses alerts link to (the rules read them, so they need no regenerating)."""
 
-    families = (REPLAY_ERRORS, BUILD_INFO)
+    families = (REPLAY_ERRORS, BUILD_INFO, LINKS_INFO)
 
-    def __init__(self, replay_errors: ReplayErrors, version: str) -> None:
+    def __init__(
+        self, replay_errors: ReplayErrors, version: str, links: tuple[str, str] = ("", "")
+    ) -> None:
         self._replay_errors = replay_errors
         self._version = version
+        self._links = links
 
     def samples(self) -> Iterator[tuple[Family, tuple[str, ...], Any]]:
         yield REPLAY_ERRORS, (), self._replay_errors.count
         yield BUILD_INFO, (self._version,), 1.0
+        yield LINKS_INFO, self._links, 1.0
 
 
 class StoreCollector(FamiliesCollector):

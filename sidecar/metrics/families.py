@@ -287,6 +287,14 @@ BUILD_INFO = Family(
     ("version",),
     per_account=False,
 )
+LINKS_INFO = Family(
+    "whatsapp_sidecar_links_info",
+    "Always 1; where people reach this sidecar (external_url) and its runbook (runbook_url),"
+    " for the links in alerts.",
+    "gauge",
+    ("external_url", "runbook_url"),
+    per_account=False,
+)
 HTTP_AUTH_FAILURES = Family(
     "whatsapp_http_auth_failures",
     "Requests to /api/ whose bearer token was checked and not accepted (401).",

@@ -115,4 +115,5 @@ def create_app(
         for name in ("common.js", "style.css"):
             get(f"/static/{name}", page(name))
         get("/accounts/{account_id}/pair", account_page("pair.html"))
+    get("/runbook", page("runbook.html"))  # where the alerts' runbook links lead
     return app
