@@ -41,6 +41,7 @@ from sidecar.config_sections import (
     SendConfig,
     StoreConfig,
     TimeZone,
+    VerdictConfig,
     _Strict,
 )
 from sidecar.config_sections import (
@@ -65,6 +66,7 @@ class Config(_Strict):
     auth: AuthConfig | None = None
     repair: RepairConfig = Field(default_factory=RepairConfig)
     send: SendConfig = Field(default_factory=SendConfig)
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     leases: LeasesConfig | None = None
     silence_threshold: Duration = 300.0
     timezone: TimeZone = "UTC"

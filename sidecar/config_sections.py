@@ -38,6 +38,15 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 
 
+def _at_most_an_hour(value: float) -> float:
+    if value > 3600:
+        raise ValueError(
+            "must be at most 1h: a longer confirmation holds back every page; raise"
+            " silence_threshold or the rule's for instead"
+        )
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -210,6 +219,13 @@ class RepairConfig(_Strict):
     interval: Duration = 300.0
     #: After the webhook's reconnect, how long a degraded session gets before needs_repair.
     grace: Duration = 300.0
+
+
+class VerdictConfig(_Strict):
+    """How the degraded verdict moves (sidecar/domain/steady.py)."""
+
+    #: Evidence must hold this long before the verdict turns degraded (and pages).
+    confirm: Annotated[Duration, AfterValidator(_at_most_an_hour)] = 30.0
 
 
 class AccountConfig(_Strict):

@@ -30,6 +30,7 @@ CHANGES: dict[str, Callable[[AccountState], Any]] = {
         Classification(MessageClass.REAL, "conversation"), 10.0
     ),
     "record_connect_attempt": lambda s: s.record_connect_attempt(),
+    "record_connected": lambda s: s.record_connected(10.0),
     "record_phone_seen": lambda s: s.record_phone_seen(10.0),
     "set_status": lambda s: s.set_status(Status.CONNECTED, 10.0),
     "set_keepalive_failing": lambda s: s.set_keepalive_failing(True, 10.0),

@@ -120,6 +120,8 @@ async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivere
         encode_record(t0 + 9, "sales", delivered(["M2"], chats[2], Receipt.SENDER)),  # ours
     ]
     records.append(encode_record(t0 + 10 + TIMEOUT, None, None))  # a tick: time goes on
+    # another, once the evidence has held for verdict.confirm (30 s)
+    records.append(encode_record(t0 + 40 + TIMEOUT, None, None))
     records.sort(key=lambda line: json.loads(line)["t"])
     capture = tmp_path / "sends.jsonl"
     capture.write_text("\n".join(records) + "\n")
@@ -151,7 +153,7 @@ async def test_a_replayed_capture_of_sends_and_receipts_proves_what_was_delivere
     assert value("whatsapp_sent_messages_undelivered") == 3
 
     # M2, M3 and M4 went to three different chats and none arrived: evidence
-    verdict = assembly.sidecar.judge("sales", now)
+    verdict = assembly.sidecar.judge("sales", now + 30)
     assert verdict.degraded
     assert "sends_not_delivered" in verdict.reasons
     assert verdict.warning is not None

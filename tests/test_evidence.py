@@ -115,12 +115,49 @@ def test_keepalive_failing_for_a_while_is_evidence_of_its_own() -> None:
     account.connect(T0)
     account.real(T0 + 5)
     account.feed(T0 + 100, build.keepalive_timeout(errors=1))
-    assert account.verdict(T0 + 189).degraded is False
-    verdict = account.verdict(T0 + 190)
+    assert account.verdict(T0 + 339).degraded is False
+    verdict = account.verdict(T0 + 340)
     assert verdict.reasons == ("keepalive_lost",)
-    assert verdict.warning == "Keepalives have failed for 90 seconds"
-    account.feed(T0 + 200, build.keepalive_restored())
-    assert account.verdict(T0 + 210).degraded is False
+    assert verdict.warning == "Keepalives have failed for 4 minutes"
+    account.feed(T0 + 350, build.keepalive_restored())
+    assert account.verdict(T0 + 360).degraded is False
+
+
+def test_whatsmeows_own_reconnect_after_failing_keepalives_is_no_evidence() -> None:
+    """Keepalives failing for 3 minutes make whatsmeow reconnect by itself: no
+    DisconnectedEv, a new ConnectedEv, and no KeepAliveRestoredEv after it (the new
+    connection's keepalives never failed). Nothing of the old connection counts."""
+    account = Account(threshold=3600)
+    account.connect(T0)
+    account.real(T0 + 5)
+    for n, at in enumerate(range(140, 330, 30)):  # last success at T0 + 110
+        account.feed(T0 + at, build.keepalive_timeout(errors=n + 1))
+    account.feed(T0 + 331, build.connected())
+    account.feed(T0 + 332, build.offline_sync_completed(count=0))
+    assert account.state.snapshot().keepalive_failing_since is None
+    assert all(not account.verdict(T0 + t).degraded for t in range(140, 4000, 10))
+
+
+def test_nothing_is_judged_while_a_reconnects_backlog_arrives() -> None:
+    """A session back after a long drop gets its offline backlog, protocol traffic often
+    first: until the backlog is in (or SYNC_GRACE_S passed) its silence proves nothing."""
+    account = Account()
+    account.connect(T0)
+    account.real(T0 + 10)
+    account.feed(T0 + 60, build.disconnected())
+    account.feed(T0 + 400, build.connected())
+    account.feed(T0 + 401, build.offline_sync_preview(total=3))
+    account.protocol(T0 + 402)
+    assert account.verdict(T0 + 403).degraded is False
+    account.real(T0 + 404)  # the backlog's real message
+    account.feed(T0 + 405, build.offline_sync_completed(count=3))
+    assert account.verdict(T0 + 406).degraded is False
+    # a backlog that never says it is complete: judged SYNC_GRACE_S after the connect
+    account.feed(T0 + 500, build.disconnected())
+    account.feed(T0 + 1000, build.connected())
+    account.protocol(T0 + 1001)
+    assert account.verdict(T0 + 1119).degraded is False
+    assert account.verdict(T0 + 1120).reasons == ("silence_with_protocol_traffic",)
 
 
 def probe_pair() -> tuple[AccountState, AccountState, EventPipeline]:
@@ -277,14 +314,15 @@ def test_verdict_history_records_changes_with_reasons(
     handle("sales", build.offline_sync_completed(), T0 + 1)
     handle("sales", build.message_event(build.text("x")), T0 + 10)
     handle("sales", build.message_event(build.history_sync_notification(), from_me=True), T0 + 20)
-    for at in (T0 + 100, T0 + 400, T0 + 500):
+    # evidence from T0 + 311, first seen at T0 + 400, confirmed 30 s later
+    for at in (T0 + 100, T0 + 400, T0 + 429, T0 + 430, T0 + 500):
         clock.advance_to(at)
         sidecar.evaluate_verdicts()
     handle("sales", build.message_event(build.text("back")), T0 + 510)
     clock.advance_to(T0 + 520)
     health = health_json(sidecar.health("sales"))
     assert [(h["atMs"], h["isDegraded"], h["reasons"]) for h in health["verdictHistory"]] == [
-        (round((T0 + 400) * 1000), True, ["silence_with_protocol_traffic"]),
+        (round((T0 + 430) * 1000), True, ["silence_with_protocol_traffic"]),
         (round((T0 + 520) * 1000), False, []),
     ]
     assert health["evidence"]["thresholdSeconds"] == 300

@@ -100,6 +100,8 @@ async def test_health_object_value_by_value(
     sidecar.handle("sales", build.connected(), T0)
     sidecar.handle("sales", build.message_event(build.text("hi")), T0 + 0.25)
     sidecar.handle("sales", build.message_event(build.history_sync_notification()), T0 + 100)
+    clock.advance_to(T0 + 330.25)
+    sidecar.evaluate_verdicts()  # the evidence, first seen: confirmed 30 s later
     clock.advance_to(T0 + 360.25)
     response = await client.get("/api/whatsapp/accounts/sales/health", headers=AUTH)
     assert response.status == 200

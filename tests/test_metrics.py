@@ -98,6 +98,9 @@ def test_age_and_verdict_are_computed_at_scrape_time(
     assert sample(assembly, "whatsapp_session_degraded", account="sales") == 0.0
     clock.advance_to(T0 + 311)  # no event in between: only the clock moved
     assert sample(assembly, "whatsapp_last_real_message_age_seconds", account="sales") == 301.0
+    # the evidence is there; the verdict turns once it has held for verdict.confirm (30 s)
+    assert sample(assembly, "whatsapp_session_degraded", account="sales") == 0.0
+    clock.advance_to(T0 + 341)
     assert sample(assembly, "whatsapp_session_degraded", account="sales") == 1.0
     assert sample(assembly, "whatsapp_connection_state", account="sales", state="connected") == 1.0
     assert sample(assembly, "whatsapp_connection_state", account="sales", state="connecting") == 0.0
@@ -163,7 +166,9 @@ def test_minute_summary_line_per_account_without_personal_data(
     sidecar.handle("sales", build.connected(), T0)
     sidecar.handle("sales", build.message_event(build.text("call 12025550123")), T0 + 1)
     sidecar.handle("sales", build.message_event(build.history_sync_notification()), T0 + 2)
-    clock.advance_to(T0 + 400)
+    for at in (T0 + 360, T0 + 400):  # evidence seen, then confirmed
+        clock.advance_to(at)
+        sidecar.evaluate_verdicts()
     caplog.set_level(logging.INFO, logger="sidecar.core.service")
     sidecar.log_summaries()
     assert [r.getMessage() for r in caplog.records if r.name == "sidecar.core.service"] == [

@@ -159,7 +159,7 @@ def test_health_object(
         sidecar.handle("sales", build.offline_sync_completed(), t0 + 1)
         sidecar.handle("sales", build.message_event(build.text("x")), t0 + 10)
         sidecar.handle("sales", build.message_event(build.history_sync_notification()), t0 + 20)
-        for at in (t0 + 100, t0 + 400):
+        for at in (t0 + 100, t0 + 400, t0 + 430):  # the evidence, then confirmed
             clock.advance_to(at)
             sidecar.evaluate_verdicts()
         health = health_json(sidecar.health("sales"))

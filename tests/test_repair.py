@@ -149,6 +149,8 @@ async def test_webhook_ladder_reconnects_then_marks_needs_repair(
         handle(
             account, build.message_event(build.history_sync_notification(), from_me=True), t0 + 3
         )
+    clock.advance_to(t0 + 370)  # the evidence, seen; confirmed 30 s later
+    harness.sidecar.evaluate_verdicts()
     clock.advance_to(t0 + 400)  # both degraded now
     payload = {
         "version": "4",

@@ -135,6 +135,8 @@ def degrade(harness: Harness, clock: ReplayClock, account: str) -> None:
     handle(account, build.offline_sync_completed(), t0 + 1)
     handle(account, build.message_event(build.text("hi")), t0 + 2)
     handle(account, build.message_event(build.history_sync_notification(), from_me=True), t0 + 3)
+    clock.advance_to(t0 + 370)  # the evidence, seen; confirmed (verdict.confirm) 30 s later
+    harness.sidecar.evaluate_verdicts()
     clock.advance_to(t0 + 400)
 
 

@@ -35,6 +35,7 @@ def test_alertmanager_webhook_runs_the_ladder_to_needs_repair(
                 "state_dir": str(tmp_path / "state"),
                 "auth": {"tokens_file": str(tokens_file)},
                 "silence_threshold": "5s",
+                "verdict": {"confirm": "2s"},
                 "repair": {"grace": "2s"},
                 "accounts": [{"id": "sales"}, {"id": "support"}],
             }

@@ -59,6 +59,7 @@ def story() -> list[tuple[float, str | None, Any]]:
         (T0 + 200, "sales", build.message_event(build.app_state_key_share(), from_me=True)),
         (T0 + 250, "sales", build.disconnected()),
         (T0 + 254, "sales", build.connected()),
+        (T0 + 255, "sales", build.offline_sync_completed(count=0)),
         (T0 + 300, "sales", build.message_event(None)),
         (T0 + 320, None, None),  # tick
         (T0 + 330, None, None),
@@ -88,11 +89,15 @@ async def test_replay_into_metrics_value_by_value(
 ) -> None:
     capture = write_capture(tmp_path / "c.jsonl", story(), BAD_LINES)
     clock = ReplayClock(speed=0)
-    loaded = make_config([{"id": "sales"}, {"id": "support"}])
+    # silent past its 4 minutes at both ticks (T0 + 320 and 330), evidence confirmed in 10 s
+    loaded = make_config(
+        [{"id": "sales", "silence_threshold": "4m"}, {"id": "support"}],
+        verdict={"confirm": "10s"},
+    )
     assembly = assemble(loaded, clock, storage=False)
     sidecar = assembly.sidecar
     report = await Replayer(sidecar, clock, assembly.replay_errors).run(capture_records(capture))
-    assert (report.events, report.ticks, report.errors) == (10, 2, len(BAD_LINES))
+    assert (report.events, report.ticks, report.errors) == (11, 2, len(BAD_LINES))
 
     def value(name: str, **labels: str) -> float | None:
         return assembly.metrics.registry.get_sample_value(name, labels)
@@ -288,7 +293,11 @@ def test_restart_keeps_the_last_real_time(tmp_path: Path, tokens_file: Path) -> 
         tmp_path / "second.jsonl",
         [
             (T0 + 600, "sales", build.connected()),
+            (T0 + 601, "sales", build.offline_sync_completed(count=0)),
             (T0 + 700, "sales", build.message_event(build.history_sync_notification())),
+            # judged at the ticks: the evidence, then confirmed (verdict.confirm, 30 s)
+            (T0 + 710, None, None),
+            (T0 + 740, None, None),
         ],
     )
     process = sidecar_cli("replay", str(second), "--config", str(config), "--linger", "30")
@@ -297,11 +306,12 @@ def test_restart_keeps_the_last_real_time(tmp_path: Path, tokens_file: Path) -> 
         deadline = time.monotonic() + 10
         while True:
             health = get(f"http://127.0.0.1:{port}/api/whatsapp/accounts/sales/health", TOKEN)
-            if health["messages"]["protocol"] == 1 or time.monotonic() > deadline:
+            if health["timeSinceLastRealMs"] == 734_500 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+        assert health["messages"]["protocol"] == 1
         assert health["lastRealMessageMs"] == 1_764_068_405_500
-        assert health["timeSinceLastRealMs"] == 694_500
+        assert health["timeSinceLastRealMs"] == 734_500
         assert health["isDegraded"] is True
         metrics = get(f"http://127.0.0.1:{port}/metrics")
         assert (

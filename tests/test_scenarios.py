@@ -4,6 +4,7 @@ verdict checked against what the scenario says, and detection latency printed.""
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,11 @@ async def test_scenario(
             threshold = first["thresholdSeconds"]
             assert threshold >= sidecar.settings(account).silence_threshold_s
             assert threshold <= expected.get("max_threshold_s", threshold)
+            # the verdict turns degraded at the first tick that finds the evidence held
+            # for the confirmation (verdict.confirm), after the first tick that finds it
+            confirm = sidecar.confirm_s
             bound = threshold + probe_interval(scenario, account) + TICK_S
+            bound += math.ceil(confirm / TICK_S) * TICK_S
             with capsys.disabled():
                 print(
                     f"\n  {scenario['name']}/{account}: degraded {latency:.0f} s after onset ({', '.join(first['reasons'])}); threshold {threshold:.0f} s, bound {bound:.0f} s"

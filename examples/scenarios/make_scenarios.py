@@ -250,7 +250,7 @@ def scenarios() -> Iterator[tuple[Scenario, float]]:
         s.connect(start, account)
         for k, t in enumerate(s.every(start + 180, start + 2 * 3600, 180)):
             s.add(t, account, build.disconnected())
-            s.add(t + 5 + k % 3, account, build.connected())
+            s.connect(t + 5 + k % 3, account)  # each with its (empty) offline backlog
     for t in s.every(start + 10, start + 2 * 3600, 45):
         s.real(t, "flappy")
         s.protocol(t + 7, "flappy-deaf")
@@ -258,6 +258,47 @@ def scenarios() -> Iterator[tuple[Scenario, float]]:
         s.real(t, "flappy-deaf")
     s.healthy("flappy")
     s.degraded("flappy-deaf", ["silence_with_protocol_traffic"], deaf_from)
+    yield s, start + 2 * 3600
+
+    start = day8 + 9 * 3600
+    s = Scenario(
+        "reconnect_backlog",
+        "Two busy accounts come back from a drop: outage is away for 8 minutes from 10:00"
+        " and its offline backlog takes a minute, protocol traffic first, the waiting"
+        " messages last; forced's keepalives fail for 3 minutes from 10:30, nothing arrives,"
+        " and whatsmeow reconnects it by itself (no DisconnectedEv, and no"
+        " KeepAliveRestoredEv on the new connection). Neither is ever deaf.",
+    )
+    drop, back = start + 3600, start + 3600 + 480
+    stall = start + 5400
+    for account in ("outage", "forced"):
+        s.account(account, silence_threshold="5m")
+        s.connect(start, account)
+    for t in s.every(start + 10, start + 2 * 3600, 60):
+        if not drop <= t < back + 60:
+            s.real(t, "outage")
+        if not stall <= t < stall + 200:
+            s.real(t, "forced")
+    for t in s.every(start + 10, start + 2 * 3600, 240):
+        for account in ("outage", "forced"):
+            s.protocol(t, account)
+    s.add(drop, "outage", build.disconnected())
+    s.add(back, "outage", build.connected())
+    s.add(back + 1, "outage", build.offline_sync_preview(total=12))
+    for k in range(4):
+        s.protocol(back + 2 + 10 * k, "outage")
+    for k in range(8):
+        s.real(back + 50 + k, "outage", "sent while it was away")
+    s.add(back + 61, "outage", build.offline_sync_completed(count=12))
+    for n, t in enumerate(range(int(stall) + 35, int(stall) + 200, 30)):
+        s.add(t, "forced", build.keepalive_timeout(errors=n + 1))
+    s.add(stall + 200, "forced", build.connected())
+    s.add(stall + 201, "forced", build.offline_sync_preview(total=3))
+    for k in range(3):
+        s.real(stall + 202 + k, "forced", "sent while it was stuck")
+    s.add(stall + 206, "forced", build.offline_sync_completed(count=3))
+    s.healthy("outage")
+    s.healthy("forced")
     yield s, start + 2 * 3600
 
     start = day8 + 9 * 3600

@@ -111,7 +111,11 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
     try:
         stored = None if spool is None else Storage(spool, build_store(loaded))
         sidecar = Sidecar(
-            loaded.config.account_settings(), clock, _state_store(state_dir), storage=stored
+            loaded.config.account_settings(),
+            clock,
+            _state_store(state_dir),
+            storage=stored,
+            confirm_s=loaded.config.verdict.confirm,
         )
     except BaseException:
         if spool is not None:

@@ -198,6 +198,7 @@ class EventPipeline:
 
     def _on_connected(self, state: AccountState, _event: Any, at: float) -> None:
         state.record_connect_attempt()
+        state.record_connected(at)
         self.set_status(state, Status.CONNECTED, at)
 
     def _on_connect_failure(self, state: AccountState, event: Any, at: float) -> None:

@@ -31,6 +31,7 @@ from sidecar.domain.classify import MessageClass, classify
 from sidecar.domain.health import AccountHealth, PairingView, VerdictChange, account_health, to_ms
 from sidecar.domain.own_events import OwnEvent
 from sidecar.domain.probes import probe_id_of
+from sidecar.domain.steady import CONFIRM_S, SteadyVerdict
 from sidecar.domain.verdict import Verdict, VerdictRule, evidence_verdict
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,13 @@ class Sidecar:
         state_store: StateStore,
         verdict: VerdictRule = VERDICT_RULE,
         storage: Storage | None = None,
+        confirm_s: float = CONFIRM_S,
     ) -> None:
         self.clock = clock
+        #: The rule, judging one moment; readers ask :meth:`verdict_of`.
         self.verdict = verdict
+        #: How long evidence must hold before the verdict turns degraded.
+        self.confirm_s = confirm_s
         self.storage = storage
         self._state_store = state_store
         self._settings: dict[str, AccountSettings] = {s.account_id: s for s in settings}
@@ -71,6 +76,7 @@ class Sidecar:
         self._history: dict[str, deque[VerdictChange]] = {
             account_id: deque(maxlen=VERDICT_HISTORY) for account_id in self._states
         }
+        self._steady = {account_id: SteadyVerdict() for account_id in self._states}
 
     # -- accounts ---------------------------------------------------------------
 
@@ -136,6 +142,15 @@ class Sidecar:
 
     # -- verdicts and health ------------------------------------------------------
 
+    def verdict_of(
+        self, snapshot: AccountSnapshot, settings: AccountSettings, now: float
+    ) -> Verdict:
+        """The account's verdict as every reader gets it: the rule's, confirmed and held
+        (:mod:`sidecar.domain.steady`)."""
+        return self._steady[snapshot.account_id].judge(
+            self.verdict(snapshot, settings, now), snapshot, self.confirm_s, now
+        )
+
     def judge(self, account_id: str, now: float) -> Verdict:
         """The account's verdict now; a change is added to its history."""
         return self._judge(account_id, now)[1]
@@ -143,7 +158,7 @@ class Sidecar:
     def _judge(self, account_id: str, now: float) -> tuple[AccountSnapshot, Verdict]:
         settings = self._settings[account_id]
         snapshot = self._states[account_id].snapshot(now)
-        verdict = self.verdict(snapshot, settings, now)
+        verdict = self.verdict_of(snapshot, settings, now)
         with self._history_lock:
             history = self._history[account_id]
             if not VerdictChange.continues(history[-1] if history else None, verdict):
@@ -233,7 +248,7 @@ class Sidecar:
         now = self.clock.now()
         for account_id, state in self._states.items():
             snap = state.snapshot(now)
-            verdict = self.verdict(snap, self._settings[account_id], now)
+            verdict = self.verdict_of(snap, self._settings[account_id], now)
             age = (
                 "never"
                 if snap.last_real_at is None

@@ -113,6 +113,9 @@ class AccountSnapshot:
     #: (not reset by reconnects: a reconnect does not wipe the evidence).
     first_listening_at: float | None = None
     first_connected_at: float | None = None
+    #: When the current connection began (every ``ConnectedEv``, whatsmeow's own
+    #: reconnects included).
+    connected_at: float | None = None
     #: How long the current silence may last before the account's usual traffic makes it
     #: abnormal (None: not enough history yet).
     learned_gap_s: float | None = None
@@ -174,6 +177,7 @@ class AccountState:
     offline_sync: OfflineSync = OfflineSync.UNKNOWN
     first_listening_at: float | None = None
     first_connected_at: float | None = None
+    connected_at: float | None = None
     gaps: GapModel | None = None
     _learned_cache: tuple[float, float, float | None] | None = None
     probes_received: deque[ProbeRecord] = field(default_factory=lambda: deque(maxlen=PROBE_MEMORY))
@@ -313,6 +317,17 @@ class AccountState:
                 self.offline_sync = OfflineSync.UNKNOWN
             return StatusChange(self.account_id, old, status)
 
+    def record_connected(self, at: float) -> None:
+        """A connection began. whatsmeow also reconnects by itself, without a
+        ``DisconnectedEv`` (after keepalives failed for 3 minutes): what the old
+        connection's keepalives and offline backlog said no longer holds."""
+        with self.lock:
+            self.version += 1
+            self.connected_at = at
+            self.keepalive_failing_since = None
+            if self.status is Status.CONNECTED:
+                self.offline_sync = OfflineSync.UNKNOWN
+
     def set_keepalive_failing(self, failing: bool, at: float) -> None:
         with self.lock:
             self.version += 1
@@ -446,6 +461,7 @@ class AccountState:
                 offline_sync=self.offline_sync,
                 first_listening_at=self.first_listening_at,
                 first_connected_at=self.first_connected_at,
+                connected_at=self.connected_at,
                 learned_gap_s=self._learned_gap(now),
                 probes_received=tuple(self.probes_received),
                 probe_send_failures_in_a_row=self.probe_send_failures_in_a_row,

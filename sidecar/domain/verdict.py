@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sidecar.domain.account import AccountSettings, AccountSnapshot, Status
+from sidecar.domain.account import AccountSettings, AccountSnapshot, OfflineSync, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +57,10 @@ def describe_duration(seconds: float) -> str:
 
 #: A connection whose offline backlog never completes starts listening after this.
 SYNC_GRACE_S = 120.0
-#: Keepalive failing this long counts as evidence on its own.
-KEEPALIVE_GRACE_S = 90.0
+#: Keepalive failing this long counts as evidence on its own: past whatsmeow's own
+#: cure, a reconnect once keepalives have failed for 3 minutes since the last success
+#: (the first failure is reported 30-40 s after it).
+KEEPALIVE_GRACE_S = 240.0
 
 REASON_TEXT = {
     "silence_with_protocol_traffic": (
@@ -100,6 +102,16 @@ def listening_since(snapshot: AccountSnapshot, now: float) -> float | None:
     ):
         return snapshot.first_connected_at + SYNC_GRACE_S
     return None
+
+
+def catching_up(snapshot: AccountSnapshot, now: float) -> bool:
+    """Connected, and the connection's offline backlog may still be arriving: the real
+    messages, probes and receipts it holds are not in yet, so their absence proves
+    nothing (a backlog often brings protocol traffic before the messages)."""
+    if snapshot.status is not Status.CONNECTED or snapshot.offline_sync is OfflineSync.COMPLETED:
+        return False
+    since = snapshot.connected_at if snapshot.connected_at is not None else snapshot.status_since
+    return since is not None and now - since < SYNC_GRACE_S
 
 
 def effective_threshold(snapshot: AccountSnapshot, settings: AccountSettings) -> float:
@@ -154,11 +166,14 @@ def evidence_verdict(snapshot: AccountSnapshot, settings: AccountSettings, now: 
     account's usual gap at that hour while protocol traffic keeps arriving
     (the session hears the servers but not people). A silent account with no
     protocol traffic and no probes is quiet, not degraded. Probes that do
-    arrive on time prove the session hears, whatever the silence.
+    arrive on time prove the session hears, whatever the silence. Nothing is judged
+    while a connection's offline backlog is still arriving (:func:`catching_up`).
     """
     if snapshot.status is not Status.CONNECTED:
         return HEALTHY
     evidence = gather_evidence(snapshot, settings, now)
+    if catching_up(snapshot, now):
+        return Verdict(degraded=False, evidence=evidence)
     reasons: list[str] = []
     expected = settings.expects_probes
     probe_proves_alive = False

@@ -120,7 +120,7 @@ class AccountCollector(RowCollector):
     def __init__(self, sidecar: Sidecar) -> None:
         self._accounts = sidecar.accounts()
         self._clock = sidecar.clock
-        self._verdict = sidecar.verdict
+        self._verdict = sidecar.verdict_of
         # per account: its last snapshot, when it was taken, and the samples read from it
         self._stable: dict[str, tuple[AccountSnapshot, float, _Stable]] = {}
 

@@ -1,0 +1,158 @@
+"""The verdict over time (sidecar/domain/steady.py): degraded once the evidence has held
+for verdict.confirm, kept through a reconnect, cleared by proof that the session hears."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar import testing as build
+from sidecar.compose import Assembly
+from sidecar.config import Config
+from sidecar.core.clock import ReplayClock
+from sidecar.domain.steady import CONFIRM_S, HOLD_S
+
+from .support.config import AssemblyFactory, ConfigFactory
+
+T0 = 1_764_068_400.0  # where the test clock starts
+#: Silence with protocol traffic is evidence from here (last real message at T0 + 10).
+EVIDENCE = T0 + 10 + 300 + 1
+
+
+class Watched:
+    """Account ``sales`` of a composed sidecar, fed events and looked at like the live one."""
+
+    def __init__(self, assembly: Assembly, clock: ReplayClock) -> None:
+        self.sidecar = assembly.sidecar
+        self.metrics = assembly.metrics
+        self.clock = clock
+
+    def feed(self, at: float, event: Any) -> None:
+        self.sidecar.handle("sales", event, at)
+
+    def deaf_from(self) -> None:
+        """Connected and synced at T0, a real message at T0 + 10, then protocol only."""
+        self.feed(T0, build.connected())
+        self.feed(T0 + 1, build.offline_sync_completed(count=0))
+        self.feed(T0 + 10, build.message_event(build.text("hi")))
+        self.feed(T0 + 60, build.message_event(build.history_sync_notification(), from_me=True))
+
+    def at(self, now: float) -> tuple[bool, tuple[str, ...]]:
+        """The verdict a reader gets at ``now``: degraded, reasons."""
+        self.clock.advance_to(now)
+        verdict = self.sidecar.judge("sales", now)
+        return verdict.degraded, verdict.reasons
+
+    def scraped(self) -> float | None:
+        return self.metrics.registry.get_sample_value(
+            "whatsapp_session_degraded", {"account": "sales"}
+        )
+
+
+def watched(
+    make_config: ConfigFactory,
+    make_assembly: AssemblyFactory,
+    clock: ReplayClock,
+    **top: object,
+) -> Watched:
+    return Watched(make_assembly(make_config([{"id": "sales"}], **top)), clock)
+
+
+SILENCE = ("silence_with_protocol_traffic",)
+
+
+def test_degraded_only_once_the_evidence_has_held_at_every_look_for_the_confirmation(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    account.deaf_from()
+    assert account.at(EVIDENCE - 1) == (False, ())
+    assert account.at(EVIDENCE) == (False, ())  # first seen
+    assert account.scraped() == 0.0
+    assert account.at(EVIDENCE + CONFIRM_S - 1) == (False, ())
+    assert account.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+    assert account.scraped() == 1.0
+
+
+def test_a_look_without_evidence_starts_the_confirmation_again(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    account.deaf_from()
+    assert account.at(EVIDENCE) == (False, ())
+    # a real message: the session hears after all; then silent again past the threshold
+    account.feed(EVIDENCE + 10, build.message_event(build.text("back")))
+    assert account.at(EVIDENCE + 20) == (False, ())
+    account.feed(EVIDENCE + 30, build.message_event(build.app_state_key_share(), from_me=True))
+    again = EVIDENCE + 10 + 301
+    assert account.at(again) == (False, ())
+    assert account.at(again + CONFIRM_S - 1) == (False, ())
+    assert account.at(again + CONFIRM_S) == (True, SILENCE)
+
+
+def test_a_reconnect_neither_clears_it_nor_starts_its_confirmation_again(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    account.deaf_from()
+    account.at(EVIDENCE)
+    degraded_at = EVIDENCE + CONFIRM_S
+    assert account.at(degraded_at) == (True, SILENCE)
+    account.feed(degraded_at + 10, build.disconnected())
+    assert account.at(degraded_at + 15) == (True, SILENCE)
+    account.feed(degraded_at + 20, build.connected())
+    account.feed(degraded_at + 21, build.offline_sync_preview(total=2))
+    assert account.at(degraded_at + 22) == (True, SILENCE)  # its backlog is arriving
+    account.feed(degraded_at + 23, build.message_event(build.app_state_key_share(), from_me=True))
+    account.feed(degraded_at + 24, build.offline_sync_completed(count=2))
+    assert account.at(degraded_at + 25) == (True, SILENCE)  # judged again, at once
+    history = account.sidecar.health("sales").verdict_history
+    assert [(c.at_ms, c.degraded) for c in history] == [(round(degraded_at * 1000), True)]
+
+
+def test_proof_that_the_session_hears_clears_it_at_once(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    account.deaf_from()
+    account.at(EVIDENCE)
+    assert account.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+    account.feed(EVIDENCE + CONFIRM_S + 1, build.message_event(build.text("back")))
+    assert account.at(EVIDENCE + CONFIRM_S + 2) == (False, ())
+    assert account.scraped() == 0.0
+
+
+def test_a_status_that_says_what_is_wrong_clears_it_at_once(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    account.deaf_from()
+    account.at(EVIDENCE)
+    assert account.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+    account.feed(EVIDENCE + CONFIRM_S + 1, build.logged_out())
+    assert account.at(EVIDENCE + CONFIRM_S + 2) == (False, ())
+
+
+def test_an_account_away_for_long_is_no_longer_held_degraded(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    account.deaf_from()
+    account.at(EVIDENCE)
+    away = EVIDENCE + CONFIRM_S + 1
+    assert account.at(away - 1) == (True, SILENCE)
+    account.feed(away, build.disconnected())
+    assert account.at(away + 1) == (True, SILENCE)
+    assert account.at(away + HOLD_S - 1) == (True, SILENCE)
+    assert account.at(away + HOLD_S) == (False, ())
+
+
+def test_the_confirmation_is_configured_by_verdict_confirm(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
+) -> None:
+    assert Config.model_validate({"accounts": [{"id": "x"}]}).verdict.confirm == CONFIRM_S
+    account = watched(make_config, make_assembly, clock, verdict={"confirm": "5m"})
+    assert account.sidecar.confirm_s == 300.0
+    account.deaf_from()
+    assert account.at(EVIDENCE) == (False, ())
+    assert account.at(EVIDENCE + 299) == (False, ())
+    assert account.at(EVIDENCE + 300) == (True, SILENCE)
