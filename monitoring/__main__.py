@@ -16,6 +16,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from monitoring.alerts import rule_groups
 from monitoring.config import MonitoringConfig
 from monitoring.dashboards import dashboards
+from monitoring.durations import duration_argument
 from monitoring.rule_tests import rule_test_file
 from monitoring.runbook_page import render as runbook_page
 
@@ -85,11 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runbook-url", default=MonitoringConfig.runbook_url)
     parser.add_argument("--job", default=MonitoringConfig.job)
     parser.add_argument(
+        "--for-degraded",
+        type=duration_argument,
+        default=MonitoringConfig.for_degraded,
+        help="how long the sidecar's degraded verdict must hold before it pages (and before"
+        " WhatsappSendsNotDelivered tickets), on top of the sidecar's verdict.confirm"
+        f" (default {MonitoringConfig.for_degraded}; 5m pages as slowly as before)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="write under this folder instead of the repository"
     )
     args = parser.parse_args(argv)
     config = MonitoringConfig(
-        job=args.job, external_url=args.external_url, runbook_url=args.runbook_url
+        job=args.job,
+        external_url=args.external_url,
+        runbook_url=args.runbook_url,
+        for_degraded=args.for_degraded,
+        for_sends_not_delivered=args.for_degraded,
     )
     stale = []
     for path, text in render(config).items():

@@ -16,7 +16,10 @@ class MonitoringConfig:
     #: at /runbook. Both URLs are fallbacks: alerts read the sidecar's own.
     runbook_url: str = ""
     #: How long a condition must hold before it pages (scaled down only by the tests).
-    for_degraded: str = "5m"
+    #: None for the sidecar's verdict: the sidecar confirms its evidence (verdict.confirm,
+    #: 30 s) and holds it through reconnects, so a ``for`` would only delay every page
+    #: (``python -m monitoring --for-degraded 5m`` for the slower pages of before).
+    for_degraded: str = "0s"
     for_no_real: str = "10m"
     for_logged_out: str = "1m"
     for_disconnected: str = "10m"
@@ -33,7 +36,7 @@ class MonitoringConfig:
     for_spool_growing: str = "15m"
     for_spool_old: str = "5m"
     #: The same as ``for_degraded``: the ticket comes and goes with the page for that cause.
-    for_sends_not_delivered: str = "5m"
+    for_sends_not_delivered: str = "0s"
     for_outbox_stuck: str = "5m"
     for_ingest_silent: str = "10m"
     for_ingest_refused: str = "5m"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from monitoring.config import MonitoringConfig
+from monitoring.durations import minutes_after
 from monitoring.promtool_cases import INSTANCE, Cases, series
 from monitoring.rule_tests_ingest import ingest_tests
 from monitoring.rule_tests_phone import phone_tests
@@ -23,43 +24,60 @@ def test_groups(config: MonitoringConfig) -> list[dict[str, Any]]:
         return series(config, name, values, **labels)
 
     sales = c.account("sales", _reasons="silence_with_protocol_traffic ")
+    # the sidecar's verdict turns degraded at minute 5; it pages once it held for `for`
+    pages_at = minutes_after(5, config.for_degraded)
+    # degraded until 6 minutes past the page, then clear for 3 minutes, then degraded again
+    degraded = f"0x4 1x{pages_at + 1} 0x2 1x30"
+    never = f"0x{pages_at + 40}"
+    # degraded from minute 0 until 10 minutes past the page
+    lasts = minutes_after(0, config.for_degraded) + 10
     return [
         {
-            "name": "degraded: fires, stays up across a reconnect, quiet account never pages",
+            "name": "degraded: pages as soon as the sidecar's confirmed verdict has held for"
+            f" `for` ({config.for_degraded}), stays up across a reconnect; the quiet and"
+            " reconnecting look-alikes never page",
             "interval": "1m",
             "input_series": [
-                # 0-4 healthy, 5-15 degraded, 16-18 a reconnect clears it, 19-40 degraded again
-                s("whatsapp_session_degraded", "0x4 1x10 0x2 1x21", account="sales"),
-                s("whatsapp_session_degraded", "0x40", account="quiet"),
+                s("whatsapp_session_degraded", degraded, account="sales"),
+                s("whatsapp_session_degraded", never, account="quiet"),
+                # reconnects every few minutes: the sidecar judges it, and never finds it deaf
+                s("whatsapp_session_degraded", never, account="flappy"),
+                s(
+                    "whatsapp_connection_state",
+                    "1x3 0 1x3 0 1x3 0 1x3 0 1x3 0 1x3 0 1x3 0 1x3 0 1x4",
+                    account="flappy",
+                    state="connected",
+                ),
                 s(
                     "whatsapp_session_degraded_reason",
-                    "0x4 1x10 0x2 1x21",
+                    degraded,
                     account="sales",
                     reason="silence_with_protocol_traffic",
                 ),
                 s(
                     "whatsapp_session_degraded_reason",
-                    "0x40",
+                    never,
                     account="sales",
                     reason="probe_not_received",
                 ),
             ],
             "alert_rule_test": [
-                c.expect("WhatsappSessionDegraded", "8m"),
-                c.expect("WhatsappSessionDegraded", "12m", sales),
+                c.expect("WhatsappSessionDegraded", f"{pages_at - 1}m"),
+                c.expect("WhatsappSessionDegraded", f"{pages_at}m", sales),
+                c.expect("WhatsappSessionDegraded", f"{pages_at + 5}m", sales),
                 # keep_firing_for holds it, with the annotations of its last active evaluation
-                c.expect("WhatsappSessionDegraded", "17m", sales),
-                c.expect("WhatsappSessionDegraded", "30m", sales),
+                c.expect("WhatsappSessionDegraded", f"{pages_at + 7}m", sales),
+                c.expect("WhatsappSessionDegraded", f"{pages_at + 25}m", sales),
             ],
         },
         {
             "name": "degraded: resolves only after keep_firing_for once healthy for good",
             "interval": "1m",
-            "input_series": [s("whatsapp_session_degraded", "1x10 0x30", account="sales")],
+            "input_series": [s("whatsapp_session_degraded", f"1x{lasts} 0x30", account="sales")],
             "alert_rule_test": [
-                c.expect("WhatsappSessionDegraded", "9m", c.account("sales")),
-                c.expect("WhatsappSessionDegraded", "18m", c.account("sales")),
-                c.expect("WhatsappSessionDegraded", "25m"),
+                c.expect("WhatsappSessionDegraded", f"{lasts - 1}m", c.account("sales")),
+                c.expect("WhatsappSessionDegraded", f"{lasts + 8}m", c.account("sales")),
+                c.expect("WhatsappSessionDegraded", f"{lasts + 15}m"),
             ],
         },
         {

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from monitoring.config import MonitoringConfig
+from monitoring.durations import minutes_after
 from monitoring.promtool_cases import Cases, series
 
 NOT_DELIVERED = "sends_not_delivered"
@@ -33,33 +34,50 @@ def sending_tests(config: MonitoringConfig) -> list[dict[str, Any]]:
     def oldest(account: str, values: str) -> dict[str, str]:
         return s("whatsapp_outbox_oldest_queued_age_seconds", values, account=account)
 
+    # lost's verdict has the reason from minute 6; the ticket comes once it held for `for`
+    tickets_at = minutes_after(6, config.for_sends_not_delivered)
+    held = f"1x{tickets_at + 7}"  # until 13 minutes past the ticket
+    end = tickets_at + 30
     return [
         {
-            "name": "sends not delivered: the verdict's reason makes a ticket; an offline"
-            " recipient, a late delivery or another reason never do",
+            "name": "sends not delivered: the verdict's reason makes a ticket once it held for"
+            f" `for` ({config.for_sends_not_delivered}); an offline recipient, receipts that"
+            " come late or another reason never do",
             "interval": "1m",
             "input_series": [
-                # lost: 3 chats in a row undelivered from 6 m to 25 m, then a delivery
-                reason("lost", "0x5 1x19 0x15"),
-                reason("lost", "0x40", "silence_with_protocol_traffic"),
-                s("whatsapp_sent_messages_undelivered", "0x5 4x19 0x15", account="lost"),
+                # lost: 3 chats in a row undelivered from minute 6, then a delivery
+                reason("lost", f"0x5 {held} 0x15"),
+                reason("lost", f"0x{end}", "silence_with_protocol_traffic"),
+                s(
+                    "whatsapp_sent_messages_undelivered",
+                    f"0x5 4x{tickets_at + 7} 0x15",
+                    account="lost",
+                ),
                 # offline: one recipient whose phone is off; its undelivered sends pile up
-                reason("offline", "0x40"),
-                s("whatsapp_sent_messages_undelivered", "0+1x40", account="offline"),
-                # late: the verdict held 4 minutes, then the receipts came
-                reason("late", "0x5 1x3 0x31"),
-                s("whatsapp_sent_messages_undelivered", "0x5 3x3 0x31", account="late"),
+                reason("offline", f"0x{end}"),
+                s("whatsapp_sent_messages_undelivered", f"0+1x{end}", account="offline"),
+                # late: sends past the timeout, then their receipts came; the sidecar never
+                # found the evidence held (verdict.confirm), so its verdict never said so
+                reason("late", f"0x{end}"),
+                s("whatsapp_sent_messages_undelivered", f"0x5 3x3 0x{end - 9}", account="late"),
                 # deaf: degraded for another reason, with a few sends undelivered
-                reason("deaf", "0x40"),
-                reason("deaf", "1x40", "silence_with_protocol_traffic"),
-                s("whatsapp_sent_messages_undelivered", "2x40", account="deaf"),
+                reason("deaf", f"0x{end}"),
+                reason("deaf", f"1x{end}", "silence_with_protocol_traffic"),
+                s("whatsapp_sent_messages_undelivered", f"2x{end}", account="deaf"),
             ],
             "alert_rule_test": [
-                c.expect("WhatsappSendsNotDelivered", "9m"),
-                c.expect("WhatsappSendsNotDelivered", "12m", c.account("lost"), value="4"),
+                c.expect("WhatsappSendsNotDelivered", f"{tickets_at - 1}m"),
+                c.expect(
+                    "WhatsappSendsNotDelivered", f"{tickets_at}m", c.account("lost"), value="4"
+                ),
+                c.expect(
+                    "WhatsappSendsNotDelivered", f"{tickets_at + 1}m", c.account("lost"), value="4"
+                ),
                 # keep_firing_for holds it up with its last value after the delivery
-                c.expect("WhatsappSendsNotDelivered", "30m", c.account("lost"), value="4"),
-                c.expect("WhatsappSendsNotDelivered", "38m"),
+                c.expect(
+                    "WhatsappSendsNotDelivered", f"{tickets_at + 18}m", c.account("lost"), value="4"
+                ),
+                c.expect("WhatsappSendsNotDelivered", f"{tickets_at + 26}m"),
             ],
         },
         {

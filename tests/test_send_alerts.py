@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from monitoring.config import MonitoringConfig
+from monitoring.durations import minutes_after
 from monitoring.promtool_cases import INSTANCE, Cases
 from sidecar.compose import assemble
 from sidecar.core.clock import ReplayClock
@@ -75,6 +76,9 @@ async def test_replayed_sends_fire_the_send_alerts_for_the_right_account_only(
     config = MonitoringConfig()
     c = Cases(config)
     lost = c.account("lost")
+    # degraded from minute 16; the ticket and the page once it held for their `for`
+    ticket = minutes_after(16, config.for_sends_not_delivered)
+    page = minutes_after(16, config.for_degraded)
     result = promtool_test(
         tmp_path,
         RULES,
@@ -84,12 +88,13 @@ async def test_replayed_sends_fire_the_send_alerts_for_the_right_account_only(
                 "interval": "1m",
                 "input_series": input_series(scrapes, start, config.job, INSTANCE),
                 "alert_rule_test": [
-                    # degraded from minute 16; both wait their 5-minute `for`
-                    c.expect("WhatsappSendsNotDelivered", "20m"),
-                    c.expect("WhatsappSessionDegraded", "20m"),
+                    c.expect("WhatsappSendsNotDelivered", f"{ticket - 1}m"),
+                    c.expect("WhatsappSessionDegraded", f"{page - 1}m"),
                     c.expect("WhatsappSendsNotDelivered", "22m", lost, value="6"),
                     c.expect(
-                        "WhatsappSessionDegraded", "22m", lost | {"_reasons": f"{NOT_DELIVERED} "}
+                        "WhatsappSessionDegraded",
+                        f"{page}m",
+                        lost | {"_reasons": f"{NOT_DELIVERED} "},
                     ),
                     c.expect("WhatsappSendsNotDelivered", "44m", lost, value="17"),
                     # no outbox in a replay, and silent accounts without protocol traffic
