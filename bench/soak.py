@@ -9,7 +9,7 @@ shares, undecryptable messages, a disconnect every 6-15 minutes whose
 messages arrive as a backlog after the reconnect (with offline sync), and
 short keepalive failures on some accounts. Every 20th account goes deaf in
 cycles (45 s of real messages, then 135 s of protocol traffic only, with a
-30 s silence threshold), so verdicts change all the time; everything else
+30 s silence threshold and a 10 s verdict.confirm), so verdicts change all the time; everything else
 must never be judged degraded.
 
 Every ``--interval`` seconds (5) the soak samples the process from outside:
@@ -108,6 +108,8 @@ DEAF_THRESHOLD_S = 30
 DEAF_THRESHOLD = f"{DEAF_THRESHOLD_S}s"
 DEAF_CYCLE_S = 180.0
 DEAF_HEARING_S = 45.0
+DEAF_CONFIRM_S = 10
+DEAF_CONFIRM = f"{DEAF_CONFIRM_S}s"
 #: Accounts whose keepalive fails for a few seconds now and then.
 KEEPALIVE_EVERY = 25
 TICK_S = 10.0
@@ -299,6 +301,8 @@ def write_config(path: Path, accounts: Sequence[str], traffic: Traffic, work: Pa
         "state_dir": str(work / "state"),
         "store": {"backend": "sqlite"},
         "auth": {"tokens_file": str(tokens)},
+        # verdicts change all the time: the deaf accounts' evidence is confirmed quickly
+        "verdict": {"confirm": DEAF_CONFIRM},
         "accounts": entries,
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -627,8 +631,12 @@ def evaluate(
     lost = traffic.real_messages - seen.stored
     deaf_missed = traffic.deaf - seen.degraded_seen
     false_degraded = seen.degraded_seen - traffic.deaf
-    # the first deaf phase starts after DEAF_HEARING_S and lasts the threshold
-    deaf_due = minutes * 60 >= DEAF_HEARING_S + DEAF_THRESHOLD_S + 2 * SAMPLE_INTERVAL_S + 10
+    # the first deaf phase starts after DEAF_HEARING_S; evidence after the threshold,
+    # confirmed after verdict.confirm
+    deaf_due = (
+        minutes * 60
+        >= DEAF_HEARING_S + DEAF_THRESHOLD_S + DEAF_CONFIRM_S + 2 * SAMPLE_INTERVAL_S + 10
+    )
 
     print()
     print(
