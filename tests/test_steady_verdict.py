@@ -98,7 +98,9 @@ def test_a_reconnect_neither_clears_it_nor_starts_its_confirmation_again(
     degraded_at = EVIDENCE + CONFIRM_S
     assert account.at(degraded_at) == (True, SILENCE)
     account.feed(degraded_at + 10, build.disconnected())
-    assert account.at(degraded_at + 15) == (True, SILENCE)
+    # not connected is never degraded (its status says what is wrong), but remembered
+    assert account.at(degraded_at + 15) == (False, ())
+    assert account.scraped() == 0.0
     account.feed(degraded_at + 20, build.connected())
     account.feed(degraded_at + 21, build.offline_sync_preview(total=2))
     assert account.at(degraded_at + 22) == (True, SILENCE)  # its backlog is arriving
@@ -106,7 +108,11 @@ def test_a_reconnect_neither_clears_it_nor_starts_its_confirmation_again(
     account.feed(degraded_at + 24, build.offline_sync_completed(count=2))
     assert account.at(degraded_at + 25) == (True, SILENCE)  # judged again, at once
     history = account.sidecar.health("sales").verdict_history
-    assert [(c.at_ms, c.degraded) for c in history] == [(round(degraded_at * 1000), True)]
+    assert [(c.at_ms, c.degraded) for c in history] == [
+        (round(degraded_at * 1000), True),
+        (round((degraded_at + 15) * 1000), False),
+        (round((degraded_at + 22) * 1000), True),
+    ]
 
 
 def test_proof_that_the_session_hears_clears_it_at_once(
@@ -141,9 +147,15 @@ def test_an_account_away_for_long_is_no_longer_held_degraded(
     away = EVIDENCE + CONFIRM_S + 1
     assert account.at(away - 1) == (True, SILENCE)
     account.feed(away, build.disconnected())
-    assert account.at(away + 1) == (True, SILENCE)
-    assert account.at(away + HOLD_S - 1) == (True, SILENCE)
+    assert account.at(away + 1) == (False, ())  # not connected: not degraded
     assert account.at(away + HOLD_S) == (False, ())
+    # back after longer than HOLD_S: the old verdict is forgotten; the evidence is
+    # confirmed afresh
+    back = away + HOLD_S + 1
+    account.feed(back, build.connected())
+    account.feed(back + 1, build.offline_sync_completed(count=0))
+    assert account.at(back + 2) == (False, ())
+    assert account.at(back + 2 + CONFIRM_S) == (True, SILENCE)
 
 
 def test_the_confirmation_is_configured_by_verdict_confirm(

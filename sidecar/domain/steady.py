@@ -8,9 +8,11 @@ So every reader of an account's verdict goes through its :class:`SteadyVerdict`:
 - degraded only once the rule has found evidence at every look for ``confirm_s``
   (``verdict.confirm``): one odd moment is never a page;
 - once degraded, it stays so while the account cannot be judged: while a connection
-  catches up with its offline backlog, and while the account is disconnected or
-  connecting, for up to :data:`HOLD_S`; so a reconnect of a deaf session neither clears
-  it nor starts its confirmation again;
+  catches up with its offline backlog; and it is remembered while the account is
+  disconnected or connecting, for up to :data:`HOLD_S`, so a reconnect of a deaf session
+  does not start its confirmation again. While not connected the account is not
+  degraded (its status says what is wrong: docs/reference.md, the health object), and
+  the page stays up through the reconnect by the rule's ``keep_firing_for``;
 - it clears at once when the rule, judging a connected and caught-up session, finds no
   evidence (a real message, a probe, a receipt arrived), and when the account reaches a
   state that says what is wrong by itself (logged out, replaced, banned...).
@@ -67,6 +69,8 @@ class SteadyVerdict:
             self._evidence_since = None
             held = self._degraded
             if held is not None and self._holds(snapshot, now):
+                if snapshot.status is not Status.CONNECTED:
+                    return verdict  # remembered, not shown: not connected is not degraded
                 return replace(held, evidence=verdict.evidence)
             self._degraded = self._away_since = None
             return verdict
