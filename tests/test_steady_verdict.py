@@ -3,7 +3,10 @@ for verdict.confirm, kept through a reconnect, cleared by proof that the session
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from sidecar import testing as build
 from sidecar.compose import Assembly
@@ -168,3 +171,28 @@ def test_the_confirmation_is_configured_by_verdict_confirm(
     assert account.at(EVIDENCE) == (False, ())
     assert account.at(EVIDENCE + 299) == (False, ())
     assert account.at(EVIDENCE + 300) == (True, SILENCE)
+
+
+def test_a_verdict_change_is_logged_when_it_happens(
+    make_config: ConfigFactory,
+    make_assembly: AssemblyFactory,
+    clock: ReplayClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    account.deaf_from()
+    with caplog.at_level(logging.INFO, logger="sidecar.core.service"):
+        account.at(EVIDENCE)
+        assert account.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+        account.at(EVIDENCE + CONFIRM_S + 5)  # no change: no line
+        account.feed(EVIDENCE + CONFIRM_S + 60, build.message_event(build.text("back")))
+        account.at(EVIDENCE + CONFIRM_S + 61)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "verdict:" in r.getMessage()]
+    assert lines == [
+        (
+            logging.WARNING,
+            "account=sales verdict: degraded (silence_with_protocol_traffic): No real messages"
+            " received in last 5 minutes - session may be degraded",
+        ),
+        (logging.INFO, "account=sales verdict: no longer degraded, after 61 s"),
+    ]

@@ -161,8 +161,12 @@ class Sidecar:
         verdict = self.verdict_of(snapshot, settings, now)
         with self._history_lock:
             history = self._history[account_id]
-            if not VerdictChange.continues(history[-1] if history else None, verdict):
+            last = history[-1] if history else None
+            changed = not VerdictChange.continues(last, verdict)
+            if changed:
                 history.append(VerdictChange.of(verdict, snapshot, settings, now))
+        if changed:
+            _log_verdict_change(account_id, verdict, last, now)
         return snapshot, verdict
 
     def evaluate_verdicts(self) -> None:
@@ -270,3 +274,23 @@ class Sidecar:
 
     def close(self) -> None:
         self._state_store.close()
+
+
+def _log_verdict_change(
+    account_id: str, verdict: Verdict, last: VerdictChange | None, now: float
+) -> None:
+    """Say a verdict change when it happens (the per-minute summary comes later): a
+    WARNING with the evidence in words when degraded, an INFO line when it clears."""
+    if verdict.degraded:
+        log.warning(
+            "account=%s verdict: degraded (%s): %s",
+            account_id,
+            ", ".join(verdict.reasons),
+            verdict.warning,
+        )
+    elif last is not None and last.degraded:
+        log.info(
+            "account=%s verdict: no longer degraded, after %.0f s",
+            account_id,
+            max(0.0, now - last.at_ms / 1000),
+        )
