@@ -3,7 +3,6 @@ verdict checked against what the scenario says, and detection latency printed.""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from sidecar.core.clock import ReplayClock
 from sidecar.core.replay import Replayer
 from sidecar.core.service import Sidecar
 
+from .support.generated import assert_up_to_date
+
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
 INDEX = yaml.safe_load((SCENARIOS / "scenarios.yaml").read_text())["scenarios"]
 #: Verdicts are judged at every capture tick (30 s apart in the judged day).
@@ -26,15 +27,7 @@ TICK_S = 30.0
 
 
 def test_scenario_files_are_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("make_scenarios", SCENARIOS / "make_scenarios.py")
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for path, text in module.render().items():
-        assert path.read_text() == text, (
-            f"stale {path.name}: run python examples/scenarios/make_scenarios.py"
-        )
+    assert_up_to_date(SCENARIOS / "make_scenarios.py")
 
 
 def test_there_are_at_least_ten_scenarios() -> None:

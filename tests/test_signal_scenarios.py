@@ -4,7 +4,6 @@ rules run by promtool on those very scrapes, firing where they should and quiet 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sidecar.compose import assemble
 from sidecar.core.clock import ReplayClock
 
 from .support.config import ConfigFactory
+from .support.generated import assert_up_to_date
 from .support.http import refused_address
 from .support.paths import REPO
 from .support.polling import wait_for
@@ -90,15 +90,7 @@ def rules_on(replayed: Replayed, tmp_path: Path, *cases: dict[str, Any]) -> None
 
 
 def test_signal_scenario_files_are_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("make_signals", SIGNALS / "make_signals.py")
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for path, text in module.render().items():
-        assert path.read_text() == text, (
-            f"stale {path.name}: run python examples/scenarios/signals/make_signals.py"
-        )
+    assert_up_to_date(SIGNALS / "make_signals.py")
 
 
 # -- a temporary ban that ends ---------------------------------------------------------

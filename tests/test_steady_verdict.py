@@ -19,6 +19,7 @@ from .support.config import AssemblyFactory, ConfigFactory
 T0 = 1_764_068_400.0  # where the test clock starts
 #: Silence with protocol traffic is evidence from here (last real message at T0 + 10).
 EVIDENCE = T0 + 10 + 300 + 1
+SILENCE = ("silence_with_protocol_traffic",)
 
 
 class Watched:
@@ -39,6 +40,14 @@ class Watched:
         self.feed(T0 + 10, build.message_event(build.text("hi")))
         self.feed(T0 + 60, build.message_event(build.history_sync_notification(), from_me=True))
 
+    def degraded(self) -> float:
+        """Deaf (:meth:`deaf_from`), looked at when the evidence appears and once it is
+        confirmed; when it turned degraded."""
+        self.deaf_from()
+        assert self.at(EVIDENCE) == (False, ())
+        assert self.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+        return EVIDENCE + CONFIRM_S
+
     def at(self, now: float) -> tuple[bool, tuple[str, ...]]:
         """The verdict a reader gets at ``now``: degraded, reasons."""
         self.clock.advance_to(now)
@@ -58,9 +67,6 @@ def watched(
     **top: object,
 ) -> Watched:
     return Watched(make_assembly(make_config([{"id": "sales"}], **top)), clock)
-
-
-SILENCE = ("silence_with_protocol_traffic",)
 
 
 def test_degraded_only_once_the_evidence_has_held_at_every_look_for_the_confirmation(
@@ -96,10 +102,7 @@ def test_a_reconnect_neither_clears_it_nor_starts_its_confirmation_again(
     make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
 ) -> None:
     account = watched(make_config, make_assembly, clock)
-    account.deaf_from()
-    account.at(EVIDENCE)
-    degraded_at = EVIDENCE + CONFIRM_S
-    assert account.at(degraded_at) == (True, SILENCE)
+    degraded_at = account.degraded()
     account.feed(degraded_at + 10, build.disconnected())
     # not connected is never degraded (its status says what is wrong), but remembered
     assert account.at(degraded_at + 15) == (False, ())
@@ -122,9 +125,7 @@ def test_proof_that_the_session_hears_clears_it_at_once(
     make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
 ) -> None:
     account = watched(make_config, make_assembly, clock)
-    account.deaf_from()
-    account.at(EVIDENCE)
-    assert account.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+    account.degraded()
     account.feed(EVIDENCE + CONFIRM_S + 1, build.message_event(build.text("back")))
     assert account.at(EVIDENCE + CONFIRM_S + 2) == (False, ())
     assert account.scraped() == 0.0
@@ -134,9 +135,7 @@ def test_a_status_that_says_what_is_wrong_clears_it_at_once(
     make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
 ) -> None:
     account = watched(make_config, make_assembly, clock)
-    account.deaf_from()
-    account.at(EVIDENCE)
-    assert account.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+    account.degraded()
     account.feed(EVIDENCE + CONFIRM_S + 1, build.logged_out())
     assert account.at(EVIDENCE + CONFIRM_S + 2) == (False, ())
 
@@ -145,10 +144,7 @@ def test_an_account_away_for_long_is_no_longer_held_degraded(
     make_config: ConfigFactory, make_assembly: AssemblyFactory, clock: ReplayClock
 ) -> None:
     account = watched(make_config, make_assembly, clock)
-    account.deaf_from()
-    account.at(EVIDENCE)
-    away = EVIDENCE + CONFIRM_S + 1
-    assert account.at(away - 1) == (True, SILENCE)
+    away = account.degraded() + 1
     account.feed(away, build.disconnected())
     assert account.at(away + 1) == (False, ())  # not connected: not degraded
     assert account.at(away + HOLD_S) == (False, ())
@@ -180,10 +176,8 @@ def test_a_verdict_change_is_logged_when_it_happens(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     account = watched(make_config, make_assembly, clock)
-    account.deaf_from()
     with caplog.at_level(logging.INFO, logger="sidecar.core.service"):
-        account.at(EVIDENCE)
-        assert account.at(EVIDENCE + CONFIRM_S) == (True, SILENCE)
+        account.degraded()
         account.at(EVIDENCE + CONFIRM_S + 5)  # no change: no line
         account.feed(EVIDENCE + CONFIRM_S + 60, build.message_event(build.text("back")))
         account.at(EVIDENCE + CONFIRM_S + 61)
