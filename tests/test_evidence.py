@@ -326,4 +326,6 @@ def test_verdict_history_records_changes_with_reasons(
         (round((T0 + 520) * 1000), False, []),
     ]
     assert health["evidence"]["thresholdSeconds"] == 300
-    assert health["quiet"] is True  # silent since 'back', no protocol since: quiet
+    assert health["quiet"] is False  # a message 10 s ago: no silence to speak of
+    clock.advance_to(T0 + 510 + 300)
+    assert health_json(sidecar.health("sales"))["quiet"] is True  # silent since 'back': quiet

@@ -146,14 +146,18 @@ def gather_evidence(snapshot: AccountSnapshot, settings: AccountSettings, now: f
         and snapshot.last_protocol_at > start
     )
     probing = settings.expects_probes is not None or settings.probe is not None
+    threshold = effective_threshold(snapshot, settings)
+    # quiet: silent past the threshold with nothing else arriving (a message a second ago
+    # is no silence at all)
+    silent = silence is not None and silence >= threshold
     return Evidence(
         listening_since=since,
         silence_s=silence,
-        threshold_s=effective_threshold(snapshot, settings),
+        threshold_s=threshold,
         learned_gap_s=snapshot.learned_gap_s,
         protocol_during_silence=protocol,
         probe_misses=probe_misses(snapshot, settings, now),
-        quiet=not protocol and not probing,
+        quiet=silent and not protocol and not probing,
     )
 
 

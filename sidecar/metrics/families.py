@@ -60,8 +60,8 @@ DEGRADED_REASON = Family(
 
 QUIET = Family(
     "whatsapp_session_quiet",
-    "1 when a connected account is silent with no protocol traffic and no probes:"
-    " quiet, not degraded.",
+    "1 when a connected account is silent longer than its threshold with no protocol"
+    " traffic and no probes: quiet, not degraded.",
     "gauge",
 )
 
