@@ -38,9 +38,9 @@ def broken_links(page: Path) -> list[str]:
             continue  # https:, mailto:
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        if not linked.exists():
-            broken.append(target)
-        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+        if not linked.exists() or (
+            anchor and linked.suffix == ".md" and anchor not in anchors(linked)
+        ):
             broken.append(target)
     return broken
 
