@@ -1,6 +1,6 @@
 """The dashboards' "Early warnings" row: what comes before a session dies (docs/phone.md,
-README "Temporary bans and other early signs"): the account's own phone going away
-(WhatsApp logs the device out after about 14 days), a temporary ban and its end,
+docs/operations.md, "Temporary bans and other early signs"): the account's own phone going
+away (WhatsApp logs the device out after about 14 days), a temporary ban and its end,
 messages that cannot be decrypted, and connections WhatsApp refuses, by reason."""
 
 from __future__ import annotations

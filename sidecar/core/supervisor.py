@@ -121,7 +121,8 @@ class AccountSupervisor:
                 self.pairing = False  # a re-pair that ended here was answered: no retry loop
             if decision is Decision.PARK:
                 log.warning(
-                    "account=%s is %s: not reconnecting until a re-pair or a restart (see README)",
+                    "account=%s is %s: not reconnecting until a re-pair or a restart"
+                    ' (see docs/operations.md, "Connection states")',
                     self.account_id,
                     ended.status,
                 )
