@@ -190,3 +190,20 @@ def test_a_verdict_change_is_logged_when_it_happens(
         ),
         (logging.INFO, "account=sales verdict: no longer degraded, after 61 s"),
     ]
+
+
+def test_a_reconnect_is_not_logged_as_a_recovery(
+    make_config: ConfigFactory,
+    make_assembly: AssemblyFactory,
+    clock: ReplayClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    account = watched(make_config, make_assembly, clock)
+    degraded_at = account.degraded()
+    with caplog.at_level(logging.INFO, logger="sidecar.core.service"):
+        account.feed(degraded_at + 10, build.disconnected())
+        account.at(degraded_at + 12)
+    lines = [r.getMessage() for r in caplog.records if "verdict:" in r.getMessage()]
+    assert lines == [
+        "account=sales verdict: not judged while disconnected (degraded for 12 s before)"
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -641,3 +642,32 @@ async def test_a_re_pair_while_whatsapp_is_unreachable_backs_off_and_says_when(
     assert harness.supervisor.pairing is True  # still re-pairing: QR codes are wanted
     await stop(harness, task)
     assert sidecar.pairing_view("sales").next_attempt_ms is None
+
+
+async def test_a_never_paired_account_says_so_while_whatsapp_is_out_of_reach(
+    assembly: Assembly, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its store has no device: it shows "not paired", not only "disconnected", though
+    WhatsApp never answered with a QR code; said once in the log, not at every try."""
+    dial_failed = ([build.connect_failure(Reason.GENERIC, "dial failed")], False)
+    harness = Harness(assembly, [dial_failed] * 3)
+    harness.device = None
+    with caplog.at_level(logging.WARNING, logger="sidecar.core.service"):
+        await harness.run_until(lambda: harness.started >= 3)
+    health = health_json(assembly.sidecar.health("sales"))
+    assert health["status"] == "disconnected"
+    assert health["nextStep"] == (
+        "not paired: pair it with `wa-sidecar pair sales` or the page /accounts/sales/pair"
+    )
+    said = [r.getMessage() for r in caplog.records if "no paired device" in r.getMessage()]
+    assert said == [
+        "account=sales has no paired device: not paired: pair it with `wa-sidecar pair sales`"
+        " or the page /accounts/sales/pair"
+    ]
+
+
+async def test_a_paired_account_out_of_reach_is_not_called_unpaired(assembly: Assembly) -> None:
+    dial_failed = ([build.connect_failure(Reason.GENERIC, "dial failed")], False)
+    harness = Harness(assembly, [dial_failed] * 2)  # its store holds "device-1"
+    await harness.run_until(lambda: harness.started >= 2)
+    assert health_json(assembly.sidecar.health("sales"))["nextStep"] is None

@@ -29,6 +29,7 @@ from sidecar.core.storage import Storage
 from sidecar.domain.account import AccountSettings, AccountSnapshot, AccountState, Status
 from sidecar.domain.classify import MessageClass, classify
 from sidecar.domain.health import AccountHealth, PairingView, VerdictChange, account_health, to_ms
+from sidecar.domain.next_step import next_step
 from sidecar.domain.own_events import OwnEvent
 from sidecar.domain.probes import probe_id_of
 from sidecar.domain.steady import CONFIRM_S, SteadyVerdict
@@ -72,6 +73,8 @@ class Sidecar:
             self._pipeline.add_message_listener(storage.listener)
         #: When the supervisor connects an account again after a failed connection.
         self._next_attempt: dict[str, float] = {}
+        #: Accounts whose session store holds no paired device (as the supervisor saw).
+        self._unpaired: set[str] = set()
         self._history_lock = threading.Lock()
         self._history: dict[str, deque[VerdictChange]] = {
             account_id: deque(maxlen=VERDICT_HISTORY) for account_id in self._states
@@ -166,7 +169,7 @@ class Sidecar:
             if changed:
                 history.append(VerdictChange.of(verdict, snapshot, settings, now))
         if changed:
-            _log_verdict_change(account_id, verdict, last, now)
+            _log_verdict_change(account_id, verdict, last, now, snapshot.status)
         return snapshot, verdict
 
     def evaluate_verdicts(self) -> None:
@@ -185,7 +188,9 @@ class Sidecar:
         store = None  # also for an account whose messages are not stored here
         if self.storage is not None and settings.store_messages:
             store = self.storage.status(account_id, backlog)
-        return account_health(snapshot, settings, verdict, now, history, store)
+        return account_health(
+            snapshot, settings, verdict, now, history, store, account_id in self._unpaired
+        )
 
     def all_health(self) -> list[AccountHealth]:
         """Every account's health; the spool's backlog is the one every health request
@@ -196,6 +201,13 @@ class Sidecar:
     def recent_backlog(self) -> dict[str, Backlog] | None:
         """The spool's backlog as the health API shares it (None: no storage)."""
         return None if self.storage is None else self.storage.recent_backlog()
+
+    def set_unpaired(self, account_id: str, unpaired: bool) -> None:
+        """Whether the account's store holds no paired device; said once when found."""
+        if unpaired and account_id not in self._unpaired:
+            step = next_step(account_id, Status.QR_PENDING, self._settings[account_id].source)
+            log.warning("account=%s has no paired device: %s", account_id, step)
+        (self._unpaired.add if unpaired else self._unpaired.discard)(account_id)
 
     def set_next_attempt(self, account_id: str, at: float | None) -> None:
         """When the account's next connection attempt is (None: connecting now), for the
@@ -277,7 +289,7 @@ class Sidecar:
 
 
 def _log_verdict_change(
-    account_id: str, verdict: Verdict, last: VerdictChange | None, now: float
+    account_id: str, verdict: Verdict, last: VerdictChange | None, now: float, status: Status
 ) -> None:
     """Say a verdict change when it happens (the per-minute summary comes later): a
     WARNING with the evidence in words when degraded, an INFO line when it clears."""
@@ -287,6 +299,13 @@ def _log_verdict_change(
             account_id,
             ", ".join(verdict.reasons),
             verdict.warning,
+        )
+    elif last is not None and last.degraded and status is not Status.CONNECTED:
+        log.info(  # not a recovery: a deaf account that comes back is degraded again at once
+            "account=%s verdict: not judged while %s (degraded for %.0f s before)",
+            account_id,
+            status,
+            max(0.0, now - last.at_ms / 1000),
         )
     elif last is not None and last.degraded:
         log.info(

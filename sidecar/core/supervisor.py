@@ -101,6 +101,7 @@ class AccountSupervisor:
                 break
             if self._lock is not None and not await self._take_lock(stopping):
                 break
+            await self._note_pairing()
             started = time.monotonic()
             try:
                 self._session = self._factory()
@@ -144,6 +145,13 @@ class AccountSupervisor:
                 continue
             if await self._retry_later(stopping):
                 break
+
+    async def _note_pairing(self) -> None:
+        """Tell the sidecar whether the account has a paired device in its store, so a
+        never-paired account says "not paired" even while WhatsApp cannot be reached (it
+        only shows a QR code once WhatsApp answers)."""
+        device = await asyncio.get_running_loop().run_in_executor(None, self._device_id)
+        self._sidecar.set_unpaired(self.account_id, device is None)
 
     async def _retry_later(self, stopping: asyncio.Event) -> bool:
         """Wait the backoff's next delay before connecting again (the pair page shows

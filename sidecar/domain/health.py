@@ -135,6 +135,7 @@ def account_health(
     now: float,
     history: tuple[VerdictChange, ...] = (),
     store: StoreStatus | None = None,
+    unpaired: bool = False,
 ) -> AccountHealth:
     evidence = verdict.evidence or gather_evidence(snapshot, settings, now)
     last_real = snapshot.last_real_at
@@ -166,7 +167,7 @@ def account_health(
         phone_last_seen_ms=to_ms(snapshot.phone_seen_at),
         ban_expires_ms=None if ban is None else to_ms(ban.expires_at),
         ban_reason=None if ban is None else ban.reason,
-        next_step=next_step(snapshot.account_id, snapshot.status, settings.source),
+        next_step=next_step(snapshot.account_id, snapshot.status, settings.source, unpaired),
     )
 
 

@@ -10,13 +10,17 @@ from sidecar.domain.account import Status
 _IN_THE_GATEWAY = frozenset({Status.QR_PENDING, Status.LOGGED_OUT, Status.REPLACED})
 
 
-def next_step(account_id: str, status: Status, source: str) -> str | None:
-    """The sentence for ``status``, or None when nobody needs to act."""
+def next_step(account_id: str, status: Status, source: str, unpaired: bool = False) -> str | None:
+    """The sentence for ``status``, or None when nobody needs to act. ``unpaired``: the
+    session store holds no paired device (the account is not paired whatever its status
+    says while it tries to reach WhatsApp)."""
     if source == "ingest":
         if status in _IN_THE_GATEWAY:
             return "re-pair it in the gateway that holds its session (docs/ingest.md)"
         return "see the runbook, WhatsappAccountBanned" if status is Status.BANNED else None
     pair = f"`wa-sidecar pair {account_id}` or the page /accounts/{account_id}/pair"
+    if unpaired and status in (Status.CONNECTING, Status.DISCONNECTED, Status.QR_PENDING):
+        return f"not paired: pair it with {pair}"
     steps = {
         Status.QR_PENDING: f"not paired: pair it with {pair}",
         Status.LOGGED_OUT: f"logged out: re-pair it with {pair}",
