@@ -200,6 +200,7 @@ def test_a_reconnect_is_not_logged_as_a_recovery(
 ) -> None:
     account = watched(make_config, make_assembly, clock)
     degraded_at = account.degraded()
+    caplog.clear()  # its turning degraded, logged already
     with caplog.at_level(logging.INFO, logger="sidecar.core.service"):
         account.feed(degraded_at + 10, build.disconnected())
         account.at(degraded_at + 12)
