@@ -66,7 +66,7 @@ def pair(
         )
     if phone is not None and not E164.match(phone.replace(" ", "")):
         raise PairingError(
-            "--phone must be a phone number in international form, e.g. +40712345678", 2
+            "--phone must be a phone number in international form, e.g. +12025550100", 2
         )
     if phone is None and not out.isatty():
         raise PairingError(
