@@ -479,6 +479,17 @@ def phone_offline() -> tuple[Scenario, float]:
     return s, end
 
 
+def index_entry(scenario: Scenario) -> dict[str, Any]:
+    """What an index says of every scenario: its name, story, capture and accounts (the
+    signal scenarios' index too)."""
+    return {
+        "name": scenario.name,
+        "description": scenario.description,
+        "capture": f"{scenario.name}.jsonl",
+        "accounts": list(scenario.accounts.values()),
+    }
+
+
 def render() -> dict[Path, str]:
     files: dict[Path, str] = {}
     index = []
@@ -486,10 +497,7 @@ def render() -> dict[Path, str]:
         files[HERE / f"{scenario.name}.jsonl"] = scenario.capture(end)
         index.append(
             {
-                "name": scenario.name,
-                "description": scenario.description,
-                "capture": f"{scenario.name}.jsonl",
-                "accounts": list(scenario.accounts.values()),
+                **index_entry(scenario),
                 "expect": scenario.expect,
                 **({"judge_from": scenario.judge_from} if scenario.judge_from else {}),
             }
