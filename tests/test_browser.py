@@ -111,7 +111,10 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
             # a wrong token is refused in words, and the form asks again
-            wrong = browser.new_page(viewport={"width": 390, "height": 844})
+            # the narrowest phone the pages are made for
+            wrong = browser.new_page(viewport={"width": 360, "height": 740})
+            missing: list[str] = []
+            wrong.on("response", lambda r: missing.extend([r.url] if r.status == 404 else []))
             wrong.goto(base + "/")
             wrong.fill("#token", "not-the-token")
             wrong.click("#login button")
@@ -123,7 +126,8 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             assert wrong.is_hidden("#login-refused")
             # on a phone each account is a card: nothing runs off the side
             width = wrong.evaluate("document.documentElement.scrollWidth")
-            assert width <= 390, f"the status page is {width} px wide on a 390 px phone"
+            assert width <= 360, f"the status page is {width} px wide on a 360 px phone"
+            assert missing == [], f"the page asked for what is not there: {missing}"
             wrong.screenshot(path=str(ARTIFACTS / "status-page-phone.png"), full_page=True)
             wrong.close()
 

@@ -34,10 +34,10 @@ QUIET_LEVELS = {"WARNING", "ERROR", "CRITICAL"}
 class SidecarProcess(subprocess.Popen[str]):
     """A running ``python -m sidecar``; its output collected, its port found out."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
         super().__init__(
             argv,
-            cwd=REPO,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
