@@ -239,20 +239,36 @@ class AccountLock(Protocol):
 
 
 class Leases(Protocol):
-    """Time-limited account leases shared by replicas (:class:`FirestoreLeases`)."""
+    """Replica membership and account holds shared by replicas (:class:`FirestoreLeases`).
+
+    Only membership is renewed, once per cycle per replica; an account's record is
+    written when it changes hands (docs/deploy.md, "Several replicas")."""
 
     replica_id: str
     ttl_ms: int
 
-    async def heartbeat(self) -> None: ...
+    async def heartbeat(self) -> bool:
+        """Renew this replica's membership (joining the first time). False when it had
+        been fenced (another replica found it dead and took its accounts): whatever it
+        ran may be run elsewhere now."""
+        ...
 
-    async def live_replicas(self) -> int: ...
+    async def live_replicas(self) -> list[str]:
+        """The replicas whose membership has not expired, this one included."""
+        ...
 
-    async def try_hold(self, account_id: str) -> bool: ...
+    async def take(self, account_id: str) -> bool:
+        """Hold the account when it is free, this replica's, or held by a replica that is
+        no longer a member (which is then fenced); False when a live replica holds it."""
+        ...
 
-    async def release(self, account_id: str) -> None: ...
+    async def release(self, account_id: str) -> None:
+        """Give up an account this replica held (after stopping it)."""
+        ...
 
-    async def leave(self) -> None: ...
+    async def leave(self) -> None:
+        """End this replica's membership: what it held becomes free to take."""
+        ...
 
     async def close(self) -> None: ...
 
