@@ -152,8 +152,10 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             )
             fresh = page.inner_text('tr[data-account="fresh"] .step')
             assert fresh == (
-                "not paired: pair it with `wa-sidecar pair fresh` or the page /accounts/fresh/pair"
+                "not paired: pair it on the page /accounts/fresh/pair or with `wa-sidecar pair fresh --config CONFIG`"
             )
+            link = page.get_attribute('tr[data-account="fresh"] .step a', "href")
+            assert link == "/accounts/fresh/pair"  # the page it names is a link
             assert TOKEN not in page.url
             page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
 
@@ -175,6 +177,10 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             page.wait_for_selector("#qr svg", timeout=30_000)
             # the phone-number way is offered beside the QR; a replay has no session for it
             assert page.is_visible("#by-phone")
+            page.fill("#phone", "0700 000 000")  # no country code: said so, nothing sent
+            page.click("#by-phone button")
+            page.wait_for_selector("#error", state="visible")
+            assert "country code" in page.inner_text("#error")
             page.fill("#phone", "+1 555 0100")
             page.click("#by-phone button")
             page.wait_for_selector("#error", state="visible")
@@ -210,6 +216,21 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
             unknown.wait_for_selector("#error", state="visible")
             assert "no account" in unknown.inner_text("#error")
             assert unknown.is_hidden("#confirm")
+            unknown.close()
+            # never paired: the page offers to pair, not to log a device out
+            fresh_page = open_logged_in(browser, base + "/accounts/fresh/pair", 360, 740)
+            fresh_page.wait_for_selector("#qr svg")
+            assert fresh_page.inner_text("h1") == "Pair fresh"
+            assert fresh_page.inner_text("#start") == "Pair now"
+            assert "no linked device yet" in fresh_page.inner_text("#confirm-text")
+            assert fresh_page.is_hidden("#confirm")  # its QR code is there: nothing to start
+            fresh_page.screenshot(path=str(ARTIFACTS / "pair-page-unpaired.png"), full_page=True)
+            # the runbook, where the alerts lead, fits a phone: nothing runs off the side
+            runbook = browser.new_page(viewport={"width": 360, "height": 740})
+            runbook.goto(base + "/runbook")
+            width = runbook.evaluate("document.documentElement.scrollWidth")
+            assert width <= 360, f"the runbook is {width} px wide on a 360 px phone"
+            runbook.screenshot(path=str(ARTIFACTS / "runbook-phone.png"))
             browser.close()
     finally:
         process.terminate()
@@ -224,5 +245,7 @@ def test_status_page_and_pair_page_in_a_real_browser(tmp_path: Path, tokens_file
         "pair-page-too-many.png",
         "pair-page-ingest.png",
         "status-page-phone.png",
+        "pair-page-unpaired.png",
+        "runbook-phone.png",
     ):
         assert (ARTIFACTS / name).stat().st_size > 5_000

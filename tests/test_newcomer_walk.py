@@ -15,6 +15,7 @@ import json
 import signal
 import sqlite3
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .support.walk import Checkout, checkout, readme_command
 pytestmark = pytest.mark.services
 
 MAIN_JOB = "./scripts/run"
-PAIRING_STEP = "not paired: pair it with `wa-sidecar pair {0}` or the page /accounts/{0}/pair"
+PAIRING_STEP = "not paired: pair it on the page /accounts/{0}/pair or with `wa-sidecar pair {0} --config CONFIG`"
 
 
 @pytest.fixture
@@ -125,6 +126,17 @@ def test_the_main_job_says_how_to_pair_and_a_repair_while_offline_backs_off(
         tries = reconnects(newcomer, "sales") - before
         # the capped backoff (2 s, 4 s, 8 s, ...): a handful, not one every 200 ms
         assert 1 <= tries <= 6, tries
+        # a phone code cannot come before WhatsApp answers: said so, not "start a re-pair"
+        code_request = urllib.request.Request(
+            f"{newcomer.base}/api/whatsapp/accounts/sales/pair-code",
+            method="POST",
+            data=json.dumps({"phone": "+12025550100"}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(code_request, timeout=10)
+        assert refused.value.code == 409
+        assert "cannot reach WhatsApp yet" in json.loads(refused.value.read())["error"]
         view = pairing_view(newcomer, "sales")
         now_ms = time.time() * 1000
         assert view["qrSvg"] is None

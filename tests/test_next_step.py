@@ -21,8 +21,8 @@ T0 = 1_764_068_400.0
 @pytest.mark.parametrize(
     ("status", "source", "says"),
     [
-        (Status.QR_PENDING, "neonize", "not paired: pair it with `wa-sidecar pair sales`"),
-        (Status.LOGGED_OUT, "neonize", "logged out: re-pair it with `wa-sidecar pair sales`"),
+        (Status.QR_PENDING, "neonize", "not paired: pair it on the page /accounts/sales/pair"),
+        (Status.LOGGED_OUT, "neonize", "logged out: re-pair it on the page /accounts/sales/pair"),
         (Status.REPLACED, "neonize", "WhatsappStreamReplaced"),
         (Status.BANNED, "neonize", "WhatsappAccountBanned"),
         (Status.OUTDATED, "neonize", "upgrade wa-sidecar"),
@@ -55,15 +55,15 @@ def test_an_unpaired_account_says_how_to_pair_it_in_health_and_log(
         health: dict[str, Any] = health_json(sidecar.health("sales"))
         assert health["status"] == "qr_pending"
         assert health["nextStep"] == (
-            "not paired: pair it with `wa-sidecar pair sales` or the page /accounts/sales/pair"
+            "not paired: pair it on the page /accounts/sales/pair or with `wa-sidecar pair sales --config CONFIG`"
         )
         sidecar.handle("sales", build.connected(), T0 + 60)
         assert health_json(sidecar.health("sales"))["nextStep"] is None
     lines = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert (
         logging.WARNING,
-        "account=sales status connecting -> qr_pending: not paired: pair it with"
-        " `wa-sidecar pair sales` or the page /accounts/sales/pair",
+        "account=sales status connecting -> qr_pending: not paired: pair it on the page"
+        " /accounts/sales/pair or with `wa-sidecar pair sales --config CONFIG`",
     ) in lines
     assert (logging.INFO, "account=sales status qr_pending -> connected") in lines
     assert not any("made-up" in line for _, line in lines)  # never the QR code

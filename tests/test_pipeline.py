@@ -178,6 +178,6 @@ def test_status_changes_are_logged_once_each(caplog: pytest.LogCaptureFixture) -
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "account=sales status connecting -> connected",
-        "account=sales status connected -> logged_out: logged out: re-pair it with"
-        " `wa-sidecar pair sales` or the page /accounts/sales/pair",
+        "account=sales status connected -> logged_out: logged out: re-pair it on the page"
+        " /accounts/sales/pair or with `wa-sidecar pair sales --config CONFIG`",
     ]

@@ -657,12 +657,12 @@ async def test_a_never_paired_account_says_so_while_whatsapp_is_out_of_reach(
     health = health_json(assembly.sidecar.health("sales"))
     assert health["status"] == "disconnected"
     assert health["nextStep"] == (
-        "not paired: pair it with `wa-sidecar pair sales` or the page /accounts/sales/pair"
+        "not paired: pair it on the page /accounts/sales/pair or with `wa-sidecar pair sales --config CONFIG`"
     )
     said = [r.getMessage() for r in caplog.records if "no paired device" in r.getMessage()]
     assert said == [
-        "account=sales has no paired device: not paired: pair it with `wa-sidecar pair sales`"
-        " or the page /accounts/sales/pair"
+        "account=sales has no paired device: not paired: pair it on the page /accounts/sales/pair"
+        " or with `wa-sidecar pair sales --config CONFIG`"
     ]
 
 

@@ -41,8 +41,13 @@ class LiveControl:
         supervisor.wake()
 
     async def pair_code(self, account_id: str, phone: str) -> str:
-        session = self._supervisors[account_id].session
+        supervisor = self._supervisors[account_id]
+        session = supervisor.session
         if session is None:
+            if supervisor.pairing:  # asked for, but the dial keeps failing
+                raise PairingNotStarted(
+                    "cannot reach WhatsApp yet: ask for a phone code once the page shows a QR code"
+                )
             raise PairingNotStarted("start a re-pair first, then ask for a phone code")
         try:
             code: str = await asyncio.to_thread(session.pair_phone, phone)

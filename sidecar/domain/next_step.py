@@ -18,12 +18,16 @@ def next_step(account_id: str, status: Status, source: str, unpaired: bool = Fal
         if status in _IN_THE_GATEWAY:
             return "re-pair it in the gateway that holds its session (docs/ingest.md)"
         return "see the runbook, WhatsappAccountBanned" if status is Status.BANNED else None
-    pair = f"`wa-sidecar pair {account_id}` or the page /accounts/{account_id}/pair"
+    # the page first: it works while this sidecar runs, whatever the state
+    pair = (
+        f"on the page /accounts/{account_id}/pair or with"
+        f" `wa-sidecar pair {account_id} --config CONFIG`"
+    )
     if unpaired and status in (Status.CONNECTING, Status.DISCONNECTED, Status.QR_PENDING):
-        return f"not paired: pair it with {pair}"
+        return f"not paired: pair it {pair}"
     steps = {
-        Status.QR_PENDING: f"not paired: pair it with {pair}",
-        Status.LOGGED_OUT: f"logged out: re-pair it with {pair}",
+        Status.QR_PENDING: f"not paired: pair it {pair}",
+        Status.LOGGED_OUT: f"logged out: re-pair it {pair}",
         Status.REPLACED: "another client uses this device's keys: see the runbook,"
         " WhatsappStreamReplaced",
         Status.BANNED: "WhatsApp banned the number: see the runbook, WhatsappAccountBanned",
