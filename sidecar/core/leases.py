@@ -60,6 +60,7 @@ class LeaseKeeper:
         self._unreleased: set[str] = set()
         self._assigned: tuple[tuple[str, ...], set[str]] = ((), set())
         self._epoch = 0
+        self._joined = asyncio.Event()
         self.lost = 0
         self.live = 0
 
@@ -88,11 +89,13 @@ class LeaseKeeper:
         renewals = asyncio.create_task(self._renew_every_cycle(stopping))
         try:
             while not stopping.is_set():
-                if self._renewed_at is not None:
-                    try:
-                        await self.cycle()
-                    except Exception as exc:
-                        log.warning("lease cycle failed (%s); trying again", type(exc).__name__)
+                if self._renewed_at is None:  # not a member yet: take nothing
+                    await _first_of(stopping.wait(), self._joined.wait())
+                    continue
+                try:
+                    await self.cycle()
+                except Exception as exc:
+                    log.warning("lease cycle failed (%s); trying again", type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=self.cycle_s)
         finally:
@@ -127,6 +130,7 @@ class LeaseKeeper:
         if not await self._leases.heartbeat():
             self._let_go_of_everything("membership lapsed; another replica may run it")
         self._renewed_at = begun  # membership lasts ttl from before the renewal was asked
+        self._joined.set()
 
     def _let_go_of_everything(self, why: str) -> None:
         self._epoch += 1  # a take under way when this happened does not count
@@ -211,3 +215,13 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _first_of(*waits: Awaitable[object]) -> None:
+    """Return when the first of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
