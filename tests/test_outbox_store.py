@@ -124,7 +124,10 @@ async def test_counts_and_the_oldest_queued(backend: Backend) -> None:
     )
     counts = sorted(await store.counts(["sales", "support"]))
     assert counts == [("sales", "failed", 1), ("sales", "queued", 2), ("support", "queued", 1)]
-    assert await store.oldest_queued(["sales", "support"]) == {"sales": T0 + 2, "support": T0 + 4}
+    assert await store.counts(["sales", "support"], outbox.SETTLED) == [("sales", "failed", 1)]
+    found = await store.open_items(["sales", "support"])
+    assert found.counts == [("sales", "queued", 2), ("support", "queued", 1)]
+    assert found.oldest_queued == {"sales": T0 + 2, "support": T0 + 4}
     await store.close()
 
 

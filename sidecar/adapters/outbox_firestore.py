@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import FieldFilter
 
 from sidecar.adapters import outbox_firestore_fields as docs
+from sidecar.core.ports import OpenItems
 from sidecar.domain import outbound, outbox
 from sidecar.domain.outbox import OutboxItem, SendPolicy, UnreadableItem
 from sidecar.domain.sending import advanced
@@ -38,6 +40,10 @@ IN_LIMIT = 30
 #: Count queries in flight at once (thousands of accounts would otherwise queue them
 #: one after the other, or all at once).
 COUNT_CONCURRENCY = 16
+#: Open items of one status one query reads at most, per 30 accounts: up to this many,
+#: reading them costs no more than counting the chunk per account would (a count and an
+#: oldest-queued query per account, 60 reads).
+OPEN_READ_LIMIT = 60
 
 
 class FirestoreOutbox:
@@ -151,46 +157,100 @@ class FirestoreOutbox:
         thread = self._client.collection(THREADS).document(thread_id)
         return thread.collection(MESSAGES).document(message_id)
 
-    async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
+    async def counts(
+        self, accounts: Collection[str], statuses: Collection[str] = outbox.STATUSES
+    ) -> list[tuple[str, str, int]]:
         """One aggregation per account and status: Firestore counts without reading the
-        documents (a read per 1,000 entries), however many sent ones there are."""
+        documents (a read per 1,000 entries), however many sent ones there are. Costly
+        for many accounts: the worker asks for the settled ones seldom (sender.py)."""
         slots = asyncio.Semaphore(COUNT_CONCURRENCY)
-
-        async def count(account: str, status: str) -> tuple[str, str, int]:
-            query = self._outbox.where(filter=FieldFilter("accountId", "==", account)).where(
-                filter=FieldFilter("status", "==", status)
-            )
-            counting: Any = query.count(alias="n")  # its stub types it as a class
-            async with slots:
-                results = await counting.get(timeout=self._timeout)
-            return account, status, int(results[0][0].value) if results and results[0] else 0
-
         found = await asyncio.gather(
-            *(count(a, status) for a in sorted(set(accounts)) for status in outbox.STATUSES)
+            *(self._count(a, status, slots) for a in sorted(set(accounts)) for status in statuses)
         )
         return [row for row in found if row[2]]
 
-    async def oldest_queued(self, accounts: Collection[str]) -> dict[str, float]:
-        """Per account, the queued item created first: one single-document query each
-        (composite index: docs/sending.md)."""
+    async def open_items(self, accounts: Collection[str]) -> OpenItems:
+        """The queued and processing items read, ``accountId`` and ``createdAt`` only,
+        with one query per 30 accounts and status: a read per item (one for a query that
+        finds none) instead of five queries per account. Equality filters only, which
+        the indexes of docs/sending.md serve. A chunk with more than
+        :data:`OPEN_READ_LIMIT` items of a status (a backlog) is counted per account
+        instead: reading a long backlog at every count would cost more than that."""
+        wanted = sorted(set(accounts))
         slots = asyncio.Semaphore(COUNT_CONCURRENCY)
-
-        async def oldest(account: str) -> tuple[str, float | None]:
-            query = (
-                self._outbox.where(filter=FieldFilter("accountId", "==", account))
-                .where(filter=FieldFilter("status", "==", outbox.QUEUED))
-                .order_by("createdAt")
-                .limit(1)
+        parts = await asyncio.gather(
+            *(
+                self._open_chunk(wanted[start : start + IN_LIMIT], status, slots)
+                for start in range(0, len(wanted), IN_LIMIT)
+                for status in outbox.OPEN
             )
-            async with slots:
-                async for snapshot in query.select(["createdAt"]).stream(timeout=self._timeout):
-                    created = (snapshot.to_dict() or {}).get("createdAt")
-                    if isinstance(created, datetime):
-                        return account, docs.seconds(created)
-            return account, None
+        )
+        counts = sorted(row for rows, _ in parts for row in rows)
+        return OpenItems(counts, {a: at for _, oldest in parts for a, at in oldest.items()})
 
-        found = await asyncio.gather(*(oldest(a) for a in sorted(set(accounts))))
-        return {account: at for account, at in found if at is not None}
+    async def _open_chunk(
+        self, chunk: list[str], status: str, slots: asyncio.Semaphore
+    ) -> tuple[list[tuple[str, str, int]], dict[str, float]]:
+        query = (
+            self._outbox.where(filter=FieldFilter("accountId", "in", chunk))
+            .where(filter=FieldFilter("status", "==", status))
+            .select(["accountId", "createdAt"])
+            .limit(OPEN_READ_LIMIT + 1)
+        )
+        async with slots:
+            found = [s.to_dict() or {} async for s in query.stream(timeout=self._timeout)]
+        if len(found) > OPEN_READ_LIMIT:
+            return await self._open_backlog(chunk, status, slots)
+        items: Counter[str] = Counter()
+        oldest: dict[str, float] = {}
+        for data in found:
+            account, created = data.get("accountId"), data.get("createdAt")
+            if not isinstance(account, str):
+                continue
+            items[account] += 1
+            if status == outbox.QUEUED and isinstance(created, datetime):
+                at = docs.seconds(created)
+                oldest[account] = min(at, oldest.get(account, at))
+        return [(a, status, n) for a, n in items.items()], oldest
+
+    async def _open_backlog(
+        self, chunk: list[str], status: str, slots: asyncio.Semaphore
+    ) -> tuple[list[tuple[str, str, int]], dict[str, float]]:
+        """A chunk's items of ``status`` counted per account, and its queued accounts'
+        oldest looked up one by one: a read or two per account, whatever the backlog."""
+        found = await asyncio.gather(*(self._count(a, status, slots) for a in chunk))
+        waiting = [row for row in found if row[2]]
+        if status != outbox.QUEUED:
+            return waiting, {}
+        oldest = await asyncio.gather(*(self._oldest(a, slots) for a, _, _ in waiting))
+        return waiting, {account: at for account, at in oldest if at is not None}
+
+    async def _count(
+        self, account: str, status: str, slots: asyncio.Semaphore
+    ) -> tuple[str, str, int]:
+        query = self._outbox.where(filter=FieldFilter("accountId", "==", account)).where(
+            filter=FieldFilter("status", "==", status)
+        )
+        counting: Any = query.count(alias="n")  # its stub types it as a class
+        async with slots:
+            results = await counting.get(timeout=self._timeout)
+        return account, status, int(results[0][0].value) if results and results[0] else 0
+
+    async def _oldest(self, account: str, slots: asyncio.Semaphore) -> tuple[str, float | None]:
+        """The account's queued item created first: a single-document query (composite
+        index: docs/sending.md)."""
+        query = (
+            self._outbox.where(filter=FieldFilter("accountId", "==", account))
+            .where(filter=FieldFilter("status", "==", outbox.QUEUED))
+            .order_by("createdAt")
+            .limit(1)
+        )
+        async with slots:
+            async for snapshot in query.select(["createdAt"]).stream(timeout=self._timeout):
+                created = (snapshot.to_dict() or {}).get("createdAt")
+                if isinstance(created, datetime):
+                    return account, docs.seconds(created)
+        return account, None
 
     async def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]

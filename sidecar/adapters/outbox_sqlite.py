@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from sidecar.adapters import store_sqlite
 from sidecar.adapters.store_sqlite import merged, open_message_file, plain
+from sidecar.core.ports import OpenItems
 from sidecar.domain import outbound, outbox
 from sidecar.domain.outbox import OutboxItem, SendPolicy
 from sidecar.domain.sending import advanced
@@ -195,32 +196,43 @@ class SqliteOutbox:
             self._step, _move_message, thread_id, message_id, status, fields, None
         )
 
-    async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
-        wanted = json.dumps(sorted(set(accounts)))
+    async def counts(
+        self, accounts: Collection[str], statuses: Collection[str] = outbox.STATUSES
+    ) -> list[tuple[str, str, int]]:
+        wanted, among = json.dumps(sorted(set(accounts))), json.dumps(sorted(set(statuses)))
 
         def counts(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
             rows = db.execute(
                 "SELECT account_id, status, COUNT(*) FROM outbox"
                 " WHERE account_id IN (SELECT value FROM json_each(?))"
+                " AND status IN (SELECT value FROM json_each(?))"
                 " GROUP BY account_id, status ORDER BY account_id, status",
-                (wanted,),
+                (wanted, among),
             )
             return [(str(a), str(s), int(n)) for a, s, n in rows]
 
         return await asyncio.to_thread(self._step, counts)
 
-    async def oldest_queued(self, accounts: Collection[str]) -> dict[str, float]:
+    async def open_items(self, accounts: Collection[str]) -> OpenItems:
+        """One grouped query: counted in the file, nothing to save by reading items."""
         wanted = json.dumps(sorted(set(accounts)))
 
-        def oldest(db: sqlite3.Connection) -> dict[str, float]:
+        def open_items(db: sqlite3.Connection) -> OpenItems:
             rows = db.execute(
-                "SELECT account_id, MIN(created_at) FROM outbox WHERE status = ?"
-                " AND account_id IN (SELECT value FROM json_each(?)) GROUP BY account_id",
-                (outbox.QUEUED, wanted),
+                "SELECT account_id, status, COUNT(*), MIN(created_at) FROM outbox"
+                " WHERE status IN (?, ?) AND account_id IN (SELECT value FROM json_each(?))"
+                " GROUP BY account_id, status ORDER BY account_id, status",
+                (*outbox.OPEN, wanted),
             )
-            return {str(account): float(at) for account, at in rows}
+            counts: list[tuple[str, str, int]] = []
+            oldest: dict[str, float] = {}
+            for account, status, n, first in rows:
+                counts.append((str(account), str(status), int(n)))
+                if status == outbox.QUEUED:
+                    oldest[str(account)] = float(first)
+            return OpenItems(counts, oldest)
 
-        return await asyncio.to_thread(self._step, oldest)
+        return await asyncio.to_thread(self._step, open_items)
 
     async def close(self) -> None:
         with self._lock:

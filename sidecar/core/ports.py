@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from sidecar.core.spooling import Backlog, Batch, Conflict, Prepared
 from sidecar.domain.account import PersistedState
-from sidecar.domain.outbox import OutboxItem, SendPolicy
+from sidecar.domain.outbox import STATUSES, OutboxItem, SendPolicy
 from sidecar.domain.records import MessageDoc, ThreadPatch
 
 
@@ -84,6 +84,16 @@ class MessageStore(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OpenItems:
+    """The queued and processing items of some accounts, as one read found them."""
+
+    #: ``(account, status, items)`` for each account and open status with items.
+    counts: list[tuple[str, str, int]]
+    #: Per account with queued items, when its oldest was created.
+    oldest_queued: dict[str, float]
+
+
 class OutboxStore(Protocol):
     """The queue of messages to send, in the existing backend's ``outbox`` layout
     (:class:`FirestoreOutbox`, :class:`SqliteOutbox`). Each method is one atomic step;
@@ -124,12 +134,17 @@ class OutboxStore(Protocol):
         forward; False when it is not there or already further."""
         ...
 
-    async def counts(self, accounts: Collection[str]) -> list[tuple[str, str, int]]:
-        """``(account, status, items)`` for each of ``accounts`` and status with items."""
+    async def counts(
+        self, accounts: Collection[str], statuses: Collection[str] = STATUSES
+    ) -> list[tuple[str, str, int]]:
+        """``(account, status, items)`` for each of ``accounts`` and ``statuses`` with
+        items, counted by the store (Firestore: an aggregation per account and status)."""
         ...
 
-    async def oldest_queued(self, accounts: Collection[str]) -> dict[str, float]:
-        """Per account of ``accounts`` with queued items, when its oldest was created."""
+    async def open_items(self, accounts: Collection[str]) -> OpenItems:
+        """The queued and processing items of ``accounts``, read together (Firestore: a
+        query per 30 accounts and status), so that counting them costs little more than
+        there are items."""
         ...
 
     async def close(self) -> None: ...

@@ -23,6 +23,7 @@ from typing import Any
 
 from sidecar.core.clock import Clock
 from sidecar.core.failures import Failures, error_kind
+from sidecar.core.outbox_counting import OutboxCounter, OutboxCounts
 from sidecar.core.ports import OutboxStore, SendJournal, SendRefused, Session
 from sidecar.core.supervisor import sleep_unless
 from sidecar.domain import outbox
@@ -42,7 +43,8 @@ LEASE_MARGIN_S = 30.0
 SETTLE_TRIES = 3
 #: How long stopping waits for the senders (within the live accounts' grace).
 STOP_WAIT_S = 5.0
-#: How often the outbox is counted for the metrics (a store query per account held).
+#: How often the outbox is counted for the metrics (open items; the settled ones less
+#: often: :mod:`sidecar.core.outbox_counting`).
 COUNT_INTERVAL_S = 30.0
 
 
@@ -60,16 +62,6 @@ class SendStats:
         index = next((i for i, bound in enumerate(SEND_BUCKETS) if seconds <= bound), -1)
         counts[index] += 1
         self.durations[account_id] = (counts, total + seconds)
-
-
-@dataclass
-class OutboxCounts:
-    """The outbox as last counted, for the accounts this replica held then."""
-
-    #: Per account: items per status.
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: Per account with queued items: when the oldest was created.
-    oldest_queued: dict[str, float] = field(default_factory=dict)
 
 
 class OutboxWorker:
@@ -100,7 +92,7 @@ class OutboxWorker:
         self._rate_config = rate
         self._poll_s = poll_interval_s
         self.stats = SendStats()
-        self.counted = OutboxCounts()
+        self._counter = OutboxCounter(store, clock)
         # a missing index or a store that is down fails every look: one line a minute
         self._claim_failures = Failures(
             log, "outbox: claiming messages", "; queued messages wait (docs/sending.md)"
@@ -173,19 +165,18 @@ class OutboxWorker:
     async def count(self) -> None:
         """Count the held accounts' items (the metrics read the result), and let the
         journal forget what is old."""
-        held = sorted(self._held())
         try:
             await asyncio.to_thread(self._journal.prune)
-            counts = await self.store.counts(held)
-            oldest = await self.store.oldest_queued(held)
+            await self._counter.count(self._held())
         except Exception as exc:
             self._count_failures.failed(exc)
             return
         self._count_failures.succeeded()
-        per_account: dict[str, dict[str, int]] = {account: {} for account in held}
-        for account, status, n in counts:
-            per_account.setdefault(account, {})[status] = n
-        self.counted = OutboxCounts(per_account, oldest)
+
+    @property
+    def counted(self) -> OutboxCounts:
+        """The outbox as last counted."""
+        return self._counter.counted
 
     async def close(self) -> None:
         """Close the store and the journal (after :meth:`run` returned)."""
@@ -304,6 +295,8 @@ class OutboxWorker:
         for attempt in range(SETTLE_TRIES):
             try:
                 if await self.store.settle(claim, after):
+                    if after.status in outbox.SETTLED:
+                        self._counter.settled(claim.account_id)
                     return True
                 log.warning(
                     "account=%s outbox item %s: its claim ran out before the outcome (%s)"

@@ -11,6 +11,9 @@ from dataclasses import dataclass, replace
 
 QUEUED, PROCESSING, SENT, FAILED = "queued", "processing", "sent", "failed"
 STATUSES = (QUEUED, PROCESSING, SENT, FAILED)
+#: Items still to send: few at a time, read one by one. Settled items only ever grow,
+#: so they are counted (docs/sending.md, "Counting").
+OPEN, SETTLED = (QUEUED, PROCESSING), (SENT, FAILED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,8 +213,9 @@ SEND_OUTCOME_UNKNOWN = Family(
 
 OUTBOX_MESSAGES = Family(
     "whatsapp_outbox_messages",
-    "Messages in the outbox, by status (queued, processing, sent, failed), as last counted;"
-    " only from the replica that holds the account.",
+    "Messages in the outbox, by status (queued, processing, sent, failed), as last counted:"
+    " queued and processing every 30 s, sent and failed when this replica settles one or"
+    " at most 10 minutes apart; only from the replica that holds the account.",
     "gauge",
     ("status",),
 )
