@@ -213,6 +213,9 @@ async def test_webhook_ladder_reconnects_then_marks_needs_repair(
     )
     bad = await harness.client.post("/api/alertmanager/webhook", headers=AUTH, json={"nope": 1})
     assert bad.status == 400
+    # a person re-pairs sales: it needs no re-pair any more (the alert resolves)
+    handle("sales", build.pair_status(success=True), t0 + 410)
+    assert value("whatsapp_account_needs_repair", {"account": "sales"}) == 0.0
 
 
 @pytest.mark.parametrize(

@@ -305,6 +305,7 @@ class AccountState:
             self.qr_code = None
             self.paired_platform = platform
             self.paired_at = at
+            self.needs_repair = False  # a person paired a new device: the re-pair is done
 
     def set_needs_repair(self, value: bool) -> None:
         with self.lock:
