@@ -38,6 +38,8 @@ from .support.config import AssemblyFactory, ConfigFactory
 
 #: How long a fake dial takes before WhatsApp "answers".
 DIAL_S = 0.003
+#: No longest hold: a slot left behind stays behind (and the test fails in its 5 s).
+FOREVER = float("inf")
 
 Script = tuple[list[Any], bool]  # events after the dial, and whether the session stays up
 
@@ -57,6 +59,7 @@ class DialingSession:
         world.dialing += 1
         world.peak = max(world.peak, world.dialing)
         world.started[self._account_id] += 1
+        world.order.append(self._account_id)
         try:
             if self._events:
                 await asyncio.sleep(DIAL_S)
@@ -110,6 +113,7 @@ class World:
         self.dialing = 0
         self.peak = 0
         self.started: Counter[str] = Counter()
+        self.order: list[str] = []  # accounts, as their sessions started
         self.sessions: dict[str, DialingSession] = {}
         self.stopping = asyncio.Event()
         self.supervisors = {
@@ -244,6 +248,34 @@ async def test_a_re_pair_stopping_a_hung_dial_hands_its_slot_on(
         await world.stop()
 
 
+async def test_a_re_pair_dials_before_the_accounts_waiting_their_turn(
+    make_config: ConfigFactory, make_assembly: AssemblyFactory
+) -> None:
+    """A person waits at the pair page for the QR code; the storm can wait a little."""
+    sidecar = make_assembly(make_config(account_list(4))).sidecar
+    hung, first, second, pairing = sidecar.account_ids
+    world = World(
+        sidecar,
+        DialSlots(1, jitter_s=0.001, max_hold_s=FOREVER),
+        lambda account, n: HANGS if (account, n) == (hung, 0) else CONNECTED,
+    )
+    supervisors = world.supervisors
+    world.supervisors[pairing].pairing = True
+    world.tasks = [asyncio.create_task(supervisors[hung].run(world.stopping))]
+    try:
+        await until(lambda: world.started[hung] == 1)
+        for account in (first, second):
+            world.tasks.append(asyncio.create_task(supervisors[account].run(world.stopping)))
+            await until(lambda: world.dials.waiting == len(world.tasks) - 1)
+        world.tasks.append(asyncio.create_task(supervisors[pairing].run(world.stopping)))
+        await until(lambda: world.dials.waiting == 3)
+        supervisors[hung].stop_session()
+        await until(lambda: all(sidecar.status(a) is Status.CONNECTED for a in (first, second)))
+    finally:
+        await world.stop()
+    assert world.order[:4] == [hung, pairing, first, second]
+
+
 async def test_a_qr_code_ends_the_dial_of_a_re_pair_whose_session_stays_up(
     make_config: ConfigFactory, make_assembly: AssemblyFactory
 ) -> None:
@@ -321,7 +353,7 @@ async def test_jitter_delays_each_dial_by_its_own_random_wait() -> None:
 
 async def test_a_re_pair_skips_the_jitter_and_the_queue() -> None:
     draws = Draws([])
-    dials = DialSlots(1, jitter_s=30.0, rng=draws)
+    dials = DialSlots(1, jitter_s=30.0, rng=draws, max_hold_s=FOREVER)
     stopping = asyncio.Event()
     held = await dials.acquire(stopping, urgent=True)  # no draw: it would take 30 s
     assert held is not None
@@ -339,14 +371,14 @@ async def test_a_re_pair_skips_the_jitter_and_the_queue() -> None:
     repair = asyncio.create_task(dial("re-pair", True))
     await until(lambda: dials.waiting == 4)
     held.release()
-    await asyncio.gather(*queued, repair)
+    await asyncio.wait_for(asyncio.gather(*queued, repair), 5)
     assert order == ["re-pair", "account-0", "account-1", "account-2"]
     assert draws.asked == []
     assert (dials.in_progress, dials.waiting) == (0, 0)
 
 
 async def test_a_wait_cancelled_or_stopped_leaves_no_slot_behind() -> None:
-    dials = DialSlots(1)
+    dials = DialSlots(1, max_hold_s=FOREVER)
     running, stopping = asyncio.Event(), asyncio.Event()
     held = await dials.acquire(running)
     assert held is not None
@@ -356,10 +388,10 @@ async def test_a_wait_cancelled_or_stopped_leaves_no_slot_behind() -> None:
     await until(lambda: dials.waiting == 3)
     cancelled.cancel()
     stopping.set()
-    assert await stopped is None
+    assert await asyncio.wait_for(stopped, 5) is None
     await until(lambda: dials.waiting == 1)
     held.release()  # goes past the cancelled and the stopped wait, to the last
-    slot = await last
+    slot = await asyncio.wait_for(last, 5)
     assert isinstance(slot, DialSlot)
     assert slot.held
     assert dials.in_progress == 1
@@ -370,7 +402,7 @@ async def test_a_wait_cancelled_or_stopped_leaves_no_slot_behind() -> None:
 
 
 async def test_a_slot_handed_to_a_wait_that_is_stopping_goes_to_the_next() -> None:
-    dials = DialSlots(1)
+    dials = DialSlots(1, max_hold_s=FOREVER)
     running, stopping = asyncio.Event(), asyncio.Event()
     held = await dials.acquire(running)
     assert held is not None
@@ -379,8 +411,8 @@ async def test_a_slot_handed_to_a_wait_that_is_stopping_goes_to_the_next() -> No
     await until(lambda: dials.waiting == 2)
     held.release()  # handed to ``leaving``, which is stopping before it runs again
     stopping.set()
-    assert await leaving is None
-    slot = await staying
+    assert await asyncio.wait_for(leaving, 5) is None
+    slot = await asyncio.wait_for(staying, 5)
     assert slot is not None
     assert dials.in_progress == 1
     slot.release()
