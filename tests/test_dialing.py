@@ -5,7 +5,8 @@ WhatsApp cannot be reached here, and a storm of real dials is the benchmark's
 business (bench/offline_accounts.py). So each connection is a DialingSession: a
 fake session (named as such) that "dials" for a few milliseconds, then delivers
 real neonize event objects through the real pipeline and tells its supervisor
-of each, as the composition root wires neonize's sessions to do.
+of each, as the composition root wires neonize's sessions to do; a refused one
+takes a few milliseconds more to end, as a real one stops its client.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ Script = tuple[list[Any], bool]  # events after the dial, and whether the sessio
 
 
 class DialingSession:
-    """Fake session: dials for ``DIAL_S`` (counted in ``world.dialing``), then plays its
-    events into the pipeline, telling the supervisor of each; ``hold`` keeps it up."""
+    """Fake session: dials for ``DIAL_S``, then plays its events into the pipeline,
+    telling the supervisor of each; ``hold`` keeps it up, else it takes ``DIAL_S`` more
+    to end. ``world.dialing`` counts the sessions that are neither up nor over."""
 
     def __init__(self, world: World, account_id: str, script: Script) -> None:
         self._world = world
@@ -60,21 +62,27 @@ class DialingSession:
         world.peak = max(world.peak, world.dialing)
         world.started[self._account_id] += 1
         world.order.append(self._account_id)
+        up = False
         try:
-            if self._events:
-                await asyncio.sleep(DIAL_S)
-            else:  # a dial that never answers: it ends only when stopped
+            if not self._events:  # a dial that never answers: it ends only when stopped
                 await self.stopped.wait()
-        finally:
-            world.dialing -= 1
-        supervisor = world.supervisors[self._account_id]
-        for event in self._events:
-            if self.stopped.is_set():
                 return
-            supervisor.on_session_event()
-            world.sidecar.handle(self._account_id, event, world.sidecar.clock.now())
-        if self._hold:
-            await self.stopped.wait()
+            await asyncio.sleep(DIAL_S)
+            supervisor = world.supervisors[self._account_id]
+            for event in self._events:
+                if self.stopped.is_set():
+                    return
+                world.sidecar.handle(self._account_id, event, world.sidecar.clock.now())
+                supervisor.on_session_event()
+            if self._hold:
+                up = True
+                world.dialing -= 1
+                await self.stopped.wait()
+            else:  # refused: the session ends, its threads at work a little longer
+                await asyncio.sleep(DIAL_S)
+        finally:
+            if not up:
+                world.dialing -= 1
 
     def stop(self) -> None:
         self.stopped.set()
@@ -455,8 +463,8 @@ class WiredSession:
 async def test_run_wires_the_cap_from_the_config_and_each_session_ends_its_dial(
     make_config: ConfigFactory, make_assembly: AssemblyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One slot for three accounts: all connect only if a session's first event gives
-    its slot back, through the deliver ``run`` gives neonize's sessions."""
+    """One slot for three accounts: all connect only if a session that is up gives its
+    slot back, through the deliver ``run`` gives neonize's sessions."""
     monkeypatch.setattr("sidecar.compose.sources.NeonizeSession", WiredSession)
     assembly: Assembly = make_assembly(
         make_config(account_list(3), connections={"max_concurrent_dials": 1, "dial_jitter": "1ms"})

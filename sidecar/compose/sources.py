@@ -235,12 +235,12 @@ def _leases(assembly: Assembly) -> FirestoreLeases | None:
 def _supervisor(
     assembly: Assembly, account_id: str, store: SessionStore, deliver: Deliver, dials: DialSlots
 ) -> AccountSupervisor:
-    """The account's supervisor; its sessions tell it of each event they deliver, the
-    first of which ends the dial (WhatsApp answered, or the dial failed)."""
+    """The account's supervisor; its sessions tell it of each event they delivered, so
+    it gives its dial slot back once the session is up (connected, or a QR code)."""
 
     def session_deliver(event: Any) -> None:
-        supervisor.on_session_event()
         deliver(event)
+        supervisor.on_session_event()
 
     supervisor = AccountSupervisor(
         account_id,

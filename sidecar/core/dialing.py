@@ -5,10 +5,10 @@ and is a connection WhatsApp sees. After a network blip every account reconnects
 once: a thousand accounts would hold two thousand threads and hit WhatsApp together.
 So each dial first waits a random part of ``jitter_s``, which spreads a storm out,
 then for one of ``limit`` slots. The supervisor holds its slot from the session's
-start until WhatsApp answers (the session's first event: connected, a QR code, a
-refusal), the attempt ends (failed, stopped, shut down) or ``max_hold_s`` passed, so
-a dial that hangs cannot keep the others out for good. A re-pair a person asked for
-skips the jitter and goes to the front of the queue.
+start until the session is up (connected, or showing a QR code), the attempt is over
+(failed or refused, its client stopped; stopped; shut down) or ``max_hold_s`` passed,
+so a dial that hangs cannot keep the others out for good. A re-pair a person asked
+for skips the jitter and goes to the front of the queue.
 """
 
 from __future__ import annotations

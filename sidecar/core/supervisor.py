@@ -43,6 +43,9 @@ _END_SESSION_ON = frozenset(
     }
 )
 
+#: Statuses in which a session stays up after its dial: the dial slot is given back.
+_UP = frozenset({Status.CONNECTED, Status.QR_PENDING})
+
 
 class AccountSupervisor:
     """Connects one account, reconnects it with backoff, parks it where a person must act."""
@@ -90,12 +93,15 @@ class AccountSupervisor:
             loop.call_soon_threadsafe(session.stop)
 
     def on_session_event(self) -> None:
-        """The session delivered an event (from whichever thread): WhatsApp answered, or
-        the dial failed, so the dial is over and its slot goes to the next account."""
+        """The session delivered an event, now handled (from whichever thread). If the
+        session is up (connected, or showing a QR code) the dial is over and its slot goes
+        to the next account; a refusal ends the session, and the slot comes back with it
+        (its threads are still at work until then)."""
         slot, loop = self._dial, self._loop
-        if slot is not None and loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits
-                loop.call_soon_threadsafe(slot.release)
+        if slot is None or loop is None or self._sidecar.status(self.account_id) not in _UP:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits
+            loop.call_soon_threadsafe(slot.release)
 
     @property
     def session(self) -> Session | None:
