@@ -7,8 +7,10 @@ other. When to connect is the supervisor's business
 (:mod:`sidecar.core.supervisor`), not this module's.
 
 Bound: a live session holds two Python threads (ours, waiting in neonize's
-``connect()``, and neonize's worker inside the Go call). The Go runtime adds
-its own few threads.
+``connect()``, and neonize's worker inside the Go call); a starting one also a
+timer for at most ``NeonizeGate.START_HOLD_S``, and a stop of a live one a thread
+of its own. The Go runtime adds its own few threads. How many sessions dial at
+once is :mod:`sidecar.core.dialing`'s business.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ class NeonizeSession:
         self._client: NewClient | None = None
         self._stopped = threading.Event()
         self._connected = threading.Event()
+        #: neonize's ``connect()`` has returned: this session's own thread stops the client.
+        self._returned = threading.Event()
         self._client_stopped = False
         self._released: Callable[[], None] = lambda: None
 
@@ -169,7 +173,10 @@ class NeonizeSession:
                 client.event(cls)(self._on_event)
             client.event.qr(self._on_qr)
             self._client = client
-            client.connect()
+            try:
+                client.connect()
+            finally:
+                self._returned.set()
         except Exception as exc:
             if not self._stopped.is_set():
                 # neonize raises when the dial fails (its text may quote the server's)
@@ -258,9 +265,11 @@ class NeonizeSession:
         return code
 
     def stop(self) -> None:
-        """Never blocks the caller: the stop waits for the gate on a thread of its own."""
+        """Never blocks the caller: the stop waits for the gate on a thread of its own,
+        unless ``connect()`` has returned (a failed dial): the session's own thread is
+        stopping the client then, and a thread more per failed dial is not needed."""
         self._stopped.set()
-        if self._client is not None:
+        if self._client is not None and not self._returned.is_set():
             threading.Thread(
                 target=self._stop_client, name=f"wa-stop-{self._account_id}", daemon=True
             ).start()
