@@ -30,6 +30,7 @@ not 2 x accounts.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import subprocess
@@ -76,6 +77,8 @@ class Run:
     scrapes_ms: list[float]
     peak_in_progress: int
     peak_waiting: int
+    #: Open file descriptors at the last scrape (neonize 0.5.2 keeps one per dial).
+    fds: int
     stop_s: float
     dials: int
     #: Seconds from the first account's first dial to the last account's first dial.
@@ -148,6 +151,13 @@ def gauge(metrics: str, name: str) -> int:
     return 0 if found is None else int(float(found.group(1)))
 
 
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:  # exited
+        return 0
+
+
 def wait_for_port(process: subprocess.Popen[bytes], log: Path) -> int:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -175,7 +185,7 @@ def measure(label: str, accounts: int, cap: int, jitter: str, seconds: float, ev
             sampler.start()
             try:
                 port = wait_for_port(process, log)
-                latencies, in_progress, waiting = [], 0, 0
+                latencies, in_progress, waiting, fds = [], 0, 0, 0
                 end = time.monotonic() + seconds
                 while time.monotonic() < end:
                     began = time.perf_counter()
@@ -184,6 +194,7 @@ def measure(label: str, accounts: int, cap: int, jitter: str, seconds: float, ev
                     latencies.append(took * 1000)
                     in_progress = max(in_progress, gauge(metrics, "whatsapp_dials_in_progress"))
                     waiting = max(waiting, gauge(metrics, "whatsapp_dials_waiting"))
+                    fds = open_fds(process.pid)
                     time.sleep(max(0.0, every - took))
                 stopping = time.monotonic()
                 process.send_signal(signal.SIGTERM)
@@ -206,6 +217,7 @@ def measure(label: str, accounts: int, cap: int, jitter: str, seconds: float, ev
         scrapes_ms=latencies,
         peak_in_progress=in_progress,
         peak_waiting=waiting,
+        fds=fds,
         stop_s=stop_s,
         dials=len(dials),
         first_round_s=first_round(dials),
@@ -284,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{'run':<9} {'accounts':>8} {'cap':>5} {'threads':>8} {'RSS MiB':>8} {'p50 ms':>7}"
         f" {'p99 ms':>7} {'scrapes':>7} {'dialing':>7} {'waiting':>7} {'dials':>6}"
-        f" {'round s':>7} {'stop s':>6}"
+        f" {'round s':>7} {'fds':>6} {'stop s':>6}"
     )
     runs: dict[str, Run] = {}
     for label, accounts, cap, jitter in plan:
@@ -294,13 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{label:<9} {accounts:>8} {cap:>5} {run.peak_threads:>8} {run.peak_rss_mib:>8.1f}"
             f" {run.p50_ms:>7.1f} {run.p99_ms:>7.1f} {len(run.scrapes_ms):>7}"
             f" {run.peak_in_progress:>7} {run.peak_waiting:>7} {run.dials:>6}"
-            f" {run.first_round_s:>7.2f} {run.stop_s:>6.2f}",
+            f" {run.first_round_s:>7.2f} {run.fds:>6} {run.stop_s:>6.2f}",
             flush=True,
         )
     print(
         "threads: peak of /proc/PID/status every 5 ms; RSS: VmHWM; dialing, waiting: the"
         " highest whatsapp_dials_in_progress and _waiting scraped; dials: failed dials logged;"
-        " round: first to last account's first dial; baseline: cap = accounts, 1 ms jitter"
+        " round: first to last account's first dial; fds: open at the last scrape;"
+        " baseline: cap = accounts, 1 ms jitter"
     )
     return report(results(runs["idle"], runs["baseline"], runs["capped"]), check=not args.smoke)
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.services  # three wa-sidecar processes, real neonize
 
 ROW = re.compile(
     r"^(idle|baseline|capped)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)"
-    r"\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$",
+    r"\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$",
     re.MULTILINE,
 )
 
@@ -26,7 +26,7 @@ def test_offline_accounts_benchmark_reports_threads_memory_scrapes_and_stop() ->
     idle, baseline, capped = (
         [float(value) for value in rows[name]] for name in ("idle", "baseline", "capped")
     )
-    accounts, cap, threads, rss, _, _, scrapes, dialing, _, dials, _, stop = capped
+    accounts, cap, threads, rss, _, _, scrapes, dialing, _, dials, _, fds, stop = capped
     assert (accounts, cap) == (50, 4)
     assert baseline[:2] == [50, 50]
     assert dials >= accounts  # every account dialed (and failed: no route) at least once
@@ -38,4 +38,5 @@ def test_offline_accounts_benchmark_reports_threads_memory_scrapes_and_stop() ->
     assert rss > 50  # MiB: Python with neonize loaded is far bigger
     assert scrapes > 10
     assert stop > 0
+    assert fds >= idle[11] > 0  # open files: reported, no target
     assert re.search(r"^peak threads, 50 accounts, cap 4\s+[\d.]+\s+[\d.]+\s", out, re.MULTILINE)
