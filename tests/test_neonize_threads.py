@@ -1,6 +1,6 @@
 """The threads a neonize session starts: a failed dial's own thread stops its client, so
-the supervisor's stop (it always follows a failed dial) starts no thread of its own;
-a live session's stop still does, since its thread is held inside neonize's call."""
+the supervisor's stop (it always follows a failed dial) starts no thread; live sessions
+are stopped from one thread, since their own are held inside neonize's call."""
 
 from __future__ import annotations
 
@@ -94,21 +94,41 @@ def test_a_stop_after_a_failed_dial_starts_no_thread(
     assert [client.stops for client in made] == [1]  # and once only
 
 
-def test_a_stop_of_a_live_session_stops_its_client_on_a_thread_of_its_own(
+def test_stops_of_live_sessions_share_one_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """connect() is blocked in neonize: only another thread can stop it. One thread does
+    it for all (each stop holds the gate alone), not a thread per stop."""
     made = fake_clients(monkeypatch, fails=False)
-    store = SessionStore.for_account(tmp_path, "sales", None)
-    session = neonize_session.NeonizeSession("sales", store, lambda _event: None)
-    connecting = threading.Thread(target=session._connect)
-    connecting.start()
-    deadline = time.monotonic() + WAIT_S
-    while not (made and made[0].connecting.is_set()) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert made[0].connecting.is_set()
+    sessions = [
+        neonize_session.NeonizeSession(
+            account, SessionStore.for_account(tmp_path, account, None), lambda _event: None
+        )
+        for account in ("sales", "support")
+    ]
+    connecting = [threading.Thread(target=session._connect) for session in sessions]
+    for n, thread in enumerate(connecting):
+        thread.start()
+        deadline = time.monotonic() + WAIT_S
+        while not (len(made) > n and made[n].connecting.is_set()):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
     started = threads_started(monkeypatch)
-    session.stop()  # connect() is blocked in neonize: only another thread can stop it
-    connecting.join(WAIT_S)
-    assert not connecting.is_alive()
-    assert started == ["wa-stop-sales"]
-    assert made[0].stops == 1
+    for session in sessions:
+        session.stop()
+    for thread in connecting:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    assert [client.stops for client in made] == [1, 1]
+    assert started in ([], ["wa-stopper"])  # started by an earlier test, or now, once
+
+
+def test_a_stop_that_fails_does_not_end_the_stops_after_it() -> None:
+    done = threading.Event()
+
+    def failing() -> None:
+        raise RuntimeError("Go said no")
+
+    neonize_session.Stopper.submit(failing)
+    neonize_session.Stopper.submit(done.set)
+    assert done.wait(WAIT_S)
