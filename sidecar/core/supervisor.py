@@ -7,7 +7,8 @@ a newly paired device, wait out a temporary ban (also one a restart remembers),
 or park where a person must act, until a re-pair is asked for. An account that
 is backing off, banned or parked holds no session and no thread. Before each
 connection it waits for a dial slot (:mod:`sidecar.core.dialing`), which it gives
-back once WhatsApp answered or the attempt ended: only so many accounts dial at once.
+back once the session is up (connected, a QR code) or has ended: only so many
+accounts dial at once.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class AccountSupervisor:
         self._device_id = device_id
         self._poll_s = poll_s
         self._dials = dials or DialSlots.unlimited()
-        #: The slot of the dial under way, until WhatsApp answers or the attempt ends.
+        #: The slot of the dial under way, until the session is up or has ended.
         self._dial: DialSlot | None = None
         self._session: Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
