@@ -34,6 +34,7 @@ from sidecar.config_sections import (  # re-exported: callers read them here
 from sidecar.config_sections import (
     AccountConfig,
     AuthConfig,
+    ConnectionsConfig,
     Duration,
     HttpConfig,
     LeasesConfig,
@@ -68,6 +69,7 @@ class Config(_Strict):
     send: SendConfig = Field(default_factory=SendConfig)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     leases: LeasesConfig | None = None
+    connections: ConnectionsConfig = Field(default_factory=ConnectionsConfig)
     silence_threshold: Duration = 300.0
     timezone: TimeZone = "UTC"
     accounts: Annotated[list[AccountConfig], Field(min_length=1)]

@@ -47,6 +47,12 @@ def _at_most_an_hour(value: float) -> float:
     return value
 
 
+def _at_most_a_minute(value: float) -> float:
+    if value > 60:
+        raise ValueError("must be at most 1m: every reconnect waits up to this long")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -212,6 +218,16 @@ class LeasesConfig(_Strict):
     ttl: Duration = 30.0
     #: Environment variable naming this replica (a StatefulSet pod's HOSTNAME).
     replica_id_env: str = "HOSTNAME"
+
+
+class ConnectionsConfig(_Strict):
+    """How this replica dials WhatsApp (sidecar/core/dialing.py): a reconnect storm
+    after a network blip is spread out and capped, not a thousand dials at once."""
+
+    #: Accounts in a connection attempt at once (each holds two threads while it dials).
+    max_concurrent_dials: Annotated[int, Field(ge=1, le=10_000)] = 16
+    #: Each dial first waits a random time up to this long (a re-pair does not).
+    dial_jitter: Annotated[Duration, AfterValidator(_at_most_a_minute)] = 2.0
 
 
 class RepairConfig(_Strict):

@@ -7,8 +7,11 @@ other. When to connect is the supervisor's business
 (:mod:`sidecar.core.supervisor`), not this module's.
 
 Bound: a live session holds two Python threads (ours, waiting in neonize's
-``connect()``, and neonize's worker inside the Go call). The Go runtime adds
-its own few threads.
+``connect()``, and neonize's worker inside the Go call); a starting one also a
+timer for at most ``NeonizeGate.START_HOLD_S``. Live sessions are stopped one
+after another on one more thread (:class:`Stopper`). The Go runtime adds its
+own few threads. How many sessions dial at once is :mod:`sidecar.core.dialing`'s
+business.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -134,6 +138,8 @@ class NeonizeSession:
         self._client: NewClient | None = None
         self._stopped = threading.Event()
         self._connected = threading.Event()
+        #: neonize's ``connect()`` has returned: this session's own thread stops the client.
+        self._returned = threading.Event()
         self._client_stopped = False
         self._released: Callable[[], None] = lambda: None
 
@@ -169,7 +175,10 @@ class NeonizeSession:
                 client.event(cls)(self._on_event)
             client.event.qr(self._on_qr)
             self._client = client
-            client.connect()
+            try:
+                client.connect()
+            finally:
+                self._returned.set()
         except Exception as exc:
             if not self._stopped.is_set():
                 # neonize raises when the dial fails (its text may quote the server's)
@@ -258,12 +267,39 @@ class NeonizeSession:
         return code
 
     def stop(self) -> None:
-        """Never blocks the caller: the stop waits for the gate on a thread of its own."""
+        """Never blocks the caller: the stop waits for the gate on the stopper's thread,
+        unless ``connect()`` has returned (a failed dial): the session's own thread is
+        stopping the client then."""
         self._stopped.set()
-        if self._client is not None:
-            threading.Thread(
-                target=self._stop_client, name=f"wa-stop-{self._account_id}", daemon=True
-            ).start()
+        if self._client is not None and not self._returned.is_set():
+            Stopper.submit(self._stop_client)
+
+
+class Stopper:
+    """Stops live clients one after another, on one thread. Each ``Stop()`` holds the gate
+    alone, so a thread per stop would only have waited for it: SIGTERM with 16 dials
+    under way started 16 threads. Started at the first stop; it lives on, waiting."""
+
+    _queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+    _thread: threading.Thread | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def submit(cls, stop: Callable[[], None]) -> None:
+        cls._queue.put(stop)
+        with cls._lock:
+            if cls._thread is None or not cls._thread.is_alive():
+                cls._thread = threading.Thread(target=cls._run, name="wa-stopper", daemon=True)
+                cls._thread.start()
+
+    @classmethod
+    def _run(cls) -> None:
+        while True:
+            stop = cls._queue.get()
+            try:
+                stop()
+            except Exception as exc:  # one client's failure must not end the others' stops
+                log.error("stopping a neonize client failed: %s", type(exc).__name__)
 
 
 def refusal_reason(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from sidecar.adapters.session_store import FileAccountLock, SessionStore
 from sidecar.compose.assembly import Assembly
 from sidecar.core.clock import ReplayClock
 from sidecar.core.control import LiveControl
+from sidecar.core.dialing import DialSlots
 from sidecar.core.failures import error_kind
 from sidecar.core.ingest import Ingest
 from sidecar.core.live import Background, LiveAccounts
@@ -45,6 +46,7 @@ from sidecar.domain.outbox import SendPolicy
 from sidecar.metrics.collectors import (
     LeaseCollector,
 )
+from sidecar.metrics.dials import DialCollector
 from sidecar.metrics.ingest import IngestCollector
 from sidecar.metrics.sending import SendCollector
 
@@ -74,13 +76,16 @@ def live_source(
 ) -> tuple[EventSource, LiveControl]:
     """Supervised neonize sessions for every account, and the control that acts on
     them for re-pairs. With ``record``, every event is also written as a capture."""
-    sidecar, state_dir = assembly.sidecar, assembly.state_dir
+    sidecar = assembly.sidecar
     recorder = (
         Recorder(record, blank_text=blank_record_text, is_probe=sidecar.is_sent_probe)
         if record is not None
         else None
     )
     control = LiveControl()
+    connections = assembly.loaded.config.connections
+    dials = DialSlots(connections.max_concurrent_dials, connections.dial_jitter)
+    assembly.metrics.register(DialCollector(dials))
     supervisors, delivers = [], {}
     ingest_accounts = {a for a in sidecar.account_ids if sidecar.settings(a).source == "ingest"}
     for account_id in ingest_accounts:  # their sessions live in another gateway
@@ -105,13 +110,7 @@ def live_source(
             # each connection attempt makes it again, and connects once there is space
             log.error("account=%s session store: cannot make it: %s", account_id, error_kind(exc))
         deliver = _deliverer(sidecar, account_id, recorder)
-        supervisor = AccountSupervisor(
-            account_id,
-            sidecar,
-            functools.partial(NeonizeSession, account_id, store, deliver),
-            lock=FileAccountLock(state_dir, account_id),
-            device_id=store.device_id,
-        )
+        supervisor = _supervisor(assembly, account_id, store, deliver, dials)
         supervisors.append(supervisor)
         delivers[account_id] = deliver
         control.add(supervisor, store)
@@ -231,6 +230,27 @@ def _leases(assembly: Assembly) -> FirestoreLeases | None:
         config.leases.ttl,
         database=config.store.firestore.database,
     )
+
+
+def _supervisor(
+    assembly: Assembly, account_id: str, store: SessionStore, deliver: Deliver, dials: DialSlots
+) -> AccountSupervisor:
+    """The account's supervisor; its sessions tell it of each event they delivered, so
+    it gives its dial slot back once the session is up (connected, or a QR code)."""
+
+    def session_deliver(event: Any) -> None:
+        deliver(event)
+        supervisor.on_session_event()
+
+    supervisor = AccountSupervisor(
+        account_id,
+        assembly.sidecar,
+        functools.partial(NeonizeSession, account_id, store, session_deliver),
+        lock=FileAccountLock(assembly.state_dir, account_id),
+        device_id=store.device_id,
+        dials=dials,
+    )
+    return supervisor
 
 
 def _deliverer(sidecar: Sidecar, account_id: str, recorder: Recorder | None) -> Deliver:

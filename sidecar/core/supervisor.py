@@ -5,7 +5,10 @@ session factory for a connection, waits for it to end, and decides what next
 (:func:`sidecar.domain.supervision.decide`): reconnect with backoff, wait for
 a newly paired device, wait out a temporary ban (also one a restart remembers),
 or park where a person must act, until a re-pair is asked for. An account that
-is backing off, banned or parked holds no session and no thread.
+is backing off, banned or parked holds no session and no thread. Before each
+connection it waits for a dial slot (:mod:`sidecar.core.dialing`), which it gives
+back once the session is up (connected, a QR code) or has ended: only so many
+accounts dial at once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from sidecar.core.dialing import DialSlot, DialSlots
 from sidecar.core.failures import Failures
 from sidecar.core.ports import AccountLock, Session, SessionFactory
 from sidecar.core.service import Sidecar
@@ -40,6 +44,9 @@ _END_SESSION_ON = frozenset(
     }
 )
 
+#: Statuses in which a session stays up after its dial: the dial slot is given back.
+_UP = frozenset({Status.CONNECTED, Status.QR_PENDING})
+
 
 class AccountSupervisor:
     """Connects one account, reconnects it with backoff, parks it where a person must act."""
@@ -54,6 +61,7 @@ class AccountSupervisor:
         lock: AccountLock | None = None,
         device_id: Callable[[], str | None] = lambda: None,
         poll_s: float = PAIRING_POLL_S,
+        dials: DialSlots | None = None,
     ) -> None:
         self.account_id = account_id
         self._sidecar = sidecar
@@ -62,6 +70,9 @@ class AccountSupervisor:
         self._lock = lock
         self._device_id = device_id
         self._poll_s = poll_s
+        self._dials = dials or DialSlots.unlimited()
+        #: The slot of the dial under way, until the session is up or has ended.
+        self._dial: DialSlot | None = None
         self._session: Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -81,6 +92,17 @@ class AccountSupervisor:
         session, loop = self._session, self._loop
         if session is not None and loop is not None:
             loop.call_soon_threadsafe(session.stop)
+
+    def on_session_event(self) -> None:
+        """The session delivered an event, now handled (from whichever thread). If the
+        session is up (connected, or showing a QR code) the dial is over and its slot goes
+        to the next account; a refusal ends the session, and the slot comes back with it
+        (its threads are still at work until then)."""
+        slot, loop = self._dial, self._loop
+        if slot is None or loop is None or self._sidecar.status(self.account_id) not in _UP:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits
+            loop.call_soon_threadsafe(slot.release)
 
     @property
     def session(self) -> Session | None:
@@ -102,11 +124,19 @@ class AccountSupervisor:
             if self._lock is not None and not await self._take_lock(stopping):
                 break
             await self._note_pairing()
+            slot = await self._dials.acquire(stopping, urgent=self.pairing)
+            if slot is None:  # stopping while it waited its turn
+                if self._lock is not None:
+                    self._lock.release()
+                break
             started = time.monotonic()
             try:
+                self._dial = slot
                 self._session = self._factory()
                 await self._session.run()
             finally:
+                self._dial = None
+                slot.release()
                 self._session = None
                 if self._lock is not None:
                     self._lock.release()

@@ -326,6 +326,26 @@ LEASES_LOST = Family(
     per_account=False,
 )
 
+DIALS_IN_PROGRESS = Family(
+    "whatsapp_dials_in_progress",
+    "Accounts in a connection attempt now, from the session's start until WhatsApp answered"
+    " or the attempt ended; at most whatsapp_dial_slots.",
+    "gauge",
+    per_account=False,
+)
+DIALS_WAITING = Family(
+    "whatsapp_dials_waiting",
+    "Accounts waiting for a dial slot before they connect (after their random jitter).",
+    "gauge",
+    per_account=False,
+)
+DIAL_SLOTS = Family(
+    "whatsapp_dial_slots",
+    "The most accounts this replica dials at once (connections.max_concurrent_dials).",
+    "gauge",
+    per_account=False,
+)
+
 #: Every family, in no particular order: the reference and the registry check this list.
 ALL: tuple[Family, ...] = tuple(
     value for value in tuple(globals().values()) if isinstance(value, Family)
