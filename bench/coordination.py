@@ -121,7 +121,9 @@ def measure(
         while True:
             held = holdings(ports)
             every = sorted(a for h in held for a in h)
-            if every == accounts:
+            share = -(-count // replicas)
+            # every account held once, and spread: a replica that joined late has its share
+            if every == accounts and all(1 <= len(h) <= share for h in held):
                 break
             if time.monotonic() - began > plan.settle_s:
                 raise SystemExit(f"{replicas}x{count}: not settled: {[len(h) for h in held]}")
