@@ -116,21 +116,28 @@ class Replayer:
         self._stop = stop or asyncio.Event()
         events = ticks = 0
         started = time.perf_counter()
-        for seen, item in enumerate(records, start=1):
-            if seen % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            if self._stop.is_set():
-                break
-            if isinstance(item, Unreadable):
-                self._bad_record(item.line, item.reason)
-                continue
-            await self._advance_clock(item)
-            if item.is_tick:
-                ticks += 1
-                # replayed time jumps: judge at every tick, as the live sidecar does every 5 s
-                self._sidecar.evaluate_verdicts()
-            elif self._handle(item):
-                events += 1
+        # Real messages become durable together, one journal write for those handled
+        # between two pauses: nothing is acknowledged in between, and each pause (and
+        # the end) comes after they are durable.
+        with self._sidecar.durable_together() as durable:
+            for seen, item in enumerate(records, start=1):
+                if seen % YIELD_EVERY == 0:
+                    durable()
+                    await asyncio.sleep(0)
+                if self._stop.is_set():
+                    break
+                if isinstance(item, Unreadable):
+                    self._bad_record(item.line, item.reason)
+                    continue
+                if self._clock.speed > 0:
+                    durable()  # before waiting for this record's time
+                await self._advance_clock(item)
+                if item.is_tick:
+                    ticks += 1
+                    # replayed time jumps: judge at every tick, as the live sidecar does every 5 s
+                    self._sidecar.evaluate_verdicts()
+                elif self._handle(item):
+                    events += 1
         self._sidecar.evaluate_verdicts()
         return ReplayReport(events, ticks, self._errors, time.perf_counter() - started)
 

@@ -92,19 +92,38 @@ class SpoolWriter:
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=60.0)
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        #: A wake-up is on its way to the loop (one is enough, however many messages).
+        self._wake_sent = False
         self._spool_failures = Failures(
             log, "spool writer: taking or confirming a batch", "; it tries again"
         )
 
     def wake(self) -> None:
-        """Something was spooled; safe from any thread."""
+        """Something was spooled; safe from any thread. Cheap when a wake-up is pending
+        already: it is called for every real message, and a write to the loop's
+        self-pipe per message cost more than the spooling (bench/replay_real.py)."""
         loop, wakeup = self._loop, self._wakeup
-        if loop is not None and wakeup is not None:
-            loop.call_soon_threadsafe(wakeup.set)
+        if loop is None or wakeup is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            wakeup.set()  # on the loop already (a replay): no self-pipe, no callback
+        elif not self._wake_sent:
+            self._wake_sent = True
+            loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        # cleared before the event is set: a wake() that still sees True is covered
+        # by this set(), which comes after its message was spooled
+        self._wake_sent = False
+        assert self._wakeup is not None
+        self._wakeup.set()
 
     async def run(self) -> None:
         """Drain, then wait to be woken (or for a thread update to become due); forever."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wake_sent = False
         self._wakeup = asyncio.Event()
         while True:
             self._wakeup.clear()

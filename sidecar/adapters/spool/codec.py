@@ -1,4 +1,5 @@
-"""The spool's JSON for document fields: keeps :class:`Timestamp` and :data:`SERVER_TIME`."""
+"""The spool's JSON: document fields (which keep :class:`Timestamp` and
+:data:`SERVER_TIME`), and the facts documents are built from."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from sidecar.domain.facts import MAX_MS, MIN_MS, MessageFacts
 from sidecar.domain.records import SERVER_TIME, Timestamp
 
 
@@ -36,3 +38,62 @@ def _decode(obj: dict[str, Any]) -> Any:
     if obj.keys() == {"$server"}:
         return SERVER_TIME
     return obj
+
+
+def encode_facts(facts: MessageFacts) -> str:
+    """A message's facts as the JSON array the spool keeps (:func:`decode_facts`)."""
+    return orjson.dumps(tuple(facts)).decode()
+
+
+def decode_facts(values: Any) -> MessageFacts | None:
+    """Facts read back from the spool, or None when they are not what :func:`encode_facts`
+    writes (a damaged row or a torn line): no store could take them."""
+    if not isinstance(values, list) or len(values) != len(MessageFacts._fields):
+        return None
+    facts = MessageFacts(*values)
+    strings = (facts.account_id, facts.chat_user, facts.chat_server, facts.message_id, facts.kind)
+    media = facts.media
+    if (
+        not all(isinstance(v, str) for v in strings)
+        or not facts.account_id
+        or not all(isinstance(v, bool) for v in (facts.is_group, facts.from_me, facts.edit))
+        or not (facts.sender is None or isinstance(facts.sender, str))
+        or isinstance(facts.ts_ms, bool)
+        or not isinstance(facts.ts_ms, int)
+        or not MIN_MS <= facts.ts_ms <= MAX_MS
+        or not isinstance(facts.body, str)
+        or not (
+            media is None
+            or (
+                isinstance(media, dict)
+                and all(v is None or isinstance(v, str) for v in media.values())
+            )
+        )
+    ):
+        return None
+    return facts
+
+
+def encode_thread(fields: dict[str, Any], unfolded: list[MessageFacts]) -> str:
+    """A pending thread update: its fields (as :func:`encode_fields`) when every message's
+    update is merged in, else ``[fields, [facts, ...]]`` (:func:`decode_thread`)."""
+    if not unfolded:
+        return encode_fields(fields)
+    return orjson.dumps(
+        [fields, [tuple(facts) for facts in unfolded]],
+        default=_encode,
+        option=orjson.OPT_PASSTHROUGH_DATACLASS,
+    ).decode()
+
+
+def decode_thread(text: str) -> tuple[dict[str, Any], list[MessageFacts]] | None:
+    """What :func:`encode_thread` wrote, or None when it is not that (a damaged row)."""
+    value: Any = json.loads(text, object_hook=_decode)
+    if isinstance(value, dict):
+        return value, []
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], dict)):
+        return None
+    unfolded = [decode_facts(item) for item in value[1]] if isinstance(value[1], list) else [None]
+    if any(facts is None for facts in unfolded):
+        return None
+    return value[0], unfolded  # type: ignore[return-value]

@@ -19,29 +19,91 @@ from pathlib import Path
 
 import orjson
 
-from sidecar.adapters.spool.codec import decode_fields, encode_fields
+from sidecar.adapters.spool.codec import decode_facts, decode_fields, encode_facts, encode_fields
 from sidecar.core.failures import Failures
 from sidecar.core.spooling import SpoolError
-from sidecar.domain.records import MessageDoc, ThreadPatch
+from sidecar.domain.facts import MessageFacts
+from sidecar.domain.records import MessageDoc, ThreadPatch, doc_ids, message_doc, thread_patch
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
 
 
+#: The first element of a journal line that holds a message's facts (older lines hold its
+#: documents, and start with the account).
+FACTS_LINE = 1
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One enqueued message (and its thread update) as the journal holds it."""
+    """One enqueued message as the journal holds it: the facts the event path read off
+    it (:mod:`sidecar.domain.facts`), or its documents (``enqueue``, and journals an
+    earlier version wrote)."""
 
-    doc: MessageDoc
-    patch: ThreadPatch | None
+    account_id: str
     enqueued_at: float
-    doc_json: str  # encoded once: the journal line and the SQLite row share it
+    facts: MessageFacts | None
+    built: tuple[MessageDoc, ThreadPatch | None] | None
+    #: What the SQLite row's ``doc`` holds, encoded once: the facts as a JSON array,
+    #: or the document's fields as an object.
+    row_json: str
 
     @classmethod
     def of(cls, doc: MessageDoc, patch: ThreadPatch | None, enqueued_at: float) -> Entry:
-        return cls(doc, patch, enqueued_at, encode_fields(doc.fields))
+        return cls(doc.account_id, enqueued_at, None, (doc, patch), encode_fields(doc.fields))
+
+    @classmethod
+    def of_facts(cls, facts: MessageFacts, enqueued_at: float) -> Entry:
+        return cls(facts.account_id, enqueued_at, facts, None, encode_facts(facts))
+
+    @property
+    def doc(self) -> MessageDoc:
+        return message_doc(self.facts) if self.built is None else self.built[0]  # type: ignore[arg-type]
+
+    @property
+    def patch(self) -> ThreadPatch | None:
+        """The thread update (built here for facts: entries move into SQLite off the
+        event path, on the writer's ``take``, unless the journal grew long)."""
+        return thread_patch(self.facts) if self.built is None else self.built[1]  # type: ignore[arg-type]
+
+    def thread_update(self) -> tuple[str, ThreadPatch | MessageFacts] | None:
+        """The thread's id and what updates it: the update itself, or the message's facts
+        (the spool's pacing builds the update from them once it is written)."""
+        if self.built is None:
+            assert self.facts is not None
+            return None if self.facts.edit else (doc_ids(self.facts)[0], self.facts)
+        patch = self.built[1]
+        return None if patch is None else (patch.thread_id, patch)
+
+    def row(self) -> tuple[str, str, str, str, int, float]:
+        """The ``spool_messages`` row (without its seq)."""
+        if self.built is None:
+            assert self.facts is not None
+            thread, message = doc_ids(self.facts)
+            return (
+                self.account_id,
+                thread,
+                message,
+                self.row_json,
+                int(self.facts.edit),
+                self.enqueued_at,
+            )
+        doc = self.built[0]
+        return (
+            doc.account_id,
+            doc.thread_id,
+            doc.message_id,
+            self.row_json,
+            int(doc.merge),
+            self.enqueued_at,
+        )
 
     def encode(self) -> bytes:
-        doc, patch = self.doc, self.patch
+        if self.built is None:
+            assert self.facts is not None
+            return orjson.dumps(
+                [FACTS_LINE, self.enqueued_at, tuple(self.facts)], option=orjson.OPT_APPEND_NEWLINE
+            )
+        doc, patch = self.built
         patch_json = None if patch is None else encode_fields(patch.fields)
         return orjson.dumps(
             [
@@ -50,7 +112,7 @@ class Entry:
                 doc.message_id,
                 doc.merge,
                 self.enqueued_at,
-                self.doc_json,
+                self.row_json,
                 None if patch is None else patch.thread_id,
                 patch_json,
             ],
@@ -59,14 +121,21 @@ class Entry:
 
     @classmethod
     def decode(cls, line: bytes) -> Entry:
-        account, thread, message, merge, at, doc_json, patch_thread, patch_json = json.loads(line)
+        data = json.loads(line)
+        if data[0] == FACTS_LINE:
+            _, at, values = data
+            facts = decode_facts(values)
+            if facts is None or isinstance(at, bool) or not isinstance(at, int | float):
+                raise ValueError("not a journal entry")
+            return cls.of_facts(facts, float(at))
+        account, thread, message, merge, at, doc_json, patch_thread, patch_json = data
         doc = MessageDoc(account, thread, message, decode_fields(doc_json), bool(merge))
         patch = (
             None
             if patch_json is None
             else ThreadPatch(account, patch_thread, decode_fields(patch_json))
         )
-        return cls(doc, patch, float(at), doc_json)
+        return cls(account, float(at), None, (doc, patch), doc_json)
 
 
 class Journal:
@@ -82,24 +151,24 @@ class Journal:
         self._torn_tail = False  # a torn line could not be taken back: start on a new line
         self.fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o600)
 
-    def append(self, entry: Entry, line: bytes) -> None:
-        """Write ``line``, the encoded ``entry``, in one call; raise :class:`SpoolError`
-        when it is not wholly written (the message is then not stored)."""
+    def append(self, entries: list[Entry], lines: bytes) -> None:
+        """Write ``lines``, the encoded ``entries``, in one call; raise :class:`SpoolError`
+        when they are not wholly written (none of those messages is then stored)."""
         if not self.ready:
             self.start()
         if self._torn_tail:
-            line = b"\n" + line
+            lines = b"\n" + lines
         try:
-            written = os.write(self.fd, line)
+            written = os.write(self.fd, lines)
         except OSError as exc:
             raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
-        if written != len(line):  # out of space half-way: take the torn line back
+        if written != len(lines):  # out of space half-way: take the torn lines back
             self._take_back(written)
             raise SpoolError(f"cannot write to the spool {self.path}: disk full") from OSError(
                 errno.ENOSPC, os.strerror(errno.ENOSPC)
             )
         self._torn_tail = False
-        self.pending.append(entry)
+        self.pending.extend(entries)
 
     def _take_back(self, written: int) -> None:
         try:

@@ -10,18 +10,25 @@ in the same transactions as the messages.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.adapters.spool.codec import encode_fields
+from sidecar.adapters.spool.codec import encode_thread
 from sidecar.core.spooling import SpooledThread
-from sidecar.domain.records import ThreadPatch, merge_thread_fields
+from sidecar.domain.facts import MessageFacts
+from sidecar.domain.records import PHONE_SERVER, ThreadPatch, merge_thread_fields, thread_patch
 
 
 @dataclass(slots=True)
 class Thread:
     """A row of ``spool_threads``, mirrored in memory. Once written (and not pending
-    again) only its times stay, in memory only, until its pacing is over."""
+    again) only its times stay, in memory only, until its pacing is over.
+
+    The update it holds is ``fields`` with the thread updates of ``unfolded`` merged
+    in, in order: those of spooled facts are built only when the update is taken
+    (:meth:`folded`), and a message's is dropped unbuilt once a later one makes it
+    irrelevant (:func:`_supersedes`). A busy chat's update is built once per write,
+    not once per message."""
 
     account_id: str
     fields: dict[str, Any]
@@ -29,17 +36,62 @@ class Thread:
     pending: bool
     enqueued_at: float
     last_written_at: float | None
+    unfolded: list[MessageFacts] = field(default_factory=list)
+
+    def folded(self) -> dict[str, Any]:
+        """The update's fields, with every unfolded message's merged in."""
+        for facts in self.unfolded:
+            patch = thread_patch(facts)
+            if patch is not None:
+                self.fields = merge_thread_fields(self.fields, patch.fields)
+        self.unfolded = []
+        return self.fields
 
     def row(self, thread_id: str) -> tuple[object, ...]:
         return (
             thread_id,
             self.account_id,
-            encode_fields(self.fields),
+            encode_thread(self.fields, self.unfolded),
             self.version,
             int(self.pending),
             self.enqueued_at,
             self.last_written_at,
         )
+
+
+#: The fields every thread update names (beside the inbound ones, and the phone number).
+_GENERAL = (
+    "accountId",
+    "clientJid",
+    "isLid",
+    "lastMessageAt",
+    "lastMessageAtMs",
+    "lastMessageDirection",
+    "updatedAt",
+)
+
+
+def _supersedes(newer: MessageFacts, older: MessageFacts, base: dict[str, Any]) -> bool:
+    """Whether merging ``older``'s thread update into ``base`` and then ``newer``'s leaves
+    what merging ``newer``'s alone leaves (``merge_thread_fields``): ``newer`` is no
+    older, of the same chat and kind of chat (its update names the same fields with
+    the same values but the times), replaces the inbound fields ``older`` brings if
+    any, and ``base`` has none of the fields missing that ``older`` would fill."""
+    return (
+        newer.ts_ms >= older.ts_ms
+        and (older.from_me or not newer.from_me)
+        and newer.chat_user == older.chat_user
+        and newer.chat_server == older.chat_server
+        and newer.is_group == older.is_group
+        and newer.account_id == older.account_id
+        and (
+            not base
+            or (
+                all(name in base for name in _GENERAL)
+                and ("phoneE164" in base or older.is_group or older.chat_server != PHONE_SERVER)
+            )
+        )
+    )
 
 
 #: A thread written to the store, its mirrored row, and whether a newer update waits.
@@ -62,25 +114,36 @@ class Pacing:
     def any_pending(self) -> bool:
         return any(thread.pending for thread in self.threads.values())
 
-    def merge(self, updates: Iterable[tuple[ThreadPatch, float]]) -> dict[str, Thread]:
-        """The rows that thread updates (each with its enqueue time) turn into; the mirror
+    def merge(
+        self, updates: Iterable[tuple[str, ThreadPatch | MessageFacts, float]]
+    ) -> dict[str, Thread]:
+        """The rows that thread updates (each with its thread's id and its enqueue time:
+        the update, or the facts of the message that makes it) turn into; the mirror
         takes them only in :meth:`apply`, once they are committed."""
         merged: dict[str, Thread] = {}
-        for patch, enqueued_at in updates:
-            known = merged.get(patch.thread_id) or self.threads.get(patch.thread_id)
+        for thread_id, update, enqueued_at in updates:
+            known = merged.get(thread_id) or self.threads.get(thread_id)
             if known is None:
-                merged[patch.thread_id] = Thread(
-                    patch.account_id, patch.fields, 1, True, enqueued_at, None
+                thread = Thread(update.account_id, {}, 1, True, enqueued_at, None)
+            else:
+                thread = Thread(
+                    known.account_id,
+                    known.fields if known.pending else {},
+                    known.version + 1,
+                    True,
+                    known.enqueued_at if known.pending else enqueued_at,
+                    known.last_written_at,
+                    list(known.unfolded) if known.pending else [],
                 )
-                continue
-            merged[patch.thread_id] = Thread(
-                known.account_id,
-                merge_thread_fields(known.fields, patch.fields) if known.pending else patch.fields,
-                known.version + 1,
-                True,
-                known.enqueued_at if known.pending else enqueued_at,
-                known.last_written_at,
-            )
+            if isinstance(update, ThreadPatch):
+                thread.fields = merge_thread_fields(thread.folded(), update.fields)
+            else:
+                base = thread.fields
+                thread.unfolded = [
+                    older for older in thread.unfolded if not _supersedes(update, older, base)
+                ]
+                thread.unfolded.append(update)
+            merged[thread_id] = thread
         return merged
 
     def apply(self, merged: dict[str, Thread]) -> None:
@@ -111,7 +174,7 @@ class Pacing:
                 break
             taken.append(
                 SpooledThread(
-                    ThreadPatch(thread.account_id, thread_id, thread.fields), thread.version
+                    ThreadPatch(thread.account_id, thread_id, thread.folded()), thread.version
                 )
             )
         return taken, next_due_s
@@ -132,7 +195,7 @@ class Pacing:
         for _, thread, pending in written:
             thread.last_written_at, thread.pending = now, pending
             if not pending:
-                thread.fields = {}  # written: pacing needs only the time
+                thread.fields, thread.unfolded = {}, []  # written: pacing needs only the time
         self._forget_done(now - self.interval_s)
 
     def _forget_done(self, done_before: float) -> None:

@@ -21,12 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.adapters.spool.codec import decode_fields
+import orjson
+
+from sidecar.adapters.spool.codec import decode_facts, decode_fields, decode_thread
 from sidecar.adapters.spool.journal import Entry
 from sidecar.adapters.spool.pacing import Thread
 from sidecar.adapters.sqlite_files import CorruptDatabaseError, open_private
 from sidecar.core.failures import error_kind
 from sidecar.core.spooling import Backlog, SpoolError
+from sidecar.domain.facts import MessageFacts
 from sidecar.domain.records import MessageDoc
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
@@ -110,18 +113,21 @@ class Queue:
             "SELECT thread_id, account_id, patch, version, pending, enqueued_at, last_written_at"
             " FROM spool_threads WHERE pending = 1"
         ):
-            fields = _decoded(account_id, thread_id, thread_id, patch)
+            update = _thread_update(account_id, thread_id, patch)
             numbers_ok = isinstance(version, int) and all(
                 isinstance(v, int | float) for v in (enqueued_at, written or 0.0)
             )
-            if fields is None or not numbers_ok:
+            if update is None or not numbers_ok:
                 # a damaged row (salvaged): the thread's next message mends the thread
                 log.warning("spool: a damaged thread update in %s was skipped", self.path.name)
                 continue
+            fields, unfolded = update
             threads.append(
                 (
                     thread_id,
-                    Thread(account_id, fields, version, bool(pending), enqueued_at, written),
+                    Thread(
+                        account_id, fields, version, bool(pending), enqueued_at, written, unfolded
+                    ),
                 )
             )
         return threads
@@ -141,7 +147,7 @@ class Queue:
                 "INSERT INTO spool_messages"
                 " (account_id, thread_id, message_id, doc, merge, enqueued_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [_message_row(e) for e in entries],
+                [entry.row() for entry in entries],
             )
             self.db.executemany(
                 "INSERT OR REPLACE INTO spool_threads (thread_id, account_id, patch, version,"
@@ -155,14 +161,18 @@ class Queue:
                 self.db.execute("ROLLBACK")
             raise
         for entry in entries:
-            account = entry.doc.account_id
+            account = entry.account_id
             if not self._counts.get(account):
                 self._oldest[account] = entry.enqueued_at
             self._counts[account] = self._counts.get(account, 0) + 1
 
-    def oldest(self, after_seq: int, limit: int) -> tuple[list[tuple[int, MessageDoc]], list[str]]:
-        """Up to ``limit`` messages past ``after_seq``, oldest first; and the accounts of
-        damaged rows that were dropped on the way."""
+    def oldest(
+        self, after_seq: int, limit: int
+    ) -> tuple[list[tuple[int, MessageDoc | MessageFacts]], list[str]]:
+        """Up to ``limit`` messages past ``after_seq``, oldest first: their facts (the
+        caller builds their documents, outside the spool's lock), or their documents as
+        an earlier version spooled them; and the accounts of damaged rows that were
+        dropped on the way."""
         try:
             rows = self.db.execute(
                 "SELECT seq, account_id, thread_id, message_id, doc, merge"
@@ -171,8 +181,16 @@ class Queue:
             ).fetchall()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
-        messages, damaged = [], []
+        messages: list[tuple[int, MessageDoc | MessageFacts]] = []
+        damaged = []
         for seq, account_id, thread_id, message_id, doc, merge in rows:
+            if isinstance(doc, str) and doc.startswith("["):
+                facts = _facts(account_id, doc)
+                if facts is None:
+                    damaged.append((seq, account_id))
+                else:
+                    messages.append((seq, facts))
+                continue
             fields = _decoded(account_id, thread_id, message_id, doc)
             if fields is None:
                 damaged.append((seq, account_id))
@@ -294,6 +312,30 @@ class Queue:
         self.db.close()
 
 
+def _thread_update(
+    account_id: object, thread_id: object, patch: object
+) -> tuple[dict[str, Any], list[MessageFacts]] | None:
+    """A spooled thread update, or None when its row is damaged."""
+    if not all(isinstance(v, str) and v for v in (account_id, thread_id, patch)):
+        return None
+    try:
+        update = decode_thread(patch)  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    if update is None or any(facts.account_id != account_id for facts in update[1]):
+        return None
+    return update
+
+
+def _facts(account_id: object, doc: str) -> MessageFacts | None:
+    """A spooled message's facts, or None when its row is damaged."""
+    try:
+        facts = decode_facts(orjson.loads(doc))
+    except (ValueError, TypeError):
+        return None
+    return facts if facts is not None and facts.account_id == account_id else None
+
+
 def _decoded(account_id: object, thread_id: object, message_id: object, doc: object) -> Any:
     """A spooled message's fields, or None when its row is damaged."""
     if not all(isinstance(v, str) and v for v in (account_id, thread_id, message_id, doc)):
@@ -303,15 +345,3 @@ def _decoded(account_id: object, thread_id: object, message_id: object, doc: obj
     except (ValueError, TypeError, KeyError, RecursionError):
         return None
     return fields if isinstance(fields, dict) else None
-
-
-def _message_row(entry: Entry) -> Sequence[object]:
-    doc = entry.doc
-    return (
-        doc.account_id,
-        doc.thread_id,
-        doc.message_id,
-        entry.doc_json,
-        int(doc.merge),
-        entry.enqueued_at,
-    )
