@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import json.encoder as json_encoder
 import sqlite3
 import threading
 import time
@@ -197,7 +198,9 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
 
 def _encoder(now_ms: int) -> Callable[[Any], str]:
     """``json.dumps(plain(fields, now_ms), ensure_ascii=False)``, to the byte, in one
-    pass of the C encoder: instants become Unix milliseconds as they are met."""
+    pass of the C encoder: instants become Unix milliseconds as they are met. Made once
+    per batch: ``json.dumps`` makes a new encoder at every call. An error ends its batch,
+    and the encoder with it (what the circular check keeps after one is never read)."""
 
     def instant(value: Any) -> Any:
         if isinstance(value, Timestamp):
@@ -206,7 +209,11 @@ def _encoder(now_ms: int) -> Callable[[Any], str]:
             return now_ms
         raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
-    return json.JSONEncoder(ensure_ascii=False, default=instant).encode
+    make = getattr(json_encoder, "c_make_encoder", None)  # what json.dumps uses, if there
+    if make is None:  # a Python without the C accelerator
+        return json.JSONEncoder(ensure_ascii=False, default=instant).encode
+    chunks = make({}, instant, json_encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    return lambda value: "".join(chunks(value, 0))
 
 
 def plain(value: Any, now_ms: int) -> Any:

@@ -129,9 +129,11 @@ class Replayer:
                 if isinstance(item, Unreadable):
                     self._bad_record(item.line, item.reason)
                     continue
-                if self._clock.speed > 0:
-                    durable()  # before waiting for this record's time
-                await self._advance_clock(item)
+                delay = self._advance_clock(item)
+                if delay > 0:  # at a speed: wait for this record's time
+                    durable()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 if item.is_tick:
                     ticks += 1
                     # replayed time jumps: judge at every tick, as the live sidecar does every 5 s
@@ -141,7 +143,9 @@ class Replayer:
         self._sidecar.evaluate_verdicts()
         return ReplayReport(events, ticks, self._errors, time.perf_counter() - started)
 
-    async def _advance_clock(self, record: Record) -> None:
+    def _advance_clock(self, record: Record) -> float:
+        """Move the clock to the record; returns how long to wait for it first (at a
+        speed), in seconds."""
         if self._last_t is not None and record.t < self._last_t:
             log.warning(
                 "capture line %d: 't' goes back in time; the clock stays where it is", record.line
@@ -152,10 +156,8 @@ class Replayer:
         elif self._clock.speed == 0:
             self._clock.advance_to(record.t)
         else:
-            delay = (record.t - self._clock.now()) / self._clock.speed
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            return (record.t - self._clock.now()) / self._clock.speed
+        return 0.0
 
     def _handle(self, record: Record) -> bool:
         try:

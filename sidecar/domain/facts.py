@@ -54,6 +54,10 @@ _MEDIA_KINDS = frozenset(
 )
 
 
+#: Kinds that are a field of the message itself (not a protocol message's type).
+_PLAIN_FIELDS = frozenset(WAMessage.DESCRIPTOR.fields_by_name) - {"protocolMessage"}
+
+
 class MessageFacts(NamedTuple):
     """One real message, as far as its documents need it."""
 
@@ -145,6 +149,8 @@ def _content(message: WAMessage, kind: str) -> WAMessage:
     """The (possibly wrapped) message that holds the content ``kind`` names, looked for
     in the order :func:`~sidecar.domain.classify.classify` looks: a text beside a wrapped
     image is the text, not the image's missing caption."""
+    if kind in _PLAIN_FIELDS and message.HasField(kind):
+        return message  # the content is the message itself (what _find looks at first)
     field, _, protocol_type = kind.partition(".")
     if field not in WAMessage.DESCRIPTOR.fields_by_name:
         return unwrap(message)

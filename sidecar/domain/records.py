@@ -40,7 +40,6 @@ __all__ = [  # what the layout's users import from here, wherever it is defined
     "ThreadPatch",
     "Timestamp",
     "build_records",
-    "doc_ids",
     "document_id",
     "jid_string",
     "merge_thread_fields",
@@ -48,6 +47,7 @@ __all__ = [  # what the layout's users import from here, wherever it is defined
     "preview",
     "text_of",
     "thread_id",
+    "thread_of",
     "thread_patch",
     "timestamp_ms",
 ]
@@ -101,6 +101,13 @@ def document_id(value: str) -> str:
     id, a ``/``, ``.``/``..``, ``__...__`` or more than 1,500 bytes would make every
     write of the batch fail, again and again, and hold up the whole spool behind it.
     """
+    if (
+        0 < len(value) <= MAX_ID_BYTES // 4  # at most 4 bytes a character: short enough
+        and "/" not in value
+        and value not in (".", "..")
+        and not (len(value) >= 4 and value.startswith("__") and value.endswith("__"))
+    ):
+        return value  # the common case, decided without encoding it
     encoded = value.encode("utf-8", "surrogatepass")
     if (
         value
@@ -142,12 +149,9 @@ def _chat_ids(account_id: str, chat_user: str, chat_server: str) -> tuple[str, s
     return chat, thread_id(account_id, chat)
 
 
-def doc_ids(facts: MessageFacts) -> tuple[str, str]:
-    """The ids of the thread and of the message document ``facts`` build."""
-    return (
-        _chat_ids(facts.account_id, facts.chat_user, facts.chat_server)[1],
-        document_id(facts.message_id),
-    )
+def thread_of(facts: MessageFacts) -> str:
+    """The id of the thread ``facts`` belong to."""
+    return _chat_ids(facts.account_id, facts.chat_user, facts.chat_server)[1]
 
 
 def message_doc(facts: MessageFacts) -> MessageDoc:

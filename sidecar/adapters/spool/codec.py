@@ -47,31 +47,35 @@ def encode_facts(facts: MessageFacts) -> str:
 
 def decode_facts(values: Any) -> MessageFacts | None:
     """Facts read back from the spool, or None when they are not what :func:`encode_facts`
-    writes (a damaged row or a torn line): no store could take them."""
-    if not isinstance(values, list) or len(values) != len(MessageFacts._fields):
+    writes (a damaged row or a torn line): no store could take them. (Exact types: JSON
+    gives nothing else, and these checks run once per spooled message.)"""
+    if type(values) is not list or len(values) != _FACTS_LENGTH:
         return None
-    facts = MessageFacts(*values)
-    strings = (facts.account_id, facts.chat_user, facts.chat_server, facts.message_id, facts.kind)
-    media = facts.media
-    if (
-        not all(isinstance(v, str) for v in strings)
-        or not facts.account_id
-        or not all(isinstance(v, bool) for v in (facts.is_group, facts.from_me, facts.edit))
-        or not (facts.sender is None or isinstance(facts.sender, str))
-        or isinstance(facts.ts_ms, bool)
-        or not isinstance(facts.ts_ms, int)
-        or not MIN_MS <= facts.ts_ms <= MAX_MS
-        or not isinstance(facts.body, str)
-        or not (
+    account, user, server, group, from_me, sender, message, ts, kind, body, media, edit = values
+    if not (
+        type(account) is str
+        and account
+        and type(user) is str
+        and type(server) is str
+        and type(group) is bool
+        and type(from_me) is bool
+        and (sender is None or type(sender) is str)
+        and type(message) is str
+        and type(ts) is int
+        and MIN_MS <= ts <= MAX_MS
+        and type(kind) is str
+        and type(body) is str
+        and type(edit) is bool
+        and (
             media is None
-            or (
-                isinstance(media, dict)
-                and all(v is None or isinstance(v, str) for v in media.values())
-            )
+            or (type(media) is dict and all(v is None or type(v) is str for v in media.values()))
         )
     ):
         return None
-    return facts
+    return MessageFacts._make(values)
+
+
+_FACTS_LENGTH = len(MessageFacts._fields)
 
 
 def encode_thread(fields: dict[str, Any], unfolded: list[MessageFacts]) -> str:

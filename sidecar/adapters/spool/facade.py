@@ -27,8 +27,9 @@ from sidecar.domain.records import MessageDoc, ThreadPatch, message_doc
 log = logging.getLogger(__package__)  # one logger for the whole spool
 
 #: Journal entries that make the handler move them into SQLite itself; below this
-#: the writer's next ``take`` moves them (it runs after every enqueue it is woken for).
-FLUSH_EVERY = 512
+#: the writer's next ``take`` moves them (it runs after every enqueue it is woken for),
+#: off the event path. A handful of writer batches: it keeps up unless the store is slow.
+FLUSH_EVERY = 4096
 #: After a failed move into SQLite, the handler leaves the next tries to the writer this long.
 FLUSH_RETRY_S = 1.0
 

@@ -23,7 +23,7 @@ from sidecar.adapters.spool.codec import decode_facts, decode_fields, encode_fac
 from sidecar.core.failures import Failures
 from sidecar.core.spooling import SpoolError
 from sidecar.domain.facts import MessageFacts
-from sidecar.domain.records import MessageDoc, ThreadPatch, doc_ids, message_doc, thread_patch
+from sidecar.domain.records import MessageDoc, ThreadPatch, message_doc, thread_of
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__package__)  # one logger for the whole spool
 FACTS_LINE = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (slower to make, and one is made per message); never changed
 class Entry:
     """One enqueued message as the journal holds it: the facts the event path read off
     it (:mod:`sidecar.domain.facts`), or its documents (``enqueue``, and journals an
@@ -59,32 +59,28 @@ class Entry:
     def doc(self) -> MessageDoc:
         return message_doc(self.facts) if self.built is None else self.built[0]  # type: ignore[arg-type]
 
-    @property
-    def patch(self) -> ThreadPatch | None:
-        """The thread update (built here for facts: entries move into SQLite off the
-        event path, on the writer's ``take``, unless the journal grew long)."""
-        return thread_patch(self.facts) if self.built is None else self.built[1]  # type: ignore[arg-type]
-
     def thread_update(self) -> tuple[str, ThreadPatch | MessageFacts] | None:
         """The thread's id and what updates it: the update itself, or the message's facts
         (the spool's pacing builds the update from them once it is written)."""
         if self.built is None:
-            assert self.facts is not None
-            return None if self.facts.edit else (doc_ids(self.facts)[0], self.facts)
+            facts = self.facts
+            assert facts is not None
+            return None if facts.edit else (thread_of(facts), facts)
         patch = self.built[1]
         return None if patch is None else (patch.thread_id, patch)
 
     def row(self) -> tuple[str, str, str, str, int, float]:
-        """The ``spool_messages`` row (without its seq)."""
+        """The ``spool_messages`` row (without its seq). A row of facts names its thread
+        and the message's own id; its documents are built from ``doc`` alone."""
         if self.built is None:
-            assert self.facts is not None
-            thread, message = doc_ids(self.facts)
+            facts = self.facts
+            assert facts is not None
             return (
                 self.account_id,
-                thread,
-                message,
+                thread_of(facts),
+                facts.message_id,
                 self.row_json,
-                int(self.facts.edit),
+                int(facts.edit),
                 self.enqueued_at,
             )
         doc = self.built[0]
@@ -98,10 +94,11 @@ class Entry:
         )
 
     def encode(self) -> bytes:
-        if self.built is None:
-            assert self.facts is not None
-            return orjson.dumps(
-                [FACTS_LINE, self.enqueued_at, tuple(self.facts)], option=orjson.OPT_APPEND_NEWLINE
+        if self.built is None:  # [FACTS_LINE, enqueued_at, facts], the facts encoded already
+            return b"[%d,%b,%b]\n" % (
+                FACTS_LINE,
+                orjson.dumps(self.enqueued_at),
+                self.row_json.encode(),
             )
         doc, patch = self.built
         patch_json = None if patch is None else encode_fields(patch.fields)

@@ -71,12 +71,13 @@ _GENERAL = (
 )
 
 
-def _supersedes(newer: MessageFacts, older: MessageFacts, base: dict[str, Any]) -> bool:
-    """Whether merging ``older``'s thread update into ``base`` and then ``newer``'s leaves
-    what merging ``newer``'s alone leaves (``merge_thread_fields``): ``newer`` is no
-    older, of the same chat and kind of chat (its update names the same fields with
-    the same values but the times), replaces the inbound fields ``older`` brings if
-    any, and ``base`` has none of the fields missing that ``older`` would fill."""
+def _supersedes(newer: MessageFacts, older: MessageFacts) -> bool:
+    """Whether merging ``older``'s thread update and then ``newer``'s leaves what merging
+    ``newer``'s alone leaves (``merge_thread_fields``), on fields that are empty or name
+    every field ``older``'s would fill (:func:`_complete`): ``newer`` is no older, of the
+    same chat and kind of chat (its update names the same fields, with the same values
+    but the times and the direction), and replaces the inbound fields ``older`` brings,
+    if any."""
     return (
         newer.ts_ms >= older.ts_ms
         and (older.from_me or not newer.from_me)
@@ -84,13 +85,21 @@ def _supersedes(newer: MessageFacts, older: MessageFacts, base: dict[str, Any]) 
         and newer.chat_server == older.chat_server
         and newer.is_group == older.is_group
         and newer.account_id == older.account_id
-        and (
-            not base
-            or (
-                all(name in base for name in _GENERAL)
-                and ("phoneE164" in base or older.is_group or older.chat_server != PHONE_SERVER)
-            )
-        )
+    )
+
+
+def _complete(fields: dict[str, Any]) -> bool:
+    """Fields that are empty, or hold every field an update names (but maybe the phone
+    number: :func:`_supersedes` keeps an update that would add it)."""
+    return not fields or all(name in fields for name in _GENERAL)
+
+
+def _adds_phone(facts: MessageFacts, fields: dict[str, Any]) -> bool:
+    return (
+        bool(fields)
+        and "phoneE164" not in fields
+        and not facts.is_group
+        and facts.chat_server == PHONE_SERVER
     )
 
 
@@ -121,29 +130,38 @@ class Pacing:
         the update, or the facts of the message that makes it) turn into; the mirror
         takes them only in :meth:`apply`, once they are committed."""
         merged: dict[str, Thread] = {}
+        complete: dict[str, bool] = {}  # per thread here: whether its fields are _complete
         for thread_id, update, enqueued_at in updates:
-            known = merged.get(thread_id) or self.threads.get(thread_id)
-            if known is None:
-                thread = Thread(update.account_id, {}, 1, True, enqueued_at, None)
-            else:
-                thread = Thread(
-                    known.account_id,
-                    known.fields if known.pending else {},
-                    known.version + 1,
-                    True,
-                    known.enqueued_at if known.pending else enqueued_at,
-                    known.last_written_at,
-                    list(known.unfolded) if known.pending else [],
-                )
+            thread = merged.get(thread_id)
+            if thread is None:  # the first update of this thread here: a copy to change
+                known = self.threads.get(thread_id)
+                if known is None:
+                    thread = Thread(update.account_id, {}, 0, True, enqueued_at, None)
+                else:
+                    thread = Thread(
+                        known.account_id,
+                        known.fields if known.pending else {},
+                        known.version,
+                        True,
+                        known.enqueued_at if known.pending else enqueued_at,
+                        known.last_written_at,
+                        list(known.unfolded) if known.pending else [],
+                    )
+                merged[thread_id] = thread
+                complete[thread_id] = _complete(thread.fields)
+            thread.version += 1
             if isinstance(update, ThreadPatch):
                 thread.fields = merge_thread_fields(thread.folded(), update.fields)
-            else:
-                base = thread.fields
+                complete[thread_id] = _complete(thread.fields)
+                continue
+            if complete[thread_id]:
+                fields = thread.fields
                 thread.unfolded = [
-                    older for older in thread.unfolded if not _supersedes(update, older, base)
+                    older
+                    for older in thread.unfolded
+                    if not _supersedes(update, older) or _adds_phone(older, fields)
                 ]
-                thread.unfolded.append(update)
-            merged[thread_id] = thread
+            thread.unfolded.append(update)
         return merged
 
     def apply(self, merged: dict[str, Thread]) -> None:
