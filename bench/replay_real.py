@@ -139,8 +139,8 @@ async def replay_once(capture: Path, state_dir: Path) -> Round:
             started = time.perf_counter()
             result = await replayer.run(capture_records(capture))
             replayed = time.perf_counter()
-            while storage.spool.backlog():
-                await asyncio.sleep(0.002)
+            while storage.spool.backlog():  # a look every 10 ms costs the writer little
+                await asyncio.sleep(0.01)
             stored = time.perf_counter()
             deadline = time.monotonic() + THREADS_TIMEOUT_S
             while not storage.spool.is_empty() and time.monotonic() < deadline:
@@ -197,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" stored {messages:,}, threads {len(threads):,}"
     )
     print(
-        "rounds, s until stored: " + ", ".join(f"{r.seconds:.2f}" for r in timed)
+        "rounds, s until stored: "
+        + ", ".join(f"{r.seconds:.2f}" for r in timed)
         + f"; decode alone: {', '.join(f'{d:.3f}' for d in decode_times[1:])}"
     )
     results = [
@@ -227,11 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     ]
     status = report(results, check=not args.smoke)
-    wrong_threads = sum(
-        1 for tid, body in traffic.last_inbound.items() if threads.get(tid) != body
-    )
-    if not (messages == n and all(r.events == n for r in rounds)) or wrong_threads or (
-        len(threads) != len(ACCOUNTS) * args.chats
+    wrong_threads = sum(1 for tid, body in traffic.last_inbound.items() if threads.get(tid) != body)
+    if (
+        not (messages == n and all(r.events == n for r in rounds))
+        or wrong_threads
+        or (len(threads) != len(ACCOUNTS) * args.chats)
     ):
         print(
             f"FAIL: {n} messages replayed, {messages} stored, {len(threads)} threads"

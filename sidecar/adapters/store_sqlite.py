@@ -69,6 +69,10 @@ def open_message_file(
 class SqliteMessageStore:
     backend = "sqlite"
     FILENAME = FILENAME
+    #: Operations per batch the writer hands it: one transaction has no limit of its own,
+    #: and its cost is the index pages it rewrites, about as many for 2,000 messages
+    #: over a few hundred chats as for 500 (bench/replay_real.py).
+    BATCH_OPS = 2000
 
     def __init__(self, state_dir: Path, *, busy_timeout_s: float = 2.0) -> None:
         self.path, self._db = open_message_file(state_dir, SCHEMA, busy_timeout_s=busy_timeout_s)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from sidecar.core.failures import Failures, error_kind
 from sidecar.core.ports import MessageStore, SpoolPort
-from sidecar.core.spooling import Batch, Conflict, Prepared, SpoolError
+from sidecar.core.spooling import MAX_BATCH_OPS, Batch, Conflict, Prepared, SpoolError
 from sidecar.domain.supervision import Backoff
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,13 @@ class SpoolWriter:
         store: MessageStore,
         stats: StoreStats,
         backoff: Backoff | None = None,
+        *,
+        batch_ops: int = MAX_BATCH_OPS,
     ) -> None:
         self._spool = spool
+        #: Operations taken at a time (Firestore's batches hold at most 500; a SQLite
+        #: transaction of more writes each index page it touches fewer times a message).
+        self._batch_ops = batch_ops
         self._store = store
         self._stats = stats
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=60.0)
@@ -171,7 +176,7 @@ class SpoolWriter:
         return len(prepared.batch)
 
     def _prepare_next(self, in_flight: Batch | None) -> Prepared:
-        batch = self._spool.take(after=in_flight)
+        batch = self._spool.take(self._batch_ops, after=in_flight)
         if not batch:
             return Prepared(batch, None)
         return self._prepare(batch)

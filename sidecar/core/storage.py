@@ -28,7 +28,7 @@ from typing import Any
 from sidecar.core.failures import Failures
 from sidecar.core.ports import MessageStore, SpoolPort
 from sidecar.core.spool_writer import SpoolWriter, StoreStats
-from sidecar.core.spooling import Backlog, SpoolError
+from sidecar.core.spooling import MAX_BATCH_OPS, Backlog, SpoolError
 from sidecar.domain.classify import Classification
 from sidecar.domain.facts import MessageFacts, message_facts
 from sidecar.domain.health import StoreStatus, to_ms
@@ -145,6 +145,7 @@ class Storage:
         store: MessageStore,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        batch_ops: int = MAX_BATCH_OPS,
     ) -> None:
         self.spool = spool
         self.store = store
@@ -152,7 +153,7 @@ class Storage:
         self._recent: tuple[float, dict[str, Backlog]] | None = None
         self._recent_lock = threading.Lock()
         self.stats = StoreStats(spool.now)
-        self.writer = SpoolWriter(spool, store, self.stats)
+        self.writer = SpoolWriter(spool, store, self.stats, batch_ops=batch_ops)
         self.listener = StorageListener(spool, self.writer, self.stats)
 
     def spool_error(self, account_id: str) -> tuple[str, float] | None:

@@ -16,7 +16,7 @@ from typing import Any
 from sidecar.adapters.spool.codec import encode_thread
 from sidecar.core.spooling import SpooledThread
 from sidecar.domain.facts import MessageFacts
-from sidecar.domain.records import PHONE_SERVER, ThreadPatch, merge_thread_fields, thread_patch
+from sidecar.domain.records import ThreadPatch, merge_thread_fields, thread_patch
 
 
 @dataclass(slots=True)
@@ -59,48 +59,35 @@ class Thread:
         )
 
 
-#: The fields every thread update names (beside the inbound ones, and the phone number).
-_GENERAL = (
-    "accountId",
-    "clientJid",
-    "isLid",
-    "lastMessageAt",
-    "lastMessageAtMs",
-    "lastMessageDirection",
-    "updatedAt",
-)
+#: The fields every thread update names whose values differ from message to message
+#: (beside the inbound ones, which merge as a group; the others are the same for a chat).
+_VARYING = ("lastMessageAt", "lastMessageAtMs", "lastMessageDirection")
+
+
+def _alike(one: MessageFacts, other: MessageFacts) -> bool:
+    """Of the same chat and kind of chat: their updates name the same fields, in the same
+    order, with the same values but the times, the direction and the inbound text."""
+    return (
+        one.chat_user == other.chat_user
+        and one.chat_server == other.chat_server
+        and one.is_group == other.is_group
+        and one.account_id == other.account_id
+    )
 
 
 def _supersedes(newer: MessageFacts, older: MessageFacts) -> bool:
     """Whether merging ``older``'s thread update and then ``newer``'s leaves what merging
-    ``newer``'s alone leaves (``merge_thread_fields``), on fields that are empty or name
-    every field ``older``'s would fill (:func:`_complete`): ``newer`` is no older, of the
-    same chat and kind of chat (its update names the same fields, with the same values
-    but the times and the direction), and replaces the inbound fields ``older`` brings,
-    if any."""
-    return (
-        newer.ts_ms >= older.ts_ms
-        and (older.from_me or not newer.from_me)
-        and newer.chat_user == older.chat_user
-        and newer.chat_server == older.chat_server
-        and newer.is_group == older.is_group
-        and newer.account_id == older.account_id
-    )
+    ``newer``'s alone leaves (``merge_thread_fields``), when every update waiting is
+    :func:`_alike` and the fields are :func:`_complete`: ``newer`` is no older, and
+    replaces the inbound fields ``older`` brings, if any. (A field ``older`` would add
+    because it is missing, ``newer`` adds with the same value, in the same place.)"""
+    return newer.ts_ms >= older.ts_ms and (older.from_me or not newer.from_me)
 
 
 def _complete(fields: dict[str, Any]) -> bool:
-    """Fields that are empty, or hold every field an update names (but maybe the phone
-    number: :func:`_supersedes` keeps an update that would add it)."""
-    return not fields or all(name in fields for name in _GENERAL)
-
-
-def _adds_phone(facts: MessageFacts, fields: dict[str, Any]) -> bool:
-    return (
-        bool(fields)
-        and "phoneE164" not in fields
-        and not facts.is_group
-        and facts.chat_server == PHONE_SERVER
-    )
+    """Fields that are empty, or hold every field whose value differs between updates:
+    an older update never fills one of those in where a newer one would not."""
+    return not fields or all(name in fields for name in _VARYING)
 
 
 #: A thread written to the store, its mirrored row, and whether a newer update waits.
@@ -154,13 +141,9 @@ class Pacing:
                 thread.fields = merge_thread_fields(thread.folded(), update.fields)
                 complete[thread_id] = _complete(thread.fields)
                 continue
-            if complete[thread_id]:
-                fields = thread.fields
-                thread.unfolded = [
-                    older
-                    for older in thread.unfolded
-                    if not _supersedes(update, older) or _adds_phone(older, fields)
-                ]
+            waiting = thread.unfolded
+            if complete[thread_id] and all(_alike(update, older) for older in waiting):
+                thread.unfolded = [older for older in waiting if not _supersedes(update, older)]
             thread.unfolded.append(update)
         return merged
 

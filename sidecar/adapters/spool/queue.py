@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -33,6 +33,8 @@ from sidecar.domain.facts import MessageFacts
 from sidecar.domain.records import MessageDoc
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
+
+_T = TypeVar("_T")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS spool_messages (
@@ -143,15 +145,16 @@ class Queue:
         also records ``generation`` as wholly moved. Raises :class:`sqlite3.Error`."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
+            _insert(
+                self.db,
                 "INSERT INTO spool_messages"
-                " (account_id, thread_id, message_id, doc, merge, enqueued_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " (account_id, thread_id, message_id, doc, merge, enqueued_at)",
                 [entry.row() for entry in entries],
             )
-            self.db.executemany(
+            _insert(
+                self.db,
                 "INSERT OR REPLACE INTO spool_threads (thread_id, account_id, patch, version,"
-                " pending, enqueued_at, last_written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " pending, enqueued_at, last_written_at)",
                 [thread.row(thread_id) for thread_id, thread in threads.items()],
             )
             self.db.execute("UPDATE spool_journal SET flushed_generation = ?", (generation,))
@@ -247,11 +250,17 @@ class Queue:
     ) -> dict[str, int]:
         """Delete rows by seq; returns how many each account lost. With ``commit`` (a
         statement of its own), the counts are updated here; else once the caller commits."""
-        by_account: dict[str, list[tuple[int]]] = {}
+        by_account: dict[str, list[int]] = {}
         for seq, account in messages:
-            by_account.setdefault(account if isinstance(account, str) else "", []).append((seq,))
+            by_account.setdefault(account if isinstance(account, str) else "", []).append(seq)
         deleted = {
-            account: self.db.executemany("DELETE FROM spool_messages WHERE seq = ?", seqs).rowcount
+            account: sum(
+                self.db.execute(
+                    f"DELETE FROM spool_messages WHERE seq IN ({_marks(len(chunk))})",  # noqa: S608
+                    chunk,
+                ).rowcount
+                for chunk in _chunks(seqs)
+            )
             for account, seqs in by_account.items()
         }
         if commit:
@@ -310,6 +319,27 @@ class Queue:
 
     def close(self) -> None:
         self.db.close()
+
+
+#: Rows (or values) per statement: one statement is one SQLite step, which lets go of the
+#: GIL; a step per row made the event path and the writer trade it row by row.
+_ROWS_PER_STATEMENT = 500
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), _ROWS_PER_STATEMENT):
+        yield items[start : start + _ROWS_PER_STATEMENT]
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["?"] * count)  # placeholders only: the values are bound
+
+
+def _insert(db: sqlite3.Connection, into: str, rows: Sequence[Sequence[object]]) -> None:
+    """``into`` ``VALUES`` each of ``rows``, in order, a few hundred rows a statement."""
+    for chunk in _chunks(rows):
+        values = ", ".join([f"({_marks(len(chunk[0]))})"] * len(chunk))
+        db.execute(f"{into} VALUES {values}", [value for row in chunk for value in row])
 
 
 def _thread_update(
