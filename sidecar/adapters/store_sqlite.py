@@ -107,12 +107,15 @@ class SqliteMessageStore:
                     outcome = self._apply(doc, held, rows, encode, now_ms)
                     if outcome in CONFLICT_OUTCOMES:
                         conflicts.append(Conflict(doc.account_id, outcome))
+                # in the primary key's order (stable: a later write of a document wins):
+                # the index is walked once, not jumped around in
+                rows.sort(key=_primary_key)
                 for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
                     self._db.execute(_upsert_messages(len(chunk)), [v for r in chunk for v in r])
-                threads = [  # one update per thread in a batch
+                threads = sorted(  # one update per thread in a batch
                     (t.patch.thread_id, t.patch.account_id, encode(t.patch.fields))
                     for t in batch.threads
-                ]
+                )
                 for part in _chunks(threads, _ROWS_PER_STATEMENT):
                     self._db.execute(_upsert_threads(len(part)), [v for r in part for v in r])
                 self._db.execute("COMMIT")
@@ -174,6 +177,10 @@ def _upsert_messages(rows: int) -> str:
         f"INSERT INTO messages (thread_id, message_id, account_id, doc) VALUES {marks}"  # noqa: S608
         " ON CONFLICT DO UPDATE SET doc = excluded.doc"
     )
+
+
+def _primary_key(row: tuple[str, str, str, str]) -> tuple[str, str]:
+    return row[0], row[1]
 
 
 def _upsert_threads(rows: int) -> str:
