@@ -136,24 +136,31 @@ async def replay_once(capture: Path, state_dir: Path) -> Round:
     storage = assembly.storage
     assert storage is not None
     freeze_startup_objects()  # as serve() does before the source starts
+    # the writer runs beside the replay as in `serve`; stopped below by cancelling it until
+    # it stops (before issue 20 it could swallow one cancellation and run on forever)
+    writer = asyncio.create_task(storage.writer.run(), name="spool-writer")
     try:
-        async with storage.running():
-            replayer = Replayer(assembly.sidecar, clock, assembly.replay_errors)
-            started = time.perf_counter()
-            result = await replayer.run(capture_records(capture))
-            replayed = time.perf_counter()
-            while storage.spool.backlog():  # a look every 10 ms costs the writer little
-                await asyncio.sleep(0.01)
-            stored = time.perf_counter()
-            deadline = time.monotonic() + THREADS_TIMEOUT_S
-            while not storage.spool.is_empty() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        await storage.close()
+        replayer = Replayer(assembly.sidecar, clock, assembly.replay_errors)
+        started = time.perf_counter()
+        result = await replayer.run(capture_records(capture))
+        replayed = time.perf_counter()
+        while storage.spool.backlog():  # a look every 10 ms costs the writer little
+            await asyncio.sleep(0.01)
+        written = time.perf_counter()
+        deadline = time.monotonic() + THREADS_TIMEOUT_S
+        while not storage.spool.is_empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
     finally:
-        assembly.close()
+        while not writer.done():
+            writer.cancel()
+            await asyncio.wait({writer}, timeout=0.1)
+        try:
+            await storage.close()
+        finally:
+            assembly.close()
     if result.errors:
         raise RuntimeError(f"{result.errors} capture records were not replayed")
-    return Round(stored - started, replayed - started, result.events)
+    return Round(written - started, replayed - started, result.events)
 
 
 def stored(state_dir: Path) -> tuple[int, dict[str, str]]:

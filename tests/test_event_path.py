@@ -26,6 +26,7 @@ from sidecar.core.clock import ReplayClock
 from sidecar.core.replay import YIELD_EVERY, Replayer
 from sidecar.core.service import Sidecar
 from sidecar.core.spool_writer import SpoolWriter, StoreStats
+from sidecar.core.waits import wait_event
 from sidecar.domain.classify import classify
 from sidecar.domain.records import SERVER_TIME, MessageDoc, ThreadPatch, Timestamp, build_records
 
@@ -197,6 +198,37 @@ async def test_a_burst_of_wake_ups_from_other_threads_reaches_the_loop_once() ->
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_writer_cancelled_as_it_is_woken_stops() -> None:
+    """Python 3.11's wait_for swallowed a cancellation that came with the wake-up: the
+    writer went on forever, and so did the shutdown that waited for it."""
+    spool = _IdleSpool()
+    writer = SpoolWriter(spool, None, StoreStats())  # type: ignore[arg-type]  # never writes
+    task = asyncio.create_task(writer.run())
+    while spool.takes == 0:
+        await asyncio.sleep(0)
+    for _ in range(5):  # into its wait for a wake-up
+        await asyncio.sleep(0)
+    writer.wake()  # on the loop: the event is set now
+    task.cancel()  # in the same turn
+    done, _ = await asyncio.wait({task}, timeout=3)
+    assert done == {task}
+    assert task.cancelled()
+
+
+async def test_waiting_for_an_event_tells_its_timeout_from_a_cancellation() -> None:
+    event = asyncio.Event()
+    assert await wait_event(event, 0.01) is False
+    event.set()
+    assert await wait_event(event, 10) is True
+    event.clear()
+    waiting = asyncio.create_task(wait_event(event, 10))
+    await asyncio.sleep(0)
+    event.set()
+    waiting.cancel()  # in the same turn as the event
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
 
 
 def _doc(n: int, thread: str, **fields: Any) -> MessageDoc:

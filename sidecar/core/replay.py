@@ -8,7 +8,6 @@ sessions feed. Bad records are counted and logged by line number, never quoted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from google.protobuf.message import Message as ProtoMessage
 from sidecar.core.clock import ReplayClock
 from sidecar.core.pipeline import UnknownAccountError
 from sidecar.core.service import Sidecar
+from sidecar.core.waits import wait_event
 from sidecar.domain.own_events import OwnEvent
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ class Replayer:
                 delay = self._advance_clock(item)
                 if delay > 0:  # at a speed: wait for this record's time
                     durable()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    await wait_event(self._stop, delay)
                 if item.is_tick:
                     ticks += 1
                     # replayed time jumps: judge at every tick, as the live sidecar does every 5 s

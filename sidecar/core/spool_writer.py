@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from sidecar.core.failures import Failures, error_kind
 from sidecar.core.ports import MessageStore, SpoolPort
 from sidecar.core.spooling import MAX_BATCH_OPS, Batch, Conflict, Prepared, SpoolError
+from sidecar.core.waits import wait_event
 from sidecar.domain.supervision import Backoff
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,7 @@ class SpoolWriter:
                 continue
             self._spool_failures.succeeded()
             timeout = IDLE_POLL_S if next_due is None else min(IDLE_POLL_S, next_due)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+            await wait_event(self._wakeup, timeout)
 
     async def drain(self) -> float | None:
         """Write batches until nothing is due; returns the seconds until a waiting thread
