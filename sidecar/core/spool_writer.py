@@ -106,9 +106,9 @@ class SpoolWriter:
         )
 
     def wake(self) -> None:
-        """Something was spooled; safe from any thread. Cheap when a wake-up is pending
-        already: it is called for every real message, and a write to the loop's
-        self-pipe per message cost more than the spooling (bench/replay_real.py)."""
+        """Something was spooled; safe from any thread. Called for every real message
+        (a replay's batch): a wake-up on its way already is not sent again, and on the
+        loop's own thread the event is set without a write to the loop's self-pipe."""
         loop, wakeup = self._loop, self._wakeup
         if loop is None or wakeup is None:
             return

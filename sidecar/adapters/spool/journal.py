@@ -1,7 +1,9 @@
 """The append-only journal: what makes a message durable before the handler returns.
 
-The handler appends one line per message in one ``write`` call (what is written
-survives a killed process, as a WAL commit with ``synchronous=NORMAL`` does). A
+The handler appends one line per message, a message's or a replay's batch's lines in
+one ``write`` call (what is written survives a killed process, as a WAL commit with
+``synchronous=NORMAL`` does). A line holds the facts the writer builds the message's
+documents from (older lines, and ``Spool.enqueue``'s, hold the documents). A
 header line names the journal's generation: SQLite records the newest generation
 it holds all of, so a restart can tell moved entries from those not yet moved. A
 line torn by a full disk is taken back, or skipped when the journal is read again.
@@ -57,6 +59,8 @@ class Entry:
 
     @property
     def doc(self) -> MessageDoc:
+        """The message document (built, for facts: the fault tests' harness names the
+        last entry of a move by it)."""
         return message_doc(self.facts) if self.built is None else self.built[0]  # type: ignore[arg-type]
 
     def thread_update(self) -> tuple[str, ThreadPatch | MessageFacts] | None:
