@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 from sidecar.adapters.spool import Batch, Spool, SpoolError
@@ -25,6 +25,7 @@ from sidecar.core.failures import Failures
 from sidecar.core.ports import MessageStore
 from sidecar.core.spooling import MAX_BATCH_OPS, Backlog, Conflict, Prepared
 from sidecar.domain.account import PersistedState
+from sidecar.domain.facts import MessageFacts
 from sidecar.domain.records import MessageDoc, ThreadPatch
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,10 @@ class DeferredSpool:
         return self._no_drops if spool is None else spool.dropped
 
     def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None:
-        spool = self._opener.part  # the event path never waits for an opening
-        if spool is None:
-            raise SpoolError("the spool is not open") from self._opener.cause
-        spool.enqueue(doc, patch)
+        self._opened_for_the_event_path().enqueue(doc, patch)
+
+    def enqueue_facts(self, facts: Sequence[MessageFacts]) -> None:
+        self._opened_for_the_event_path().enqueue_facts(facts)
 
     def take(self, limit: int = MAX_BATCH_OPS, *, after: Batch | None = None) -> Batch:
         spool = self._opener.get()
@@ -158,6 +159,12 @@ class DeferredSpool:
     def close(self) -> None:
         if self._opener.part is not None:
             self._opener.part.close()
+
+    def _opened_for_the_event_path(self) -> Spool:
+        spool = self._opener.part  # the event path never waits for an opening
+        if spool is None:
+            raise SpoolError("the spool is not open") from self._opener.cause
+        return spool
 
     def _opened(self) -> Spool:
         spool = self._opener.part

@@ -38,6 +38,7 @@ from sidecar.core.repair import Repairs
 from sidecar.core.replay import ReplayErrors
 from sidecar.core.send_service import SendService
 from sidecar.core.service import Sidecar
+from sidecar.core.spooling import MAX_BATCH_OPS
 from sidecar.core.storage import Storage
 from sidecar.metrics.accounts import AccountCollector
 from sidecar.metrics.collectors import (
@@ -109,7 +110,11 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
     state_dir = loaded.config.state_dir
     spool = _spool(state_dir) if storage else None
     try:
-        stored = None if spool is None else Storage(spool, build_store(loaded))
+        stored = (
+            None
+            if spool is None
+            else Storage(spool, build_store(loaded), batch_ops=_batch_ops(loaded))
+        )
         sidecar = Sidecar(
             loaded.config.account_settings(),
             clock,
@@ -134,6 +139,13 @@ def assemble(loaded: LoadedConfig, clock: Clock, *, storage: bool = True) -> Ass
         metrics.register(SpoolCollector(stored, sidecar.account_ids))
         metrics.register(ConflictCollector(stored, sidecar.account_ids))
     return Assembly(loaded, sidecar, metrics, replay_errors, stored)
+
+
+def _batch_ops(loaded: LoadedConfig) -> int:
+    """Operations the writer hands the store at a time."""
+    if loaded.config.store.backend == "sqlite":
+        return SqliteMessageStore.BATCH_OPS
+    return MAX_BATCH_OPS
 
 
 def _spool(state_dir: Path) -> SpoolPort:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from sidecar.core.ports import Leases
+from sidecar.core.waits import wait_event
 from sidecar.domain.assignment import assign
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ class LeaseKeeper:
                     await self.cycle()
                 except Exception as exc:
                     log.warning("lease cycle failed (%s); trying again", type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=self.cycle_s)
+                await wait_event(stopping, self.cycle_s)
         finally:
             await _cancelled(renewals)
             watchdog.cancel()
@@ -121,8 +121,7 @@ class LeaseKeeper:
                     "membership not renewed (%s); the watchdog lets go in time",
                     type(exc).__name__,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=self.cycle_s)
+            await wait_event(stopping, self.cycle_s)
 
     async def renew(self) -> None:
         """Renew this replica's membership; when it had lapsed, nothing held is ours."""

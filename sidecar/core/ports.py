@@ -7,12 +7,13 @@ implements it in production and, where one exists, the stand-in tests use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sidecar.core.spooling import Backlog, Batch, Conflict, Prepared
 from sidecar.domain.account import PersistedState
+from sidecar.domain.facts import MessageFacts
 from sidecar.domain.outbox import STATUSES, OutboxItem, SendPolicy
 from sidecar.domain.records import MessageDoc, ThreadPatch
 
@@ -33,8 +34,10 @@ class StateStore(Protocol):
 class SpoolPort(Protocol):
     """The local, durable queue between the event path and the store (:class:`Spool`).
 
-    ``enqueue`` is called on the event path and must be durable when it returns;
-    it raises :class:`~sidecar.core.spooling.SpoolError` when it cannot be."""
+    ``enqueue_facts`` is called on the event path (``enqueue`` takes documents already
+    built) and must be durable when it returns; it raises
+    :class:`~sidecar.core.spooling.SpoolError` when it cannot be. ``take`` hands out
+    documents: those of spooled facts are built there, by the writer."""
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -42,6 +45,10 @@ class SpoolPort(Protocol):
         ...
 
     def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None: ...
+
+    def enqueue_facts(self, facts: Sequence[MessageFacts]) -> None:
+        """All of them durable, or none (then it raises)."""
+        ...
 
     def take(self, limit: int = ..., *, after: Batch | None = None) -> Batch: ...
 

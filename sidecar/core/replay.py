@@ -8,7 +8,6 @@ sessions feed. Bad records are counted and logged by line number, never quoted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from google.protobuf.message import Message as ProtoMessage
 from sidecar.core.clock import ReplayClock
 from sidecar.core.pipeline import UnknownAccountError
 from sidecar.core.service import Sidecar
+from sidecar.core.waits import wait_event
 from sidecar.domain.own_events import OwnEvent
 
 log = logging.getLogger(__name__)
@@ -116,25 +116,35 @@ class Replayer:
         self._stop = stop or asyncio.Event()
         events = ticks = 0
         started = time.perf_counter()
-        for seen, item in enumerate(records, start=1):
-            if seen % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            if self._stop.is_set():
-                break
-            if isinstance(item, Unreadable):
-                self._bad_record(item.line, item.reason)
-                continue
-            await self._advance_clock(item)
-            if item.is_tick:
-                ticks += 1
-                # replayed time jumps: judge at every tick, as the live sidecar does every 5 s
-                self._sidecar.evaluate_verdicts()
-            elif self._handle(item):
-                events += 1
+        # Real messages become durable together, one journal write for those handled
+        # between two pauses: nothing is acknowledged in between, and each pause (and
+        # the end) comes after they are durable.
+        with self._sidecar.durable_together() as durable:
+            for seen, item in enumerate(records, start=1):
+                if seen % YIELD_EVERY == 0:
+                    durable()
+                    await asyncio.sleep(0)
+                if self._stop.is_set():
+                    break
+                if isinstance(item, Unreadable):
+                    self._bad_record(item.line, item.reason)
+                    continue
+                delay = self._advance_clock(item)
+                if delay > 0:  # at a speed: wait for this record's time
+                    durable()
+                    await wait_event(self._stop, delay)
+                if item.is_tick:
+                    ticks += 1
+                    # replayed time jumps: judge at every tick, as the live sidecar does every 5 s
+                    self._sidecar.evaluate_verdicts()
+                elif self._handle(item):
+                    events += 1
         self._sidecar.evaluate_verdicts()
         return ReplayReport(events, ticks, self._errors, time.perf_counter() - started)
 
-    async def _advance_clock(self, record: Record) -> None:
+    def _advance_clock(self, record: Record) -> float:
+        """Move the clock to the record; returns how long to wait for it first (at a
+        speed), in seconds."""
         if self._last_t is not None and record.t < self._last_t:
             log.warning(
                 "capture line %d: 't' goes back in time; the clock stays where it is", record.line
@@ -145,10 +155,8 @@ class Replayer:
         elif self._clock.speed == 0:
             self._clock.advance_to(record.t)
         else:
-            delay = (record.t - self._clock.now()) / self._clock.speed
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            return (record.t - self._clock.now()) / self._clock.speed
+        return 0.0
 
     def _handle(self, record: Record) -> bool:
         try:

@@ -7,10 +7,12 @@ dictionaries stay inside: callers get snapshots and typed health objects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 
 from google.protobuf.message import Message as ProtoMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
@@ -110,6 +112,14 @@ class Sidecar:
     def handle(self, account_id: str, event: ProtoMessage | OwnEvent, received_at: float) -> None:
         """Apply one event (see :meth:`EventPipeline.handle`)."""
         self._pipeline.handle(account_id, event, received_at)
+
+    def durable_together(self) -> AbstractContextManager[Callable[[], None]]:
+        """Real messages handled on this thread inside the block are made durable in one
+        write, when the function it yields is called and when the block ends
+        (:meth:`StorageListener.together`; nothing to do without storage)."""
+        if self.storage is None:
+            return contextlib.nullcontext(_nothing)
+        return self.storage.listener.together()
 
     def set_status(self, account_id: str, status: Status, at: float) -> None:
         self._pipeline.set_status(self._states[account_id], status, at)
@@ -313,3 +323,7 @@ def _log_verdict_change(
             account_id,
             max(0.0, now - last.at_ms / 1000),
         )
+
+
+def _nothing() -> None:
+    pass

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 from sidecar.core.failures import Failures, error_kind
 from sidecar.core.ports import MessageStore, SpoolPort
-from sidecar.core.spooling import Batch, Conflict, Prepared, SpoolError
+from sidecar.core.spooling import MAX_BATCH_OPS, Batch, Conflict, Prepared, SpoolError
+from sidecar.core.waits import wait_event
 from sidecar.domain.supervision import Backoff
 
 log = logging.getLogger(__name__)
@@ -85,26 +86,50 @@ class SpoolWriter:
         store: MessageStore,
         stats: StoreStats,
         backoff: Backoff | None = None,
+        *,
+        batch_ops: int = MAX_BATCH_OPS,
     ) -> None:
         self._spool = spool
+        #: Operations taken at a time (Firestore's batches hold at most 500; a SQLite
+        #: transaction of more writes each index page it touches fewer times a message).
+        self._batch_ops = batch_ops
         self._store = store
         self._stats = stats
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=60.0)
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        #: A wake-up is on its way to the loop (one is enough, however many messages).
+        self._wake_sent = False
         self._spool_failures = Failures(
             log, "spool writer: taking or confirming a batch", "; it tries again"
         )
 
     def wake(self) -> None:
-        """Something was spooled; safe from any thread."""
+        """Something was spooled; safe from any thread. Called for every real message
+        (a replay's batch): a wake-up on its way already is not sent again, and on the
+        loop's own thread the event is set without a write to the loop's self-pipe."""
         loop, wakeup = self._loop, self._wakeup
-        if loop is not None and wakeup is not None:
-            loop.call_soon_threadsafe(wakeup.set)
+        if loop is None or wakeup is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            wakeup.set()  # on the loop already (a replay): no self-pipe, no callback
+        elif not self._wake_sent:
+            self._wake_sent = True
+            loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        # cleared before the event is set: a wake() that still sees True is covered
+        # by this set(), which comes after its message was spooled
+        self._wake_sent = False
+        assert self._wakeup is not None
+        self._wakeup.set()
 
     async def run(self) -> None:
         """Drain, then wait to be woken (or for a thread update to become due); forever."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wake_sent = False
         self._wakeup = asyncio.Event()
         while True:
             self._wakeup.clear()
@@ -116,8 +141,7 @@ class SpoolWriter:
                 continue
             self._spool_failures.succeeded()
             timeout = IDLE_POLL_S if next_due is None else min(IDLE_POLL_S, next_due)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+            await wait_event(self._wakeup, timeout)
 
     async def drain(self) -> float | None:
         """Write batches until nothing is due; returns the seconds until a waiting thread
@@ -152,7 +176,7 @@ class SpoolWriter:
         return len(prepared.batch)
 
     def _prepare_next(self, in_flight: Batch | None) -> Prepared:
-        batch = self._spool.take(after=in_flight)
+        batch = self._spool.take(self._batch_ops, after=in_flight)
         if not batch:
             return Prepared(batch, None)
         return self._prepare(batch)

@@ -1,7 +1,8 @@
 """Persistence of real messages: spool on the event path, a writer that drains it.
 
-The event handler only commits to the local spool (fast, durable); the
-:class:`SpoolWriter` moves batches to the configured store, retrying with
+The event handler only commits to the local spool (fast, durable: the few values
+the documents are built from); the :class:`SpoolWriter` builds the documents and
+moves batches to the configured store, retrying with
 capped exponential backoff and jitter for as long as the store is down, and
 deletes spool rows only once the store confirmed them.
 
@@ -21,22 +22,27 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from sidecar.core.failures import Failures
 from sidecar.core.ports import MessageStore, SpoolPort
 from sidecar.core.spool_writer import SpoolWriter, StoreStats
-from sidecar.core.spooling import Backlog, SpoolError
+from sidecar.core.spooling import MAX_BATCH_OPS, Backlog, SpoolError
 from sidecar.domain.classify import Classification
+from sidecar.domain.facts import MessageFacts, message_facts
 from sidecar.domain.health import StoreStatus, to_ms
-from sidecar.domain.records import build_records
 
 log = logging.getLogger(__name__)
 
 
 class StorageListener:
-    """The pipeline's hook: real messages are spooled before the handler returns."""
+    """The pipeline's hook: real messages are spooled before the handler returns.
+
+    On the event path it only reads the few values the documents are built from
+    (:func:`~sidecar.domain.facts.message_facts`) and has them journaled; the writer
+    builds the documents. A source that hands many events over at once (a replay)
+    may make them durable together (:meth:`together`)."""
 
     def __init__(self, spool: SpoolPort, writer: SpoolWriter, stats: StoreStats) -> None:
         self._spool = spool
@@ -45,6 +51,9 @@ class StorageListener:
         self._failures: dict[str, Failures] = {}
         self._lock = threading.Lock()
         self._unstored: frozenset[str] = frozenset()
+        #: Facts handled inside :meth:`together` on ``_held_by``, not durable yet.
+        self._held: list[MessageFacts] | None = None
+        self._held_by: int | None = None
 
     def leave_out(self, account_ids: Iterable[str]) -> None:
         """Never store these accounts' messages (``store_messages: false``)."""
@@ -55,22 +64,55 @@ class StorageListener:
     ) -> None:
         if account_id in self._unstored:
             return
-        records = build_records(account_id, event, classification)
-        if records is None:
+        facts = message_facts(account_id, event, classification)
+        if facts is None:
             return
-        failures = self._failures.get(account_id)
+        held = self._held
+        if held is not None and threading.get_ident() == self._held_by:
+            held.append(facts)
+        else:
+            self._spool_now([facts])
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[Callable[[], None]]:
+        """Real messages handled on this thread inside the block are made durable together,
+        in one journal write: when the function it yields is called, and when the block
+        ends. For a caller that acknowledges nothing in between (a replay calls it before
+        every pause); a live callback returns only once its own message is durable, so it
+        never holds any (other threads are not held, whatever this one does)."""
+        if self._held is not None:  # nested: the outer block makes them durable
+            yield self._durable
+            return
+        self._held, self._held_by = [], threading.get_ident()
         try:
-            self._spool.enqueue(*records)
+            yield self._durable
+        finally:
+            try:
+                self._durable()
+            finally:
+                self._held = self._held_by = None
+
+    def _durable(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            self._spool_now(held)
+
+    def _spool_now(self, facts: list[MessageFacts]) -> None:
+        try:
+            self._spool.enqueue_facts(facts)
         except SpoolError as exc:
-            # It cannot be made durable, so it is not stored: say so, and go on with
-            # the next event (its counts and times are recorded already).
-            self._stats.rejected(account_id)
-            if failures is None:
-                failures = self._failures_of(account_id)
-            failures.failed(exc)
+            # They cannot be made durable, so they are not stored: say so, and go on with
+            # the next event (their counts and times are recorded already).
+            for each in facts:
+                self._stats.rejected(each.account_id)
+                self._failures_of(each.account_id).failed(exc)
             return
-        if failures is not None:
-            failures.succeeded()
+        if self._failures:
+            for account_id in {each.account_id for each in facts}:
+                failures = self._failures.get(account_id)
+                if failures is not None:
+                    failures.succeeded()
         self._writer.wake()
 
     def _failures_of(self, account_id: str) -> Failures:
@@ -103,6 +145,7 @@ class Storage:
         store: MessageStore,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        batch_ops: int = MAX_BATCH_OPS,
     ) -> None:
         self.spool = spool
         self.store = store
@@ -110,7 +153,7 @@ class Storage:
         self._recent: tuple[float, dict[str, Backlog]] | None = None
         self._recent_lock = threading.Lock()
         self.stats = StoreStats(spool.now)
-        self.writer = SpoolWriter(spool, store, self.stats)
+        self.writer = SpoolWriter(spool, store, self.stats, batch_ops=batch_ops)
         self.listener = StorageListener(spool, self.writer, self.stats)
 
     def spool_error(self, account_id: str) -> tuple[str, float] | None:

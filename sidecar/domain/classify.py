@@ -83,6 +83,12 @@ REAL_PROTOCOL_TYPES: frozenset[int] = frozenset({ProtocolMessage.MESSAGE_EDIT})
 MAX_WRAPPER_DEPTH = 8
 
 
+#: A real message's classification, made once per field (one per message cost ~1 µs).
+_REAL = {
+    name: Classification(MessageClass.REAL, name) for name in WAMessage.DESCRIPTOR.fields_by_name
+}
+
+
 def classify(message: WAMessage | None) -> Classification:
     """Classify one ``waE2E.Message`` (the ``Message`` of a ``MessageEv``).
 
@@ -130,7 +136,7 @@ def _classify(message: WAMessage, depth: int) -> Classification | None:
         if name in UNREADABLE_FIELDS:
             unreadable = unreadable or Classification(MessageClass.OTHER, name)
             continue
-        return Classification(MessageClass.REAL, name)
+        return _REAL.get(name) or Classification(MessageClass.REAL, name)
     if protocol is not None:
         return protocol
     if unreadable is not None:

@@ -2,12 +2,14 @@
 
 A real message is made durable here before the handler returns, so a store
 that is slow or down, or a process that is killed, loses nothing. The
-handler only appends one line to a journal file (one ``write`` call: what is
-written survives a killed process, as a WAL commit with
-``synchronous=NORMAL`` does); batches of journal entries then move into
-SQLite (WAL) in one transaction each, off the handler's critical path, and
-the journal starts over. A restart moves whatever the journal still holds
-before anything else. Rows leave SQLite only after the store confirmed them.
+handler only appends one line to a journal file (one ``write`` call, for a
+replay's batch too: what is written survives a killed process, as a WAL commit
+with ``synchronous=NORMAL`` does), holding the few values the message's
+documents are built from; the writer builds them when it takes the message.
+Batches of journal entries move into SQLite (WAL) in one transaction each, off
+the handler's critical path, and the journal starts over. A restart moves
+whatever the journal still holds before anything else. Rows leave SQLite only
+after the store confirmed them.
 
 Thread updates are coalesced per thread and written at most once per
 ``thread_interval_s``, which keeps a busy chat under Firestore's sustained

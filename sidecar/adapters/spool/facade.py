@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sidecar.adapters.spool.journal import Entry, Journal
@@ -21,13 +21,15 @@ from sidecar.adapters.spool.queue import HOLDS, Queue
 from sidecar.adapters.sqlite_files import CorruptDatabaseError, is_corruption
 from sidecar.core.failures import Failures
 from sidecar.core.spooling import MAX_BATCH_OPS, Backlog, Batch, SpoolError
-from sidecar.domain.records import MessageDoc, ThreadPatch
+from sidecar.domain.facts import MessageFacts
+from sidecar.domain.records import MessageDoc, ThreadPatch, message_doc
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
 
 #: Journal entries that make the handler move them into SQLite itself; below this
-#: the writer's next ``take`` moves them (it runs after every enqueue it is woken for).
-FLUSH_EVERY = 512
+#: the writer's next ``take`` moves them (it runs after every enqueue it is woken for),
+#: off the event path. A handful of writer batches: it keeps up unless the store is slow.
+FLUSH_EVERY = 4096
 #: After a failed move into SQLite, the handler leaves the next tries to the writer this long.
 FLUSH_RETRY_S = 1.0
 
@@ -76,12 +78,22 @@ class Spool:
             raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
 
     def enqueue(self, doc: MessageDoc, patch: ThreadPatch | None) -> None:
-        """Make one message (and its thread update) durable before returning; raise
-        :class:`SpoolError` when it cannot be (the message is then not stored)."""
+        """Make one message's documents durable before returning; raise
+        :class:`SpoolError` when they cannot be (the message is then not stored)."""
         entry = Entry.of(doc, patch, self.now())
-        line = entry.encode()
+        self._append([entry], entry.encode())
+
+    def enqueue_facts(self, facts: Sequence[MessageFacts]) -> None:
+        """Make real messages durable, all in one write, before returning: the facts
+        their documents are built from, which the writer builds. Raise
+        :class:`SpoolError` when they cannot be (none of them is then stored)."""
+        now = self.now()
+        entries = [Entry.of_facts(f, now) for f in facts]
+        self._append(entries, b"".join(entry.encode() for entry in entries))
+
+    def _append(self, entries: list[Entry], lines: bytes) -> None:
         with self._lock:
-            self._journal.append(entry, line)
+            self._journal.append(entries, lines)
             if (
                 len(self._journal.pending) >= FLUSH_EVERY
                 and time.monotonic() >= self._flush_retry_at
@@ -138,7 +150,9 @@ class Spool:
         if not entries:
             return
         merged = self._pacing.merge(
-            (entry.patch, entry.enqueued_at) for entry in entries if entry.patch is not None
+            (*update, entry.enqueued_at)
+            for entry in entries
+            if (update := entry.thread_update()) is not None
         )
         self._queue.move(entries, merged, generation)
         self._pacing.apply(merged)  # only once committed
@@ -157,9 +171,13 @@ class Spool:
                 self._journal.start_or_log()  # so the handler need not
             # thread updates take at most half of a batch
             threads, next_due_s = self._pacing.due(now, limit // 2, busy_threads)
-            messages, dropped = self._queue.oldest(after_seq, limit - len(threads))
+            rows, dropped = self._queue.oldest(after_seq, limit - len(threads))
             for account in dropped:
                 self.dropped[account] = self.dropped.get(account, 0) + 1
+        # the documents are built here, on the writer's thread, and outside the lock
+        messages = [
+            (seq, row if isinstance(row, MessageDoc) else message_doc(row)) for seq, row in rows
+        ]
         return Batch(messages, threads, next_due_s)
 
     def discard(self, batch: Batch, error: str) -> None:
@@ -203,8 +221,8 @@ class Spool:
         with self._lock:
             backlog = self._queue.backlog()
             for entry in self._journal.pending:  # journaled, not yet moved into SQLite
-                known = backlog.get(entry.doc.account_id)
-                backlog[entry.doc.account_id] = Backlog(
+                known = backlog.get(entry.account_id)
+                backlog[entry.account_id] = Backlog(
                     (known.messages if known else 0) + 1,
                     entry.enqueued_at if known is None else known.oldest_enqueued_at,
                 )

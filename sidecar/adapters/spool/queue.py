@@ -17,19 +17,24 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sidecar.adapters.spool.codec import decode_fields
+import orjson
+
+from sidecar.adapters.spool.codec import decode_facts, decode_fields, decode_thread
 from sidecar.adapters.spool.journal import Entry
 from sidecar.adapters.spool.pacing import Thread
 from sidecar.adapters.sqlite_files import CorruptDatabaseError, open_private
 from sidecar.core.failures import error_kind
 from sidecar.core.spooling import Backlog, SpoolError
+from sidecar.domain.facts import MessageFacts
 from sidecar.domain.records import MessageDoc
 
 log = logging.getLogger(__package__)  # one logger for the whole spool
+
+_T = TypeVar("_T")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS spool_messages (
@@ -110,18 +115,21 @@ class Queue:
             "SELECT thread_id, account_id, patch, version, pending, enqueued_at, last_written_at"
             " FROM spool_threads WHERE pending = 1"
         ):
-            fields = _decoded(account_id, thread_id, thread_id, patch)
+            update = _thread_update(account_id, thread_id, patch)
             numbers_ok = isinstance(version, int) and all(
                 isinstance(v, int | float) for v in (enqueued_at, written or 0.0)
             )
-            if fields is None or not numbers_ok:
+            if update is None or not numbers_ok:
                 # a damaged row (salvaged): the thread's next message mends the thread
                 log.warning("spool: a damaged thread update in %s was skipped", self.path.name)
                 continue
+            fields, unfolded = update
             threads.append(
                 (
                     thread_id,
-                    Thread(account_id, fields, version, bool(pending), enqueued_at, written),
+                    Thread(
+                        account_id, fields, version, bool(pending), enqueued_at, written, unfolded
+                    ),
                 )
             )
         return threads
@@ -137,15 +145,16 @@ class Queue:
         also records ``generation`` as wholly moved. Raises :class:`sqlite3.Error`."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
+            _insert(
+                self.db,
                 "INSERT INTO spool_messages"
-                " (account_id, thread_id, message_id, doc, merge, enqueued_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [_message_row(e) for e in entries],
+                " (account_id, thread_id, message_id, doc, merge, enqueued_at)",
+                [entry.row() for entry in entries],
             )
-            self.db.executemany(
+            _insert(
+                self.db,
                 "INSERT OR REPLACE INTO spool_threads (thread_id, account_id, patch, version,"
-                " pending, enqueued_at, last_written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " pending, enqueued_at, last_written_at)",
                 [thread.row(thread_id) for thread_id, thread in threads.items()],
             )
             self.db.execute("UPDATE spool_journal SET flushed_generation = ?", (generation,))
@@ -155,14 +164,18 @@ class Queue:
                 self.db.execute("ROLLBACK")
             raise
         for entry in entries:
-            account = entry.doc.account_id
+            account = entry.account_id
             if not self._counts.get(account):
                 self._oldest[account] = entry.enqueued_at
             self._counts[account] = self._counts.get(account, 0) + 1
 
-    def oldest(self, after_seq: int, limit: int) -> tuple[list[tuple[int, MessageDoc]], list[str]]:
-        """Up to ``limit`` messages past ``after_seq``, oldest first; and the accounts of
-        damaged rows that were dropped on the way."""
+    def oldest(
+        self, after_seq: int, limit: int
+    ) -> tuple[list[tuple[int, MessageDoc | MessageFacts]], list[str]]:
+        """Up to ``limit`` messages past ``after_seq``, oldest first: their facts (the
+        caller builds their documents, outside the spool's lock), or their documents as
+        an earlier version spooled them; and the accounts of damaged rows that were
+        dropped on the way."""
         try:
             rows = self.db.execute(
                 "SELECT seq, account_id, thread_id, message_id, doc, merge"
@@ -171,8 +184,16 @@ class Queue:
             ).fetchall()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
-        messages, damaged = [], []
+        messages: list[tuple[int, MessageDoc | MessageFacts]] = []
+        damaged = []
         for seq, account_id, thread_id, message_id, doc, merge in rows:
+            if isinstance(doc, str) and doc.startswith("["):
+                facts = _facts(account_id, doc)
+                if facts is None:
+                    damaged.append((seq, account_id))
+                else:
+                    messages.append((seq, facts))
+                continue
             fields = _decoded(account_id, thread_id, message_id, doc)
             if fields is None:
                 damaged.append((seq, account_id))
@@ -229,11 +250,17 @@ class Queue:
     ) -> dict[str, int]:
         """Delete rows by seq; returns how many each account lost. With ``commit`` (a
         statement of its own), the counts are updated here; else once the caller commits."""
-        by_account: dict[str, list[tuple[int]]] = {}
+        by_account: dict[str, list[int]] = {}
         for seq, account in messages:
-            by_account.setdefault(account if isinstance(account, str) else "", []).append((seq,))
+            by_account.setdefault(account if isinstance(account, str) else "", []).append(seq)
         deleted = {
-            account: self.db.executemany("DELETE FROM spool_messages WHERE seq = ?", seqs).rowcount
+            account: sum(
+                self.db.execute(
+                    f"DELETE FROM spool_messages WHERE seq IN ({_marks(len(chunk))})",  # noqa: S608
+                    chunk,
+                ).rowcount
+                for chunk in _chunks(seqs)
+            )
             for account, seqs in by_account.items()
         }
         if commit:
@@ -294,6 +321,51 @@ class Queue:
         self.db.close()
 
 
+#: Rows (or values) per statement: one statement is one SQLite step, which lets go of the
+#: GIL; a step per row made the event path and the writer trade it row by row.
+_ROWS_PER_STATEMENT = 500
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), _ROWS_PER_STATEMENT):
+        yield items[start : start + _ROWS_PER_STATEMENT]
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["?"] * count)  # placeholders only: the values are bound
+
+
+def _insert(db: sqlite3.Connection, into: str, rows: Sequence[Sequence[object]]) -> None:
+    """``into`` ``VALUES`` each of ``rows``, in order, a few hundred rows a statement."""
+    for chunk in _chunks(rows):
+        values = ", ".join([f"({_marks(len(chunk[0]))})"] * len(chunk))
+        db.execute(f"{into} VALUES {values}", [value for row in chunk for value in row])
+
+
+def _thread_update(
+    account_id: object, thread_id: object, patch: object
+) -> tuple[dict[str, Any], list[MessageFacts]] | None:
+    """A spooled thread update, or None when its row is damaged."""
+    if not all(isinstance(v, str) and v for v in (account_id, thread_id, patch)):
+        return None
+    try:
+        update = decode_thread(patch)  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    if update is None or any(facts.account_id != account_id for facts in update[1]):
+        return None
+    return update
+
+
+def _facts(account_id: object, doc: str) -> MessageFacts | None:
+    """A spooled message's facts, or None when its row is damaged."""
+    try:
+        facts = decode_facts(orjson.loads(doc))
+    except (ValueError, TypeError):
+        return None
+    return facts if facts is not None and facts.account_id == account_id else None
+
+
 def _decoded(account_id: object, thread_id: object, message_id: object, doc: object) -> Any:
     """A spooled message's fields, or None when its row is damaged."""
     if not all(isinstance(v, str) and v for v in (account_id, thread_id, message_id, doc)):
@@ -303,15 +375,3 @@ def _decoded(account_id: object, thread_id: object, message_id: object, doc: obj
     except (ValueError, TypeError, KeyError, RecursionError):
         return None
     return fields if isinstance(fields, dict) else None
-
-
-def _message_row(entry: Entry) -> Sequence[object]:
-    doc = entry.doc
-    return (
-        doc.account_id,
-        doc.thread_id,
-        doc.message_id,
-        entry.doc_json,
-        int(doc.merge),
-        entry.enqueued_at,
-    )
