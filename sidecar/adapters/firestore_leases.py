@@ -44,6 +44,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _fields(snapshot: Any) -> dict[str, Any]:
+    """A document's fields; none for a document that does not exist."""
+    return (snapshot.to_dict() or {}) if snapshot.exists else {}
+
+
 class FirestoreLeases:
     def __init__(
         self, project: str, replica_id: str, ttl_s: float, *, database: str = "(default)"
@@ -57,6 +62,9 @@ class FirestoreLeases:
     def _replica(self, replica_id: str) -> Any:
         return self._client.collection(REPLICAS).document(replica_id)
 
+    def _lease(self, account_id: str) -> Any:
+        return self._client.collection(LEASES).document(account_id)
+
     async def heartbeat(self) -> bool:
         ref = self._replica(self.replica_id)
         fresh = secrets.token_hex(8)  # the incarnation if this replica (re)joins now
@@ -65,8 +73,7 @@ class FirestoreLeases:
         @firestore.async_transactional
         async def renew(tx: Any) -> None:
             kept.clear()
-            snapshot = await ref.get(transaction=tx)
-            record = (snapshot.to_dict() or {}) if snapshot.exists else {}
+            record = _fields(await ref.get(transaction=tx))
             now = _now_ms()
             ours = (
                 self._incarnation is not None
@@ -103,14 +110,13 @@ class FirestoreLeases:
         return sorted(live)
 
     async def take(self, account_id: str) -> bool:
-        ref = self._client.collection(LEASES).document(account_id)
+        ref = self._lease(account_id)
         taken: list[int] = []
 
         @firestore.async_transactional
         async def take(tx: Any) -> None:
             taken.clear()
-            snapshot = await ref.get(transaction=tx)
-            data = (snapshot.to_dict() or {}) if snapshot.exists else {}
+            data = _fields(await ref.get(transaction=tx))
             holder = data.get("holder")
             if holder and holder != self.replica_id:
                 if "generation" not in data:  # an older version's record
@@ -140,20 +146,18 @@ class FirestoreLeases:
         """Whether ``holder`` is a member now under the incarnation it took the account
         with. Read outside the transaction, so it never holds up the holder's renewal;
         an incarnation that lapsed never comes back, so a stale answer is a safe one."""
-        snapshot = await self._replica(holder).get()
-        record = (snapshot.to_dict() or {}) if snapshot.exists else {}
+        record = _fields(await self._replica(holder).get())
         return bool(
             record.get("incarnation") == incarnation and record.get("expiresAtMs", 0) > _now_ms()
         )
 
     async def release(self, account_id: str) -> None:
-        ref = self._client.collection(LEASES).document(account_id)
+        ref = self._lease(account_id)
         generation = self._generations.get(account_id)
 
         @firestore.async_transactional
         async def give_back(tx: Any) -> None:
-            snapshot = await ref.get(transaction=tx)
-            data = (snapshot.to_dict() or {}) if snapshot.exists else {}
+            data = _fields(await ref.get(transaction=tx))
             if data.get("holder") == self.replica_id and data.get("generation") == generation:
                 tx.update(ref, {"holder": None, "expiresAtMs": 0})
 

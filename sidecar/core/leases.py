@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sidecar.core.ports import Leases
 from sidecar.core.waits import wait_event
-from sidecar.domain.assignment import assign
+from sidecar.domain.assignment import share_of
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ class LeaseKeeper:
         self._epoch = 0
         self._joined = asyncio.Event()
         self.lost = 0
-        self.live = 0
 
     def holding(self) -> set[str]:
         """The accounts this replica holds, including those it is handing back."""
@@ -155,18 +154,14 @@ class LeaseKeeper:
         """This replica's share, worked out again only when the members change."""
         members = tuple(sorted({*replicas, self._leases.replica_id}))
         if self._assigned[0] != members:
-            owners = assign(self._accounts, members)
-            me = self._leases.replica_id
-            self._assigned = (members, {a for a, r in owners.items() if r == me})
+            self._assigned = (members, share_of(self._leases.replica_id, self._accounts, members))
         return self._assigned[1]
 
     async def cycle(self) -> None:
         """Hand back what is no longer this replica's, take what is (after a renewal)."""
         for account in sorted(self._unreleased - self.held):
             await self._release(account)
-        replicas = await self._leases.live_replicas()
-        self.live = len(set(replicas) | {self._leases.replica_id})
-        mine = self._mine(replicas)
+        mine = self._mine(await self._leases.live_replicas())
         for account in sorted(self.held - mine):
             self.held.discard(account)
             self._leaving.add(account)
