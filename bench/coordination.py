@@ -28,9 +28,8 @@ from bench.common import Result, report
 from bench.wire import CountingProxy, Counts
 from tests.support.cli import SidecarProcess, sidecar_cli, wait_ready
 from tests.support.firestore import firestore_emulator
-from tests.support.http import get
+from tests.support.http import get, held_by
 
-HELD = re.compile(r'^whatsapp_lease_held\{account="([^"]+)"\} 1\.0$', re.MULTILINE)
 LOST = re.compile(r"^whatsapp_leases_lost_total ([\d.]+)$", re.MULTILINE)
 MAX_RATIO = 1.5
 
@@ -57,7 +56,7 @@ class Measured:
 
 
 def holdings(ports: list[int]) -> list[set[str]]:
-    return [set(HELD.findall(get(f"http://127.0.0.1:{port}/metrics"))) for port in ports]
+    return [held_by(port) for port in ports]
 
 
 def lost(ports: list[int]) -> float:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from .support.cli import SidecarProcess, sidecar_cli, wait_ready
-from .support.http import get
+from .support.http import held_by
 from .support.polling import wait_for
 
 pytestmark = pytest.mark.services  # the Firestore emulator and three wa-sidecar processes
@@ -28,13 +28,6 @@ ACCOUNTS = [f"acct-{i}" for i in range(10)]
 TTL_S = 10.0
 #: An account is held from "lease taken" until it has stopped ("status ... -> stopped").
 LOG_LINE = re.compile(r"^(\S+ \S+) INFO \S+ account=(\S+) (lease taken|status \S+ -> stopped)")
-
-
-def held_by(port: int) -> set[str]:
-    metrics = get(f"http://127.0.0.1:{port}/metrics")
-    return set(
-        re.findall(r'^whatsapp_lease_held\{account="([^"]+)"\} 1\.0$', metrics, re.MULTILINE)
-    )
 
 
 def intervals(stderr: str, replica: str, end: float) -> list[tuple[str, str, float, float]]:

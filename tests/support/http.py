@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 import urllib.request
@@ -23,6 +24,14 @@ def get(url: str, token: str | None = None) -> Any:
             if response.headers["Content-Type"].startswith("application/json")
             else body
         )
+
+
+LEASE_HELD = re.compile(r'^whatsapp_lease_held\{account="([^"]+)"\} 1\.0$', re.MULTILINE)
+
+
+def held_by(port: int) -> set[str]:
+    """The accounts the sidecar on ``port`` holds, as its /metrics says."""
+    return set(LEASE_HELD.findall(get(f"http://127.0.0.1:{port}/metrics")))
 
 
 def wait_http(url: str, what: str, timeout: float = 30) -> None:
